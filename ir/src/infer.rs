@@ -1,0 +1,172 @@
+//! Type rules: the result type of each op from its operand types.
+//! Shared by graph building, the verifier and the shape-inference pass.
+
+use crate::graph::Graph;
+use crate::op::Op;
+use crate::types::{DType, Dim, Shape, TensorType};
+use crate::IrError;
+
+fn err(op: &Op, msg: impl std::fmt::Display) -> IrError {
+    IrError::new(format!("{}: {msg}", op.name()))
+}
+
+/// Checks the operands of `op` and returns the type of its result.
+pub fn infer_type(g: &Graph, op: &Op, args: &[&TensorType]) -> Result<TensorType, IrError> {
+    if args.len() != op.arity() {
+        return Err(err(op, format!("takes {} operands, got {}", op.arity(), args.len())));
+    }
+    let show = |t: &TensorType| crate::text::type_to_string(g, t);
+    let rank = |i: usize, r: usize| -> Result<(), IrError> {
+        if args[i].shape.rank() == r {
+            Ok(())
+        } else {
+            Err(err(op, format!("operand {i} must have rank {r}, got {}", show(args[i]))))
+        }
+    };
+    let dtype = |i: usize, d: DType| -> Result<(), IrError> {
+        if args[i].dtype == d {
+            Ok(())
+        } else {
+            Err(err(op, format!("operand {i} must be {d}, got {}", show(args[i]))))
+        }
+    };
+    let same_dim = |a: Dim, b: Dim, what: &str| -> Result<(), IrError> {
+        if a == b {
+            Ok(())
+        } else {
+            Err(err(op, format!("{what}: {} != {}", dim_str(g, a), dim_str(g, b))))
+        }
+    };
+    let scalar_i32 = |i: usize| -> Result<(), IrError> {
+        rank(i, 0)?;
+        dtype(i, DType::I32)
+    };
+    let dims = |i: usize| args[i].shape.dims();
+
+    match op {
+        Op::Gather => {
+            rank(0, 2)?;
+            rank(1, 1)?;
+            dtype(1, DType::I32)?;
+            Ok(TensorType::new(args[0].dtype, Shape(vec![dims(1)[0], dims(0)[1]])))
+        }
+        Op::MatMul { transpose_b } => {
+            rank(0, 2)?;
+            rank(1, 2)?;
+            float_same(op, args)?;
+            let (k_b, n) = if *transpose_b { (dims(1)[1], dims(1)[0]) } else { (dims(1)[0], dims(1)[1]) };
+            same_dim(dims(0)[1], k_b, "inner dims differ")?;
+            Ok(TensorType::new(args[0].dtype, Shape(vec![dims(0)[0], n])))
+        }
+        Op::RmsNorm { .. } => {
+            rank(0, 2)?;
+            rank(1, 1)?;
+            float_same(op, args)?;
+            same_dim(dims(0)[1], dims(1)[0], "weight length differs from features")?;
+            Ok(args[0].clone())
+        }
+        Op::Rope { head_dim, rotary_dim } => {
+            rank(0, 2)?;
+            rank(1, 2)?;
+            rank(2, 2)?;
+            scalar_i32(3)?;
+            float_same(op, &args[..3])?;
+            if *rotary_dim == 0 || rotary_dim % 2 != 0 || rotary_dim > head_dim {
+                return Err(err(op, format!("rotary_dim {rotary_dim} must be even, nonzero and <= head_dim {head_dim}")));
+            }
+            let features = dims(0)[1].as_const().ok_or_else(|| err(op, "feature dim must be constant"))?;
+            if features % u64::from(*head_dim) != 0 {
+                return Err(err(op, format!("features {features} are not a multiple of head_dim {head_dim}")));
+            }
+            let half = Dim::Const(u64::from(*rotary_dim / 2));
+            same_dim(dims(1)[1], half, "cos table width must be rotary_dim / 2")?;
+            same_dim(dims(2)[1], half, "sin table width must be rotary_dim / 2")?;
+            same_dim(dims(1)[0], dims(2)[0], "cos and sin tables differ in length")?;
+            Ok(args[0].clone())
+        }
+        Op::CacheWrite => {
+            rank(0, 2)?;
+            rank(1, 2)?;
+            scalar_i32(2)?;
+            if args[0].dtype != args[1].dtype {
+                return Err(err(op, "rows and state differ in dtype"));
+            }
+            same_dim(dims(0)[1], dims(1)[1], "row width differs from state width")?;
+            Ok(args[0].clone())
+        }
+        Op::Attention { heads, kv_heads, head_dim, .. } => {
+            rank(0, 2)?;
+            rank(1, 2)?;
+            rank(2, 2)?;
+            scalar_i32(3)?;
+            float_same(op, &args[..3])?;
+            if *kv_heads == 0 || *heads == 0 || heads % kv_heads != 0 {
+                return Err(err(op, format!("heads {heads} must be a nonzero multiple of kv_heads {kv_heads}")));
+            }
+            let q_width = Dim::Const(u64::from(*heads) * u64::from(*head_dim));
+            let kv_width = Dim::Const(u64::from(*kv_heads) * u64::from(*head_dim));
+            same_dim(dims(0)[1], q_width, "query width must be heads * head_dim")?;
+            same_dim(dims(1)[1], kv_width, "key cache width must be kv_heads * head_dim")?;
+            same_dim(dims(2)[1], kv_width, "value cache width must be kv_heads * head_dim")?;
+            same_dim(dims(1)[0], dims(2)[0], "key and value caches differ in length")?;
+            Ok(args[0].clone())
+        }
+        Op::Unary(_) | Op::Softmax => {
+            float_same(op, args)?;
+            if matches!(op, Op::Softmax) && args[0].shape.rank() == 0 {
+                return Err(err(op, "needs at least one axis"));
+            }
+            Ok(args[0].clone())
+        }
+        Op::Reduce(_) => {
+            float_same(op, args)?;
+            let mut shape = args[0].shape.clone();
+            match shape.0.last_mut() {
+                Some(d) => *d = Dim::Const(1),
+                None => return Err(err(op, "needs at least one axis")),
+            }
+            Ok(TensorType::new(args[0].dtype, shape))
+        }
+        Op::Binary(_) => {
+            float_same(op, args)?;
+            let shape = broadcast(&args[0].shape, &args[1].shape)
+                .ok_or_else(|| err(op, format!("cannot broadcast {} with {}", show(args[0]), show(args[1]))))?;
+            Ok(TensorType::new(args[0].dtype, shape))
+        }
+    }
+}
+
+/// All operands share one float dtype.
+fn float_same(op: &Op, args: &[&TensorType]) -> Result<(), IrError> {
+    let d = args[0].dtype;
+    if !d.is_float() {
+        return Err(err(op, format!("needs float operands, got {d}")));
+    }
+    if let Some(t) = args.iter().find(|t| t.dtype != d) {
+        return Err(err(op, format!("operands differ in dtype: {d} and {}", t.dtype)));
+    }
+    Ok(())
+}
+
+/// Numpy broadcasting: align from the right; equal dims, or one of them is 1.
+pub fn broadcast(a: &Shape, b: &Shape) -> Option<Shape> {
+    let n = a.rank().max(b.rank());
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let da = if i + a.rank() >= n { a.0[i + a.rank() - n] } else { Dim::Const(1) };
+        let db = if i + b.rank() >= n { b.0[i + b.rank() - n] } else { Dim::Const(1) };
+        out.push(match (da, db) {
+            _ if da == db => da,
+            (Dim::Const(1), d) | (d, Dim::Const(1)) => d,
+            _ => return None,
+        });
+    }
+    Some(Shape(out))
+}
+
+fn dim_str(g: &Graph, d: Dim) -> String {
+    match d {
+        Dim::Const(n) => n.to_string(),
+        Dim::Sym(s) => g.symbols.get(s.0 as usize).map_or(format!("sym#{}", s.0), |s| s.name.clone()),
+    }
+}

@@ -1,0 +1,175 @@
+//! The closed set of operations. Attributes are typed fields.
+//!
+//! Operand conventions are part of the IR contract: the verifier, the interpreter and every
+//! backend kernel rely on them. Activations are row-major `[rows, features]` unless stated.
+
+/// Elementwise function of one operand.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum UnaryOp {
+    Neg,
+    Exp,
+    Sqrt,
+    /// 1 / sqrt(x)
+    Rsqrt,
+    /// 1 / x
+    Recip,
+    /// x * sigmoid(x)
+    Silu,
+    Sigmoid,
+}
+
+/// Elementwise function of two operands with numpy broadcasting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BinaryOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Max,
+    Min,
+}
+
+/// Reduction over the last axis, keeping it with size 1.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ReduceOp {
+    Sum,
+    Mean,
+    Max,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Op {
+    /// `(table [V, H], ids i32 [S]) -> [S, H]`: rows of an embedding table.
+    /// An id outside `0..V` is an error (the entry point checks ids before any kernel runs).
+    Gather,
+    /// `(a [M, K], b) -> [M, N]` with `b` being `[N, K]` when `transpose_b` (the layout of a
+    /// HuggingFace `Linear` weight), else `[K, N]`.
+    MatMul { transpose_b: bool },
+    /// `(x [S, H], weight [H]) -> [S, H]`: `x / sqrt(mean(x²) + eps) * weight`, in f32.
+    RmsNorm { eps: f32 },
+    /// `(x [S, heads * head_dim], cos [P, rotary_dim / 2], sin [P, rotary_dim / 2], pos i32 [])
+    /// -> [S, heads * head_dim]`. Rotate-half rotary embedding of the first `rotary_dim` features
+    /// of every head; row `s` is at absolute position `pos + s` and reads row `pos + s` of the
+    /// tables. Features past `rotary_dim` pass through.
+    Rope { head_dim: u32, rotary_dim: u32 },
+    /// `(state [C, W], rows [S, W], pos i32 []) -> [C, W]`: writes `rows` into rows `pos..pos+S`
+    /// of a state buffer, in place. Operand 0 must be the state itself; the result is the
+    /// updated state and aliases its buffer. Each state is written by at most one node.
+    CacheWrite,
+    /// `(q [S, heads * head_dim], k_cache [C, kv_heads * head_dim],
+    ///   v_cache [C, kv_heads * head_dim], pos i32 []) -> [S, heads * head_dim]`.
+    /// Causal scaled-dot-product attention: query row `s` (position `p = pos + s`) attends to
+    /// cache rows `j` with `j <= p` and, with a window `w`, `j > p - w`. Query head `h` reads
+    /// KV head `h / (heads / kv_heads)` (grouped-query attention). Scores are `q·k * scale`.
+    Attention { heads: u32, kv_heads: u32, head_dim: u32, scale: f32, window: Option<u32> },
+    Unary(UnaryOp),
+    Binary(BinaryOp),
+    /// Softmax over the last axis.
+    Softmax,
+    /// Reduction over the last axis; the result keeps that axis with size 1.
+    Reduce(ReduceOp),
+}
+
+impl UnaryOp {
+    pub const ALL: [UnaryOp; 7] = [
+        UnaryOp::Neg,
+        UnaryOp::Exp,
+        UnaryOp::Sqrt,
+        UnaryOp::Rsqrt,
+        UnaryOp::Recip,
+        UnaryOp::Silu,
+        UnaryOp::Sigmoid,
+    ];
+    pub fn name(self) -> &'static str {
+        match self {
+            UnaryOp::Neg => "neg",
+            UnaryOp::Exp => "exp",
+            UnaryOp::Sqrt => "sqrt",
+            UnaryOp::Rsqrt => "rsqrt",
+            UnaryOp::Recip => "recip",
+            UnaryOp::Silu => "silu",
+            UnaryOp::Sigmoid => "sigmoid",
+        }
+    }
+    /// The reference definition, used by the interpreter and by backend tests.
+    pub fn eval(self, x: f32) -> f32 {
+        match self {
+            UnaryOp::Neg => -x,
+            UnaryOp::Exp => x.exp(),
+            UnaryOp::Sqrt => x.sqrt(),
+            UnaryOp::Rsqrt => 1.0 / x.sqrt(),
+            UnaryOp::Recip => 1.0 / x,
+            UnaryOp::Silu => x / (1.0 + (-x).exp()),
+            UnaryOp::Sigmoid => 1.0 / (1.0 + (-x).exp()),
+        }
+    }
+}
+
+impl BinaryOp {
+    pub const ALL: [BinaryOp; 6] =
+        [BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Div, BinaryOp::Max, BinaryOp::Min];
+    pub fn name(self) -> &'static str {
+        match self {
+            BinaryOp::Add => "add",
+            BinaryOp::Sub => "sub",
+            BinaryOp::Mul => "mul",
+            BinaryOp::Div => "div",
+            BinaryOp::Max => "max",
+            BinaryOp::Min => "min",
+        }
+    }
+    pub fn eval(self, a: f32, b: f32) -> f32 {
+        match self {
+            BinaryOp::Add => a + b,
+            BinaryOp::Sub => a - b,
+            BinaryOp::Mul => a * b,
+            BinaryOp::Div => a / b,
+            BinaryOp::Max => a.max(b),
+            BinaryOp::Min => a.min(b),
+        }
+    }
+}
+
+impl ReduceOp {
+    pub const ALL: [ReduceOp; 3] = [ReduceOp::Sum, ReduceOp::Mean, ReduceOp::Max];
+    pub fn name(self) -> &'static str {
+        match self {
+            ReduceOp::Sum => "reduce_sum",
+            ReduceOp::Mean => "reduce_mean",
+            ReduceOp::Max => "reduce_max",
+        }
+    }
+}
+
+impl Op {
+    /// The op's name in the text form, without attributes.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Gather => "gather",
+            Op::MatMul { .. } => "matmul",
+            Op::RmsNorm { .. } => "rms_norm",
+            Op::Rope { .. } => "rope",
+            Op::CacheWrite => "cache_write",
+            Op::Attention { .. } => "attention",
+            Op::Unary(u) => u.name(),
+            Op::Binary(b) => b.name(),
+            Op::Softmax => "softmax",
+            Op::Reduce(r) => r.name(),
+        }
+    }
+
+    /// How many operands the op takes.
+    pub fn arity(&self) -> usize {
+        match self {
+            Op::Unary(_) | Op::Softmax | Op::Reduce(_) => 1,
+            Op::Gather | Op::MatMul { .. } | Op::RmsNorm { .. } | Op::Binary(_) => 2,
+            Op::CacheWrite => 3,
+            Op::Rope { .. } | Op::Attention { .. } => 4,
+        }
+    }
+
+    /// True for ops that write persistent state: dead-code elimination keeps them.
+    pub fn has_side_effect(&self) -> bool {
+        matches!(self, Op::CacheWrite)
+    }
+}
