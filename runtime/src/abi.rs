@@ -124,3 +124,6 @@ impl WeightsHeader {
         }
     }
 }
+
+/// `edgec_abi.h`: this module's C mirror, embedded into every generated model header.
+pub const ABI_C_HEADER: &str = include_str!("../include/edgec_abi.h");
