@@ -1,1 +1,229 @@
-fn main() {}
+//! The `edgec` command line.
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use edgec::run::RunRequest;
+use edgec_runtime::SamplerConfig;
+use edgec::CompileRequest;
+use edgec_passes::OptLevel;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use target_lexicon::Triple;
+
+#[derive(Parser)]
+#[command(
+    name = "edgec",
+    version,
+    about = "Ahead-of-time compiler for language models on phones",
+    long_about = "edgec compiles a language model (a HuggingFace checkpoint) into a native object \
+file, a packed weights file and a C header. The small edgec runtime, linked into your app, maps \
+the weights, owns one planned arena and the KV cache, and calls the object.\n\n\
+Quick start:\n  edgec run tests/fixtures/llama --ids 1,2,3 --max-new-tokens 8\n  \
+edgec compile path/to/checkpoint -o out/ --target aarch64-unknown-linux-gnu"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Compile a model into NAME.o, NAME.weights, NAME.h and edgec.json in OUTDIR.
+    #[command(after_help = "Supported models: HuggingFace checkpoints of LlamaForCausalLM \
+(config.json + model.safetensors, or sharded with model.safetensors.index.json), in f32, f16 or bf16.\n\
+Supported targets: x86_64-unknown-linux-gnu, aarch64-unknown-linux-gnu.\n\n\
+Passes (for --passes and --print-after):\n{passes}")]
+    Compile(CompileArgs),
+    /// Run a prompt through a model and generate: compiles a checkpoint for the target if
+    /// needed, links it with the runtime, and runs it (aarch64 under qemu).
+    Run(RunArgs),
+}
+
+#[derive(Args)]
+struct CompileArgs {
+    /// HuggingFace checkpoint directory (config.json + safetensors).
+    model: PathBuf,
+    /// Output directory; created if missing. Files appear all at once or not at all.
+    #[arg(short, long, value_name = "OUTDIR")]
+    output: PathBuf,
+    #[command(flatten)]
+    target: TargetArgs,
+    /// Symbol prefix and file stem (a C identifier). Defaults to the model directory's name.
+    #[arg(long)]
+    name: Option<String>,
+    /// Positions the KV cache holds: prompt plus generated tokens.
+    #[arg(long, default_value_t = 2048, value_name = "N")]
+    max_context: u64,
+    /// Most tokens per forward call (longer prompts are fed in chunks); sizes the arena.
+    /// Default: the smaller of --max-context and 128.
+    #[arg(long, value_name = "N")]
+    max_tokens: Option<u64>,
+    #[command(flatten)]
+    passes: PassArgs,
+    /// Also write NAME.ir (the graph after passes) and NAME.plan (the memory plan).
+    #[arg(long)]
+    emit_ir: bool,
+    /// Print how long each pass took.
+    #[arg(long)]
+    time_passes: bool,
+}
+
+#[derive(Args)]
+struct TargetArgs {
+    /// Target triple: x86_64-unknown-linux-gnu or aarch64-unknown-linux-gnu.
+    /// Default: this machine.
+    #[arg(long, value_name = "TRIPLE", value_parser = parse_triple)]
+    target: Option<Triple>,
+}
+
+#[derive(Args)]
+struct PassArgs {
+    /// Optimization preset: 0 runs no transform (the graph is still verified); 1-3 run the
+    /// standard pipeline.
+    #[arg(short = 'O', value_name = "LEVEL", default_value = "2", value_parser = parse_opt_level)]
+    opt_level: OptLevel,
+    /// Run exactly these passes, in order, instead of the -O preset (e.g. infer-shapes,dce).
+    #[arg(long, value_delimiter = ',', value_name = "PASS,...")]
+    passes: Option<Vec<String>>,
+    /// Print the graph to stderr after these passes ('all' for every pass).
+    #[arg(long, value_delimiter = ',', value_name = "PASS,...")]
+    print_after: Vec<String>,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// A checkpoint directory, or an OUTDIR written by `edgec compile`.
+    model: PathBuf,
+    /// Prompt token ids, comma-separated.
+    #[arg(long, value_delimiter = ',', required = true, value_name = "ID,...")]
+    ids: Vec<u32>,
+    /// Tokens to generate after the prompt.
+    #[arg(long, default_value_t = 16, value_name = "N")]
+    max_new_tokens: usize,
+    /// Worker threads on the host; 0 uses every core.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    threads: usize,
+    /// Write `logits` (f32 [prompt_len, vocab], from the prompt) and `generated_ids`
+    /// (i64 [N]) to this safetensors file.
+    #[arg(long, value_name = "FILE.safetensors")]
+    output: Option<PathBuf>,
+    #[command(flatten)]
+    target: TargetArgs,
+    /// Feed the prompt one token per call instead of as one prefill.
+    #[arg(long)]
+    stepwise: bool,
+    /// For checkpoints: positions the KV cache holds. Default: prompt plus new tokens.
+    #[arg(long, value_name = "N")]
+    max_context: Option<u64>,
+    /// For checkpoints: most tokens per forward call.
+    #[arg(long, value_name = "N")]
+    max_tokens: Option<u64>,
+    /// Linker: `cc` for the host (links a shared library), `aarch64-linux-gnu-gcc` for
+    /// aarch64 (links a static executable with the C driver).
+    #[arg(long, value_name = "CMD")]
+    linker: Option<String>,
+    /// Emulator command for a foreign target, e.g. "qemu-aarch64 -cpu max".
+    #[arg(long, value_name = "CMD")]
+    runner: Option<String>,
+    /// Sampling temperature; 0 is greedy (argmax).
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f32,
+    /// Sample among the K most likely tokens only (0: no limit).
+    #[arg(long, default_value_t = 0, value_name = "K")]
+    top_k: usize,
+    /// Sample from the smallest set of tokens whose probability reaches P (1: no limit).
+    #[arg(long, default_value_t = 1.0, value_name = "P")]
+    top_p: f32,
+    /// Seed for sampling; the same seed gives the same tokens.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+fn parse_opt_level(s: &str) -> Result<OptLevel, String> {
+    match s {
+        "0" => Ok(OptLevel::O0),
+        "1" => Ok(OptLevel::O1),
+        "2" => Ok(OptLevel::O2),
+        "3" => Ok(OptLevel::O3),
+        _ => Err(format!("'{s}' is not an optimization level (0, 1, 2 or 3)")),
+    }
+}
+
+fn parse_triple(s: &str) -> Result<Triple, String> {
+    s.parse().map_err(|e| format!("'{s}' is not a target triple: {e}"))
+}
+
+fn main() -> ExitCode {
+    let passes: String =
+        edgec_passes::PASSES.iter().map(|(name, what)| format!("  {name:<14} {what}\n")).collect();
+    let command = <Cli as clap::CommandFactory>::command().mut_subcommand("compile", |c| {
+        let help = c.get_after_help().map(|h| h.to_string()).unwrap_or_default();
+        c.after_help(help.replace("{passes}", passes.trim_end()))
+    });
+    let cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&command.get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    match execute(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: the error and its causes.
+            eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn execute(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Compile(a) => {
+            let req = CompileRequest {
+                model: a.model,
+                out_dir: a.output,
+                target: a.target.target.unwrap_or_else(Triple::host),
+                name: a.name,
+                max_context: a.max_context,
+                max_tokens: a.max_tokens,
+                opt_level: a.passes.opt_level,
+                passes: a.passes.passes,
+                print_after: a.passes.print_after,
+                emit_ir: a.emit_ir,
+            };
+            let c = edgec::compile(&req, &mut std::io::stderr())?;
+            if a.time_passes {
+                for t in &c.timings {
+                    eprintln!("pass {:<14} {:>10.3?}  changed: {:?}", t.name, t.duration, t.changed);
+                }
+            }
+            let m = &c.manifest;
+            println!("compiled {} for {} into {}", m.name, m.target, c.dir.display());
+            println!(
+                "  weights {} bytes, arena {} bytes (lower bound {}), KV state {} bytes, max context {}, max tokens per call {}",
+                c.weights_size, c.arena_size, c.lower_bound, c.state_size, m.max_context, m.max_tokens
+            );
+            Ok(())
+        }
+        Command::Run(a) => {
+            let req = RunRequest {
+                model: a.model,
+                ids: a.ids,
+                max_new_tokens: a.max_new_tokens,
+                threads: a.threads,
+                target: a.target.target,
+                stepwise: a.stepwise,
+                max_context: a.max_context,
+                max_tokens: a.max_tokens,
+                linker: a.linker,
+                runner: a.runner,
+                sampling: SamplerConfig { temperature: a.temperature, top_k: a.top_k, top_p: a.top_p, seed: a.seed },
+            };
+            let out = edgec::run::run(&req)?;
+            if let Some(path) = &a.output {
+                edgec::run::write_output(path, &out).with_context(|| format!("cannot write {}", path.display()))?;
+            }
+            let ids: Vec<String> = out.generated.iter().map(u32::to_string).collect();
+            println!("{}", ids.join(","));
+            Ok(())
+        }
+    }
+}

@@ -1,1 +1,60 @@
+//! edgec's model readers. For now: HuggingFace safetensors checkpoints of decoder LLMs
+//! (`config.json` + `model.safetensors` or a sharded `model.safetensors.index.json`).
+//!
+//! Weights are never read: each becomes a [`edgec_ir::WeightSource::File`] reference to its
+//! byte range, in the stored dtype, while the graph sees it as f32.
 
+pub mod checkpoint;
+pub mod config;
+mod decoder;
+pub mod error;
+
+pub use checkpoint::{Checkpoint, TensorEntry};
+pub use config::{DecoderConfig, FAMILIES, Family};
+pub use error::FrontendError;
+
+use std::path::Path;
+
+/// Sizes the compiled graph is built for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// KV cache rows: the most positions a session can hold.
+    pub max_context: u64,
+    /// The most tokens one forward call takes (the `seq` symbol's bound); `<= max_context`.
+    pub max_tokens: u64,
+}
+
+impl LoadOptions {
+    pub fn validate(&self) -> Result<(), FrontendError> {
+        if self.max_context == 0 || self.max_tokens == 0 {
+            return Err(FrontendError::Options(format!(
+                "max_context ({}) and max_tokens ({}) must be positive",
+                self.max_context, self.max_tokens
+            )));
+        }
+        if self.max_tokens > self.max_context {
+            return Err(FrontendError::Options(format!(
+                "max_tokens {} exceeds max_context {}",
+                self.max_tokens, self.max_context
+            )));
+        }
+        if self.max_context > i32::MAX as u64 {
+            return Err(FrontendError::Options(format!(
+                "max_context {} does not fit the i32 positions",
+                self.max_context
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Reads a HuggingFace checkpoint directory and builds its graph: inputs `ids: i32[seq]`,
+/// `pos: i32[]`; output `logits: f32[seq, vocab]`; one K and one V cache state per layer.
+pub fn load_checkpoint(dir: &Path, opts: &LoadOptions) -> Result<Graph, FrontendError> {
+    opts.validate()?;
+    let cfg = DecoderConfig::load(&dir.join("config.json"))?;
+    let ckpt = Checkpoint::open(dir)?;
+    decoder::build(&cfg, &ckpt, opts)
+}
+
+use edgec_ir::Graph;

@@ -1,7 +1,7 @@
 //! The graph: inputs, weights, state buffers and nodes in schedule order.
 
 use crate::op::Op;
-use crate::types::{DType, Dim, Shape, Symbol, SymbolId, TensorType};
+use crate::types::{DType, Dim, Symbol, SymbolId, TensorType};
 use std::path::PathBuf;
 
 /// A reference to a value. Every node produces exactly one value.
@@ -175,14 +175,7 @@ impl Graph {
     /// A kept node must not use a removed one.
     pub fn retain_nodes(&mut self, keep: &[bool]) {
         assert_eq!(keep.len(), self.nodes.len());
-        let mut new_index = vec![u32::MAX; keep.len()];
-        let mut next = 0u32;
-        for (i, &k) in keep.iter().enumerate() {
-            if k {
-                new_index[i] = next;
-                next += 1;
-            }
-        }
+        let new_index = renumbering(keep);
         let remap = |v: &mut ValueRef| {
             if let ValueRef::Node(i) = v {
                 let n = new_index[*i as usize];
@@ -195,16 +188,43 @@ impl Graph {
             i += 1;
             keep[i - 1]
         });
-        for node in &mut self.nodes {
-            node.args.iter_mut().for_each(remap);
-        }
-        for out in &mut self.outputs {
-            remap(&mut out.value);
-        }
+        self.nodes.iter_mut().flat_map(|n| n.args.iter_mut()).for_each(remap);
+        self.outputs.iter_mut().map(|o| &mut o.value).for_each(remap);
     }
 
-    /// The shape `[dims...]` built from constants, for convenience in builders and tests.
-    pub fn shape(dims: &[Dim]) -> Shape {
-        Shape(dims.to_vec())
+    /// Keeps the weights for which `keep[i]` is true and renumbers references to them.
+    /// A kept node must not use a removed weight.
+    pub fn retain_weights(&mut self, keep: &[bool]) {
+        assert_eq!(keep.len(), self.weights.len());
+        let new_index = renumbering(keep);
+        let remap = |v: &mut ValueRef| {
+            if let ValueRef::Weight(i) = v {
+                let n = new_index[*i as usize];
+                assert!(n != u32::MAX, "retain_weights: a kept value uses removed weight #{i}");
+                *i = n;
+            }
+        };
+        let mut i = 0;
+        self.weights.retain(|_| {
+            i += 1;
+            keep[i - 1]
+        });
+        self.nodes.iter_mut().flat_map(|n| n.args.iter_mut()).for_each(remap);
+        self.outputs.iter_mut().map(|o| &mut o.value).for_each(remap);
     }
+}
+
+/// New indices for the kept items (`u32::MAX` for removed ones).
+fn renumbering(keep: &[bool]) -> Vec<u32> {
+    let mut next = 0u32;
+    keep.iter()
+        .map(|&k| {
+            if k {
+                next += 1;
+                next - 1
+            } else {
+                u32::MAX
+            }
+        })
+        .collect()
 }

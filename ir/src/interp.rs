@@ -1,0 +1,571 @@
+//! The reference interpreter: slow and obviously correct, the oracle for every pass and kernel
+//! test. It follows the op semantics documented in [`crate::op`] literally: computation in f32
+//! (sums and dot products accumulate in f64), i32 for ids and positions. Bad inputs give an
+//! [`IrError`], never a panic.
+
+use crate::IrError;
+use crate::graph::{Graph, ValueRef};
+use crate::op::{Op, ReduceOp};
+use crate::types::{DType, Dim, Shape};
+
+/// A concrete tensor: a shape and row-major data.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tensor {
+    pub shape: Vec<usize>,
+    pub data: Data,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Data {
+    F32(Vec<f32>),
+    I32(Vec<i32>),
+}
+
+impl Tensor {
+    pub fn f32(shape: Vec<usize>, data: Vec<f32>) -> Tensor {
+        Tensor { shape, data: Data::F32(data) }
+    }
+    pub fn i32(shape: Vec<usize>, data: Vec<i32>) -> Tensor {
+        Tensor { shape, data: Data::I32(data) }
+    }
+    /// A rank-0 i32 tensor.
+    pub fn scalar_i32(v: i32) -> Tensor {
+        Tensor::i32(vec![], vec![v])
+    }
+    pub fn as_f32(&self) -> Option<&[f32]> {
+        match &self.data {
+            Data::F32(v) => Some(v),
+            Data::I32(_) => None,
+        }
+    }
+    pub fn as_i32(&self) -> Option<&[i32]> {
+        match &self.data {
+            Data::I32(v) => Some(v),
+            Data::F32(_) => None,
+        }
+    }
+    pub fn len(&self) -> usize {
+        match &self.data {
+            Data::F32(v) => v.len(),
+            Data::I32(v) => v.len(),
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    fn dtype_name(&self) -> &'static str {
+        match self.data {
+            Data::F32(_) => "f32",
+            Data::I32(_) => "i32",
+        }
+    }
+}
+
+/// Product of dims, checked.
+fn numel(shape: &[usize]) -> Option<usize> {
+    shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d))
+}
+
+/// A computed value: an owned tensor, or the current contents of a state buffer
+/// (the result of a `CacheWrite`, which aliases its state).
+enum Slot {
+    Owned(Tensor),
+    State(u32),
+}
+
+pub struct Interpreter<'g> {
+    g: &'g Graph,
+    states: Vec<Tensor>,
+    weights: Vec<Option<Tensor>>,
+}
+
+fn err(msg: impl Into<String>) -> IrError {
+    IrError::new(msg)
+}
+
+impl<'g> Interpreter<'g> {
+    /// Prepares to run `g`: states are zeroed at their full (upper-bound) size; weights are
+    /// materialized on first use and cached.
+    pub fn new(g: &'g Graph) -> Result<Self, IrError> {
+        let mut states = Vec::with_capacity(g.states.len());
+        for s in &g.states {
+            let shape =
+                s.ty.shape
+                    .0
+                    .iter()
+                    .map(|&d| {
+                        let n = match d {
+                            Dim::Const(n) => n,
+                            Dim::Sym(sym) => {
+                                g.symbols.get(sym.0 as usize).map(|x| x.max).ok_or_else(|| err("undefined symbol"))?
+                            }
+                        };
+                        usize::try_from(n).map_err(|_| err("dim too large"))
+                    })
+                    .collect::<Result<Vec<usize>, IrError>>()
+                    .map_err(|e| err(format!("state '{}': {}", s.name, e.message)))?;
+            let n = numel(&shape).ok_or_else(|| err(format!("state '{}': size overflows", s.name)))?;
+            let t = match s.ty.dtype {
+                d if d.is_float() => Tensor::f32(shape, zeroed(n, &s.name)?),
+                DType::I32 => Tensor::i32(shape, zeroed(n, &s.name)?),
+                d => return Err(err(format!("state '{}': dtype {d} is not supported by the interpreter", s.name))),
+            };
+            states.push(t);
+        }
+        Ok(Interpreter { g, states, weights: vec![None; g.weights.len()] })
+    }
+
+    /// Zeroes every state buffer (a new session).
+    pub fn reset_state(&mut self) {
+        for s in &mut self.states {
+            match &mut s.data {
+                Data::F32(v) => v.iter_mut().for_each(|x| *x = 0.0),
+                Data::I32(v) => v.iter_mut().for_each(|x| *x = 0),
+            }
+        }
+    }
+
+    /// The current contents of state `i`.
+    pub fn state(&self, i: usize) -> Option<&Tensor> {
+        self.states.get(i)
+    }
+
+    /// Runs the graph once: one tensor per graph input, in order; returns the graph's outputs in
+    /// order. State persists across runs.
+    pub fn run(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>, IrError> {
+        let g = self.g;
+        if inputs.len() != g.inputs.len() {
+            return Err(err(format!("graph takes {} inputs, got {}", g.inputs.len(), inputs.len())));
+        }
+        // Bind symbols from the input shapes.
+        let mut bound: Vec<Option<usize>> = vec![None; g.symbols.len()];
+        for (inp, t) in g.inputs.iter().zip(inputs) {
+            let want_dtype = match inp.ty.dtype {
+                d if d.is_float() => "f32",
+                DType::I32 => "i32",
+                d => return Err(err(format!("input '{}': dtype {d} is not supported by the interpreter", inp.name))),
+            };
+            if t.dtype_name() != want_dtype {
+                return Err(err(format!("input '{}' must be {want_dtype}, got {}", inp.name, t.dtype_name())));
+            }
+            if t.shape.len() != inp.ty.shape.rank() {
+                return Err(err(format!(
+                    "input '{}' must have rank {}, got shape {:?}",
+                    inp.name,
+                    inp.ty.shape.rank(),
+                    t.shape
+                )));
+            }
+            if numel(&t.shape) != Some(t.len()) {
+                return Err(err(format!("input '{}': shape {:?} but {} values", inp.name, t.shape, t.len())));
+            }
+            for (axis, (&d, &n)) in inp.ty.shape.0.iter().zip(&t.shape).enumerate() {
+                match d {
+                    Dim::Const(c) => {
+                        if c != n as u64 {
+                            return Err(err(format!("input '{}' axis {axis}: expected {c}, got {n}", inp.name)));
+                        }
+                    }
+                    Dim::Sym(s) => {
+                        let sym = g
+                            .symbols
+                            .get(s.0 as usize)
+                            .ok_or_else(|| err(format!("input '{}' uses undefined symbol #{}", inp.name, s.0)))?;
+                        if n as u64 > sym.max {
+                            return Err(err(format!(
+                                "input '{}' axis {axis}: {} = {n} exceeds its maximum {}",
+                                inp.name, sym.name, sym.max
+                            )));
+                        }
+                        match bound[s.0 as usize] {
+                            None => bound[s.0 as usize] = Some(n),
+                            Some(b) if b == n => {}
+                            Some(b) => {
+                                return Err(err(format!(
+                                    "input '{}' axis {axis}: {} = {n} disagrees with {} = {b} bound earlier",
+                                    inp.name, sym.name, sym.name
+                                )));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+
+        let mut values: Vec<Slot> = Vec::with_capacity(g.nodes.len());
+        for (i, node) in g.nodes.iter().enumerate() {
+            let expected = concrete(g, &node.ty.shape, &bound).map_err(|e| err(format!("%{i}: {}", e.message)))?;
+            let result = self.eval_node(i, &node.op, &node.args, &values, inputs)?;
+            let shape = match &result {
+                Slot::Owned(t) => &t.shape,
+                Slot::State(s) => &self.states[*s as usize].shape,
+            };
+            if *shape != expected {
+                return Err(err(format!(
+                    "%{i} = {}: computed shape {shape:?} differs from its type's {expected:?}",
+                    node.op.name()
+                )));
+            }
+            values.push(result);
+        }
+        let mut outs = Vec::with_capacity(g.outputs.len());
+        for o in &g.outputs {
+            let t =
+                self.get(o.value, &values, inputs).map_err(|e| err(format!("output '{}': {}", o.name, e.message)))?;
+            outs.push(t.clone());
+        }
+        Ok(outs)
+    }
+
+    fn load_weight(&mut self, i: usize) -> Result<(), IrError> {
+        let w = self.g.weights.get(i).ok_or_else(|| err(format!("reference to undefined weight #{i}")))?;
+        if self.weights[i].is_some() {
+            return Ok(());
+        }
+        let values = crate::weights::materialize_f32(w)?;
+        let shape =
+            w.ty.shape
+                .0
+                .iter()
+                .map(|d| d.as_const().and_then(|n| usize::try_from(n).ok()))
+                .collect::<Option<Vec<usize>>>()
+                .ok_or_else(|| err(format!("weight '{}': shape must be constant", w.name)))?;
+        let t = match w.ty.dtype {
+            d if d.is_float() => Tensor::f32(shape, values),
+            DType::I32 => Tensor::i32(shape, values.into_iter().map(|v| v as i32).collect()),
+            d => return Err(err(format!("weight '{}': dtype {d} is not supported by the interpreter", w.name))),
+        };
+        self.weights[i] = Some(t);
+        Ok(())
+    }
+
+    fn get<'a>(&'a self, v: ValueRef, values: &'a [Slot], inputs: &'a [Tensor]) -> Result<&'a Tensor, IrError> {
+        match v {
+            ValueRef::Input(i) => inputs.get(i as usize),
+            ValueRef::Weight(i) => self.weights.get(i as usize).and_then(|w| w.as_ref()),
+            ValueRef::State(i) => self.states.get(i as usize),
+            ValueRef::Node(i) => match values.get(i as usize) {
+                Some(Slot::Owned(t)) => Some(t),
+                Some(Slot::State(s)) => self.states.get(*s as usize),
+                None => None,
+            },
+        }
+        .ok_or_else(|| err(format!("reference to undefined or not yet computed value {v:?}")))
+    }
+
+    fn eval_node(
+        &mut self,
+        index: usize,
+        op: &Op,
+        args: &[ValueRef],
+        values: &[Slot],
+        inputs: &[Tensor],
+    ) -> Result<Slot, IrError> {
+        let g = self.g;
+        let here = |msg: String| err(format!("%{index} = {}: {msg}", op.name()));
+        if args.len() != op.arity() {
+            return Err(here(format!("takes {} operands, got {}", op.arity(), args.len())));
+        }
+        for &a in args {
+            if let ValueRef::Weight(w) = a {
+                self.load_weight(w as usize)?;
+            }
+        }
+        if let Op::CacheWrite = op {
+            let ValueRef::State(s) = args[0] else {
+                return Err(here("operand 0 must be a state".into()));
+            };
+            let (rows, pos) = {
+                let rows = self.get(args[1], values, inputs)?.clone();
+                let pos = scalar_pos(self.get(args[2], values, inputs)?).map_err(here)?;
+                (rows, pos)
+            };
+            let state = self.states.get_mut(s as usize).ok_or_else(|| here(format!("undefined state #{s}")))?;
+            let name = &g.states[s as usize].name;
+            let (c, w) = dims2(&state.shape).map_err(here)?;
+            let (r, rw) = dims2(&rows.shape).map_err(here)?;
+            if rw != w {
+                return Err(here(format!("rows are {rw} wide, state '{name}' is {w}")));
+            }
+            let end = pos.checked_add(r).filter(|&e| e <= c).ok_or_else(|| {
+                here(format!("writing {r} rows at position {pos} overflows state '{name}' of {c} rows"))
+            })?;
+            match (&mut state.data, &rows.data) {
+                (Data::F32(dst), Data::F32(src)) => dst[pos * w..end * w].copy_from_slice(src),
+                (Data::I32(dst), Data::I32(src)) => dst[pos * w..end * w].copy_from_slice(src),
+                _ => return Err(here(format!("rows and state '{name}' differ in dtype"))),
+            }
+            return Ok(Slot::State(s));
+        }
+
+        let a: Vec<&Tensor> = args.iter().map(|&v| self.get(v, values, inputs)).collect::<Result<_, _>>()?;
+        let f = |i: usize| -> Result<&[f32], IrError> {
+            a[i].as_f32().ok_or_else(|| here(format!("operand {i} ({}) must be float", g.value_name(args[i]))))
+        };
+        let out = match *op {
+            Op::Gather => {
+                let (v, h) = dims2(&a[0].shape).map_err(here)?;
+                let table = f(0)?;
+                let ids = a[1].as_i32().ok_or_else(|| here("ids must be i32".into()))?;
+                let mut out = Vec::with_capacity(ids.len().saturating_mul(h));
+                for (j, &id) in ids.iter().enumerate() {
+                    if id < 0 || id as usize >= v {
+                        return Err(here(format!(
+                            "{}[{j}] = {id} is outside the table's 0..{v}",
+                            g.value_name(args[1])
+                        )));
+                    }
+                    let id = id as usize;
+                    out.extend_from_slice(&table[id * h..(id + 1) * h]);
+                }
+                Tensor::f32(vec![ids.len(), h], out)
+            }
+            Op::MatMul { transpose_b } => {
+                let (m, k) = dims2(&a[0].shape).map_err(here)?;
+                let (b0, b1) = dims2(&a[1].shape).map_err(here)?;
+                let (kb, n) = if transpose_b { (b1, b0) } else { (b0, b1) };
+                if kb != k {
+                    return Err(here(format!("inner dims differ: {k} and {kb}")));
+                }
+                let (x, w) = (f(0)?, f(1)?);
+                let mut out = vec![0f32; m * n];
+                for i in 0..m {
+                    let row = &x[i * k..(i + 1) * k];
+                    for j in 0..n {
+                        let mut acc = 0f64;
+                        for (t, &xv) in row.iter().enumerate() {
+                            let wv = if transpose_b { w[j * k + t] } else { w[t * n + j] };
+                            acc += f64::from(xv) * f64::from(wv);
+                        }
+                        out[i * n + j] = acc as f32;
+                    }
+                }
+                Tensor::f32(vec![m, n], out)
+            }
+            Op::RmsNorm { eps } => {
+                let (s, h) = dims2(&a[0].shape).map_err(here)?;
+                let (x, w) = (f(0)?, f(1)?);
+                if w.len() != h {
+                    return Err(here(format!("weight has {} values for {h} features", w.len())));
+                }
+                let mut out = vec![0f32; s * h];
+                for r in 0..s {
+                    let row = &x[r * h..(r + 1) * h];
+                    let ms = row.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>() / h as f64;
+                    let inv = 1.0 / (ms + f64::from(eps)).sqrt();
+                    for c in 0..h {
+                        out[r * h + c] = (f64::from(row[c]) * inv) as f32 * w[c];
+                    }
+                }
+                Tensor::f32(vec![s, h], out)
+            }
+            Op::Rope { head_dim, rotary_dim } => {
+                let (s, width) = dims2(&a[0].shape).map_err(here)?;
+                let (p, half) = dims2(&a[1].shape).map_err(here)?;
+                let (hd, rd) = (head_dim as usize, rotary_dim as usize);
+                if hd == 0 || width % hd != 0 || rd == 0 || rd % 2 != 0 || rd > hd || half != rd / 2 {
+                    return Err(here(format!("bad rope dims: width {width}, head_dim {hd}, rotary_dim {rd}")));
+                }
+                if a[2].shape != a[1].shape {
+                    return Err(here("cos and sin tables differ in shape".into()));
+                }
+                let pos = scalar_pos(a[3]).map_err(here)?;
+                if s > 0 && pos.checked_add(s).is_none_or(|e| e > p) {
+                    return Err(here(format!("positions {pos}..{} exceed the rope table's {p} rows", pos + s)));
+                }
+                let (x, cos, sin) = (f(0)?, f(1)?, f(2)?);
+                let mut out = x.to_vec();
+                for r in 0..s {
+                    let t = pos + r;
+                    for head in 0..width / hd {
+                        let base = r * width + head * hd;
+                        for i in 0..half {
+                            let (c, sn) = (cos[t * half + i], sin[t * half + i]);
+                            let x1 = x[base + i];
+                            let x2 = x[base + i + half];
+                            out[base + i] = x1 * c - x2 * sn;
+                            out[base + i + half] = x2 * c + x1 * sn;
+                        }
+                    }
+                }
+                Tensor::f32(vec![s, width], out)
+            }
+            Op::Attention { heads, kv_heads, head_dim, scale, window } => {
+                let (s, qw) = dims2(&a[0].shape).map_err(here)?;
+                let (c, kw) = dims2(&a[1].shape).map_err(here)?;
+                let (heads, kv_heads, hd) = (heads as usize, kv_heads as usize, head_dim as usize);
+                if heads == 0 || kv_heads == 0 || heads % kv_heads != 0 {
+                    return Err(here(format!("heads {heads} must be a nonzero multiple of kv_heads {kv_heads}")));
+                }
+                if qw != heads * hd || kw != kv_heads * hd || a[2].shape != a[1].shape {
+                    return Err(here("operand widths do not match heads * head_dim".into()));
+                }
+                let pos = scalar_pos(a[3]).map_err(here)?;
+                if s > 0 && pos.checked_add(s).is_none_or(|e| e > c) {
+                    return Err(here(format!("query positions {pos}..{} exceed the cache's {c} rows", pos + s)));
+                }
+                let (q, k, v) = (f(0)?, f(1)?, f(2)?);
+                if window == Some(0) {
+                    return Err(here("window must be nonzero".into()));
+                }
+                let group = heads / kv_heads;
+                let mut out = vec![0f32; s * qw];
+                let mut scores = Vec::new();
+                for r in 0..s {
+                    let p = pos + r;
+                    let first = match window {
+                        Some(w) => (p + 1).saturating_sub(w as usize),
+                        None => 0,
+                    };
+                    for h in 0..heads {
+                        let kvh = h / group;
+                        let qv = &q[r * qw + h * hd..r * qw + (h + 1) * hd];
+                        scores.clear();
+                        for j in first..=p {
+                            let kr = &k[j * kw + kvh * hd..j * kw + (kvh + 1) * hd];
+                            let dot: f64 = qv.iter().zip(kr).map(|(&x, &y)| f64::from(x) * f64::from(y)).sum();
+                            scores.push(dot * f64::from(scale));
+                        }
+                        let m = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                        let mut total = 0f64;
+                        for sc in scores.iter_mut() {
+                            *sc = (*sc - m).exp();
+                            total += *sc;
+                        }
+                        for d in 0..hd {
+                            let mut acc = 0f64;
+                            for (t, j) in (first..=p).enumerate() {
+                                acc += scores[t] * f64::from(v[j * kw + kvh * hd + d]);
+                            }
+                            out[r * qw + h * hd + d] = (acc / total) as f32;
+                        }
+                    }
+                }
+                Tensor::f32(vec![s, qw], out)
+            }
+            Op::Unary(u) => Tensor::f32(a[0].shape.clone(), f(0)?.iter().map(|&x| u.eval(x)).collect()),
+            Op::Binary(b) => {
+                let shape = broadcast_shape(&a[0].shape, &a[1].shape)
+                    .ok_or_else(|| here(format!("cannot broadcast {:?} with {:?}", a[0].shape, a[1].shape)))?;
+                let (x, y) = (f(0)?, f(1)?);
+                let n = numel(&shape).ok_or_else(|| here("size overflows".into()))?;
+                let sx = strides_for(&a[0].shape, shape.len());
+                let sy = strides_for(&a[1].shape, shape.len());
+                let mut out = Vec::with_capacity(n);
+                let mut idx = vec![0usize; shape.len()];
+                for _ in 0..n {
+                    let ox: usize = idx.iter().zip(&sx).map(|(i, s)| i * s).sum();
+                    let oy: usize = idx.iter().zip(&sy).map(|(i, s)| i * s).sum();
+                    out.push(b.eval(x[ox], y[oy]));
+                    for ax in (0..shape.len()).rev() {
+                        idx[ax] += 1;
+                        if idx[ax] < shape[ax] {
+                            break;
+                        }
+                        idx[ax] = 0;
+                    }
+                }
+                Tensor::f32(shape, out)
+            }
+            Op::Softmax => {
+                let x = f(0)?;
+                let last = *a[0].shape.last().ok_or_else(|| here("needs at least one axis".into()))?;
+                let mut out = x.to_vec();
+                if last > 0 {
+                    for row in out.chunks_mut(last) {
+                        let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                        let e: Vec<f64> = row.iter().map(|&v| f64::from(v - m).exp()).collect();
+                        let total: f64 = e.iter().sum();
+                        for (o, ev) in row.iter_mut().zip(e) {
+                            *o = (ev / total) as f32;
+                        }
+                    }
+                }
+                Tensor::f32(a[0].shape.clone(), out)
+            }
+            Op::Reduce(r) => {
+                let x = f(0)?;
+                let mut shape = a[0].shape.clone();
+                let last = shape.last_mut().ok_or_else(|| here("needs at least one axis".into()))?;
+                let n = std::mem::replace(last, 1);
+                let rows = x.len().checked_div(n).unwrap_or_else(|| numel(&shape).unwrap_or(0));
+                let mut out = Vec::with_capacity(rows);
+                for i in 0..rows {
+                    let row = if n == 0 { &[][..] } else { &x[i * n..(i + 1) * n] };
+                    out.push(match r {
+                        ReduceOp::Sum => row.iter().map(|&v| f64::from(v)).sum::<f64>() as f32,
+                        ReduceOp::Mean => (row.iter().map(|&v| f64::from(v)).sum::<f64>() / n as f64) as f32,
+                        ReduceOp::Max => row.iter().copied().fold(f32::NEG_INFINITY, f32::max),
+                    });
+                }
+                Tensor::f32(shape, out)
+            }
+            Op::CacheWrite => unreachable!("handled above"),
+        };
+        Ok(Slot::Owned(out))
+    }
+}
+
+fn zeroed<T: Clone + Default>(n: usize, name: &str) -> Result<Vec<T>, IrError> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| err(format!("state '{name}': cannot allocate {n} elements")))?;
+    v.resize(n, T::default());
+    Ok(v)
+}
+
+/// Row-major strides of `shape` right-aligned into `rank` axes, 0 on broadcast (size-1) axes.
+fn strides_for(shape: &[usize], rank: usize) -> Vec<usize> {
+    let mut strides = vec![0usize; rank];
+    let mut acc = 1usize;
+    for (i, &d) in shape.iter().enumerate().rev() {
+        let ax = rank - shape.len() + i;
+        strides[ax] = if d == 1 { 0 } else { acc };
+        acc = acc.saturating_mul(d);
+    }
+    strides
+}
+
+/// Numpy broadcasting of two concrete shapes.
+pub fn broadcast_shape(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
+    let n = a.len().max(b.len());
+    (0..n)
+        .map(|i| {
+            let da = if i + a.len() >= n { a[i + a.len() - n] } else { 1 };
+            let db = if i + b.len() >= n { b[i + b.len() - n] } else { 1 };
+            match (da, db) {
+                _ if da == db => Some(da),
+                (1, d) | (d, 1) => Some(d),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+fn dims2(shape: &[usize]) -> Result<(usize, usize), String> {
+    match shape {
+        [a, b] => Ok((*a, *b)),
+        _ => Err(format!("expected a rank-2 operand, got shape {shape:?}")),
+    }
+}
+
+fn scalar_pos(t: &Tensor) -> Result<usize, String> {
+    match t.as_i32() {
+        Some([p]) if t.shape.is_empty() => usize::try_from(*p).map_err(|_| format!("position {p} is negative")),
+        _ => Err(format!("position must be an i32 scalar, got shape {:?}", t.shape)),
+    }
+}
+
+/// The concrete shape of a type under the symbol bindings.
+fn concrete(g: &Graph, shape: &Shape, bound: &[Option<usize>]) -> Result<Vec<usize>, IrError> {
+    shape
+        .0
+        .iter()
+        .map(|&d| match d {
+            Dim::Const(n) => usize::try_from(n).map_err(|_| err(format!("dim {n} too large"))),
+            Dim::Sym(s) => bound.get(s.0 as usize).copied().flatten().ok_or_else(|| {
+                let name = g.symbols.get(s.0 as usize).map_or("?", |s| s.name.as_str());
+                err(format!("symbol {name} is not bound by any input"))
+            }),
+        })
+        .collect()
+}

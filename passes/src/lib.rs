@@ -1,1 +1,43 @@
+//! Graph transforms, the pass manager that runs them, and the memory planner.
+//!
+//! A pass is a small named struct implementing [`Pass`]. The [`PassManager`] runs a pipeline of
+//! them (a preset per `-O` level, or a list given by name), verifies the graph after each one
+//! when asked, hands the graph to an observer after each pass (`--print-after`), and times them.
+
+mod dce;
+mod infer_shapes;
+mod manager;
 pub mod plan;
+
+pub use dce::DeadCodeElimination;
+pub use infer_shapes::InferShapes;
+pub use manager::{OptLevel, PassManager, PassTiming, PASSES};
+
+use edgec_ir::{Graph, IrError};
+
+/// Whether a pass changed the graph.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Changed {
+    Yes,
+    No,
+}
+
+/// A graph transform. It must leave the graph valid (the verifier passes) and keep its meaning
+/// (the interpreter gives the same outputs, within the pass's stated tolerance).
+pub trait Pass {
+    /// The name used by `--passes` and `--print-after`.
+    fn name(&self) -> &'static str;
+    fn run(&self, g: &mut Graph) -> Result<Changed, PassError>;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PassError {
+    #[error("pass '{pass}': {error}")]
+    Failed { pass: &'static str, error: IrError },
+    #[error("the graph is invalid after pass '{pass}': {error}")]
+    Invalid { pass: &'static str, error: IrError },
+    #[error("the input graph is invalid: {0}")]
+    InvalidInput(IrError),
+    #[error("unknown pass '{name}'; the passes are: {known}")]
+    UnknownPass { name: String, known: String },
+}

@@ -1,1 +1,18 @@
+//! edgec's on-device runtime: maps a compiled model's weights, owns its arena and KV state,
+//! runs its parallel regions on a thread pool, samples tokens, and exposes all of it to Rust
+//! ([`Session`]) and C (`include/edgec_runtime.h`). Standard library only.
+
 pub mod abi;
+pub mod capi;
+pub mod driver_output;
+pub mod error;
+pub mod mem;
+pub mod pool;
+pub mod sample;
+pub mod session;
+pub mod weights;
+
+pub use error::Error;
+pub use sample::{Sampler, SamplerConfig};
+pub use session::{Generation, Model, Session, SessionOptions, StopReason};
+pub use weights::{LoadMode, Weights};

@@ -1,0 +1,178 @@
+//! Row-copy and elementwise kernels: `gather`, `cache_write`, unary ops, binary ops.
+
+use super::{Ext, Kargs, SLOT_POS, each_chunk, each_task, ro, rw};
+use crate::math;
+use cranelift_codegen::ir::{InstBuilder, Type, Value, types};
+use cranelift_frontend::FunctionBuilder;
+use edgec_ir::{BinaryOp, Dim, Shape, UnaryOp};
+
+/// Copies `n` f32s from `src` to `dst`.
+fn copy_row(b: &mut FunctionBuilder, src: Value, dst: Value, n: u64) {
+    each_chunk(b, n, |b, off, ty| {
+        let s = b.ins().iadd(src, off);
+        let v = b.ins().load(ty, ro(), s, 0);
+        let d = b.ins().iadd(dst, off);
+        b.ins().store(rw(), v, d, 0);
+    });
+}
+
+/// Lowers `gather`: task `t` copies table row `ids[t]` to output row `t`. Ids were range-checked
+/// by the entry point.
+pub(crate) fn gather(b: &mut FunctionBuilder, k: &Kargs, h: u64) {
+    let table = k.ptr(b, 0);
+    let ids = k.ptr(b, 1);
+    let out = k.ptr(b, 2);
+    each_task(b, k, |b, t| {
+        let ip = b.addr(ids, t, 4);
+        let id = b.ins().load(types::I32, ro(), ip, 0);
+        let id = b.ins().sextend(types::I64, id);
+        let src = b.addr(table, id, h as i64 * 4);
+        let dst = b.addr(out, t, h as i64 * 4);
+        copy_row(b, src, dst, h);
+    });
+}
+
+/// Lowers `cache_write`: task `t` copies row `t` of the rows operand into state row `pos + t`.
+pub(crate) fn cache_write(b: &mut FunctionBuilder, k: &Kargs, w: u64) {
+    let state = k.ptr(b, 0);
+    let rows = k.ptr(b, 1);
+    let pos = k.slot(b, SLOT_POS);
+    each_task(b, k, |b, t| {
+        let src = b.addr(rows, t, w as i64 * 4);
+        let p = b.ins().iadd(pos, t);
+        let dst = b.addr(state, p, w as i64 * 4);
+        copy_row(b, src, dst, w);
+    });
+}
+
+pub(crate) fn apply_unary(b: &mut FunctionBuilder, op: UnaryOp, x: Value, ty: Type) -> Value {
+    match op {
+        UnaryOp::Neg => b.ins().fneg(x),
+        UnaryOp::Exp => math::exp(b, x),
+        UnaryOp::Sqrt => b.ins().sqrt(x),
+        UnaryOp::Rsqrt => {
+            // Exact 1/sqrt (no approximate rsqrt instruction): matches the reference.
+            let s = b.ins().sqrt(x);
+            let one = math::fconst(b, ty, 1.0);
+            b.ins().fdiv(one, s)
+        }
+        UnaryOp::Recip => {
+            let one = math::fconst(b, ty, 1.0);
+            b.ins().fdiv(one, x)
+        }
+        UnaryOp::Silu => math::silu(b, x),
+        UnaryOp::Sigmoid => math::sigmoid(b, x),
+    }
+}
+
+/// Lowers unary ops: task = one row of `cols` elements.
+pub(crate) fn unary(b: &mut FunctionBuilder, k: &Kargs, op: UnaryOp, cols: u64) {
+    let x = k.ptr(b, 0);
+    let out = k.ptr(b, 1);
+    each_task(b, k, |b, t| {
+        let xr = b.addr(x, t, cols as i64 * 4);
+        let or = b.addr(out, t, cols as i64 * 4);
+        each_chunk(b, cols, |b, off, ty| {
+            let a = b.ins().iadd(xr, off);
+            let v = b.ins().load(ty, ro(), a, 0);
+            let r = apply_unary(b, op, v, ty);
+            let d = b.ins().iadd(or, off);
+            b.ins().store(rw(), r, d, 0);
+        });
+    });
+}
+
+/// How one binary operand maps onto the output `[rows, cols]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Bcast {
+    /// Same shape as the output.
+    Full,
+    /// One row `[cols]` reused by every output row (broadcast along the leading dims).
+    Row,
+    /// One value per row (`[S, 1]` against `[S, H]`).
+    Col,
+    /// One value for everything.
+    Scalar,
+}
+
+impl Bcast {
+    /// Classifies `a` against the output shape `o` (leading 1-dims ignored on both).
+    pub fn classify(a: &Shape, o: &Shape) -> Option<Bcast> {
+        let strip = |s: &Shape| -> Vec<Dim> {
+            let d = s.dims();
+            let first = d.iter().position(|&x| x != Dim::Const(1)).unwrap_or(d.len());
+            d[first..].to_vec()
+        };
+        let (a, o) = (strip(a), strip(o));
+        if a == o {
+            return Some(Bcast::Full);
+        }
+        if a.is_empty() {
+            return Some(Bcast::Scalar);
+        }
+        if a.len() == 1 && o.last() == a.last() {
+            return Some(Bcast::Row);
+        }
+        if a.last() == Some(&Dim::Const(1)) && a.len() == o.len() && a[..a.len() - 1] == o[..o.len() - 1] {
+            return Some(Bcast::Col);
+        }
+        None
+    }
+}
+
+fn apply_binary(b: &mut FunctionBuilder, op: BinaryOp, x: Value, y: Value) -> Value {
+    match op {
+        BinaryOp::Add => b.ins().fadd(x, y),
+        BinaryOp::Sub => b.ins().fsub(x, y),
+        BinaryOp::Mul => b.ins().fmul(x, y),
+        BinaryOp::Div => b.ins().fdiv(x, y),
+        BinaryOp::Max => math::max_num(b, x, y, false),
+        BinaryOp::Min => math::max_num(b, x, y, true),
+    }
+}
+
+/// Lowers binary ops with the supported broadcasts: task = one output row.
+pub(crate) fn binary(b: &mut FunctionBuilder, k: &Kargs, op: BinaryOp, cols: u64, lhs: Bcast, rhs: Bcast) {
+    let pa = k.ptr(b, 0);
+    let pb = k.ptr(b, 1);
+    let out = k.ptr(b, 2);
+    each_task(b, k, |b, t| {
+        // Per operand: either a row base address, or a per-row scalar (splatted when needed).
+        let prep = |b: &mut FunctionBuilder, p: Value, m: Bcast| -> (Option<Value>, Option<Value>) {
+            match m {
+                Bcast::Full => (Some(b.addr(p, t, cols as i64 * 4)), None),
+                Bcast::Row => (Some(p), None),
+                Bcast::Col => {
+                    let a = b.addr(p, t, 4);
+                    (None, Some(b.ins().load(types::F32, ro(), a, 0)))
+                }
+                Bcast::Scalar => (None, Some(b.ins().load(types::F32, ro(), p, 0))),
+            }
+        };
+        let (ra, sa) = prep(b, pa, lhs);
+        let (rb, sb) = prep(b, pb, rhs);
+        let va = sa.map(|s| b.ins().splat(super::F32X4, s));
+        let vb = sb.map(|s| b.ins().splat(super::F32X4, s));
+        let or = b.addr(out, t, cols as i64 * 4);
+        each_chunk(b, cols, |b, off, ty| {
+            let get = |b: &mut FunctionBuilder, r: Option<Value>, s: Option<Value>, v: Option<Value>| match r {
+                Some(r) => {
+                    let a = b.ins().iadd(r, off);
+                    b.ins().load(ty, ro(), a, 0)
+                }
+                None => {
+                    if ty.is_vector() {
+                        v.unwrap()
+                    } else {
+                        s.unwrap()
+                    }
+                }
+            };
+            let x = get(b, ra, sa, va);
+            let y = get(b, rb, sb, vb);
+            let r = apply_binary(b, op, x, y);
+            let d = b.ins().iadd(or, off);
+            b.ins().store(rw(), r, d, 0);
+        });
+    });
+}

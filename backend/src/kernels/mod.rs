@@ -1,0 +1,336 @@
+//! Kernel lowering: one Cranelift function per distinct [`KernelSpec`].
+//!
+//! Every kernel has the signature `extern "C" fn(args: *const u8, begin: u64, end: u64)` and
+//! processes tasks `[begin, end)`; the argument block layout is described in the crate docs.
+//! A spec holds only static facts (op, attributes, constant dims), so all layers whose nodes
+//! agree on them share one function.
+
+mod attention;
+mod elementwise;
+mod matmul;
+mod norm;
+mod rope;
+
+use crate::error::BackendError;
+use crate::signature::rows_cols;
+use cranelift_codegen::ir::{AbiParam, InstBuilder, MemFlagsData, Signature, Type, Value, condcodes::IntCC, types};
+use cranelift_codegen::isa::CallConv;
+use cranelift_frontend::FunctionBuilder;
+use edgec_ir::{BinaryOp, Dim, Graph, Op, ReduceOp, UnaryOp};
+
+pub(crate) use elementwise::Bcast;
+
+/// Slots of the argument block (each a u64).
+pub(crate) const SLOT_N_TOKENS: u32 = 0;
+pub(crate) const SLOT_POS: u32 = 1;
+pub(crate) const SLOT_ROWS: u32 = 2;
+/// Operand pointers start here; the result pointer follows the last operand.
+pub(crate) const SLOT_PTRS: u32 = 3;
+
+/// Output columns per matmul task (transposed weight form). A multiple of the 4-column tile.
+pub(crate) const MATMUL_COLS_PER_TASK: u64 = 16;
+
+/// The static description of one kernel; its `Debug` text is the dedupe key.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum KernelSpec {
+    /// `gather`: task = one output row (copy a table row).
+    Gather { h: u64 },
+    /// `matmul` with `transpose_b` (`x[M,K]·W[N,K]ᵀ`): task = a block of
+    /// [`MATMUL_COLS_PER_TASK`] output columns, every row.
+    MatMulT { k: u64, n: u64 },
+    /// `matmul` without transpose (`x[M,K]·B[K,N]`): task = 4 output columns, every row.
+    MatMulN { k: u64, n: u64 },
+    /// `rms_norm`: task = one row.
+    RmsNorm { h: u64, eps: f32 },
+    /// `rope`: task = one row (all its heads).
+    Rope { width: u64, head_dim: u64, rotary_dim: u64 },
+    /// `cache_write`: task = one written row.
+    CacheWrite { w: u64 },
+    /// `attention`: task = one (query row, head) pair, numbered `row * heads + head`.
+    Attention { heads: u64, kv_heads: u64, head_dim: u64, scale: f32, window: Option<u32> },
+    /// unary ops: task = one row of the flattened `[rows, cols]` tensor.
+    Unary { op: UnaryOp, cols: u64 },
+    /// binary ops: task = one output row.
+    Binary { op: BinaryOp, cols: u64, lhs: Bcast, rhs: Bcast },
+    /// `softmax` over the last axis: task = one row.
+    Softmax { cols: u64 },
+    /// reductions over the last axis: task = one row.
+    Reduce { op: ReduceOp, cols: u64 },
+}
+
+/// How many tasks a node's kernel call has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Tasks {
+    /// The node's run-time row count.
+    Rows,
+    /// A constant.
+    Static(u64),
+    /// Rows times a constant.
+    RowsTimes(u64),
+}
+
+impl KernelSpec {
+    /// The spec for node `i`, or why it cannot be lowered.
+    pub fn of_node(g: &Graph, i: usize) -> Result<KernelSpec, BackendError> {
+        let node = &g.nodes[i];
+        let nerr = |m: &str| BackendError::node(g, i, m);
+        let ty = |k: usize| g.type_of(node.args[k]);
+        let cdim = |d: Dim, what: &str| d.as_const().ok_or_else(|| nerr(&format!("{what} must be a constant dim")));
+        let rc = rows_cols(&node.ty).ok_or_else(|| nerr("last dim must be constant"))?;
+        Ok(match &node.op {
+            Op::Gather => {
+                if node.args[1] != edgec_ir::ValueRef::Input(0) {
+                    return Err(nerr("gather indices must be the `ids` input"));
+                }
+                KernelSpec::Gather { h: cdim(ty(0).shape.dims()[1], "table width")? }
+            }
+            Op::MatMul { transpose_b } => {
+                let k = cdim(ty(0).shape.dims()[1], "inner dim")?;
+                let bd = ty(1).shape.dims();
+                let n = cdim(if *transpose_b { bd[0] } else { bd[1] }, "output width")?;
+                if *transpose_b { KernelSpec::MatMulT { k, n } } else { KernelSpec::MatMulN { k, n } }
+            }
+            Op::RmsNorm { eps } => KernelSpec::RmsNorm { h: rc.cols, eps: *eps },
+            Op::Rope { head_dim, rotary_dim } => {
+                if node.args[3] != edgec_ir::ValueRef::Input(1) {
+                    return Err(nerr("rope position must be the `pos` input"));
+                }
+                KernelSpec::Rope { width: rc.cols, head_dim: u64::from(*head_dim), rotary_dim: u64::from(*rotary_dim) }
+            }
+            Op::CacheWrite => {
+                if !matches!(node.args[0], edgec_ir::ValueRef::State(_)) {
+                    return Err(nerr("operand 0 must be a state buffer"));
+                }
+                if node.args[2] != edgec_ir::ValueRef::Input(1) {
+                    return Err(nerr("cache_write position must be the `pos` input"));
+                }
+                KernelSpec::CacheWrite { w: rc.cols }
+            }
+            Op::Attention { heads, kv_heads, head_dim, scale, window } => {
+                if node.args[3] != edgec_ir::ValueRef::Input(1) {
+                    return Err(nerr("attention position must be the `pos` input"));
+                }
+                if window == &Some(0) {
+                    return Err(nerr("window 0 attends to nothing"));
+                }
+                KernelSpec::Attention {
+                    heads: u64::from(*heads),
+                    kv_heads: u64::from(*kv_heads),
+                    head_dim: u64::from(*head_dim),
+                    scale: *scale,
+                    window: *window,
+                }
+            }
+            Op::Unary(op) => KernelSpec::Unary { op: *op, cols: rc.cols },
+            Op::Binary(op) => {
+                let lhs = Bcast::classify(&ty(0).shape, &node.ty.shape)
+                    .ok_or_else(|| nerr("unsupported broadcast pattern for operand 0 (supported: equal shapes, a trailing row [H], a column [S,1], a scalar)"))?;
+                let rhs = Bcast::classify(&ty(1).shape, &node.ty.shape)
+                    .ok_or_else(|| nerr("unsupported broadcast pattern for operand 1 (supported: equal shapes, a trailing row [H], a column [S,1], a scalar)"))?;
+                KernelSpec::Binary { op: *op, cols: rc.cols, lhs, rhs }
+            }
+            Op::Softmax => KernelSpec::Softmax { cols: rc.cols },
+            Op::Reduce(op) => {
+                let inner = rows_cols(ty(0)).ok_or_else(|| nerr("last dim must be constant"))?;
+                KernelSpec::Reduce { op: *op, cols: inner.cols }
+            }
+        })
+    }
+
+    pub fn key(&self) -> String {
+        format!("{self:?}")
+    }
+
+    /// A short name for the symbol.
+    pub fn short_name(&self) -> String {
+        match self {
+            KernelSpec::Gather { .. } => "gather".into(),
+            KernelSpec::MatMulT { .. } => "matmul_t".into(),
+            KernelSpec::MatMulN { .. } => "matmul".into(),
+            KernelSpec::RmsNorm { .. } => "rms_norm".into(),
+            KernelSpec::Rope { .. } => "rope".into(),
+            KernelSpec::CacheWrite { .. } => "cache_write".into(),
+            KernelSpec::Attention { .. } => "attention".into(),
+            KernelSpec::Unary { op, .. } => op.name().into(),
+            KernelSpec::Binary { op, .. } => op.name().into(),
+            KernelSpec::Softmax { .. } => "softmax".into(),
+            KernelSpec::Reduce { op, .. } => op.name().into(),
+        }
+    }
+
+    pub fn tasks(&self) -> Tasks {
+        match self {
+            KernelSpec::MatMulT { n, .. } => Tasks::Static(n.div_ceil(MATMUL_COLS_PER_TASK)),
+            KernelSpec::MatMulN { n, .. } => Tasks::Static(n.div_ceil(4)),
+            KernelSpec::Attention { heads, .. } => Tasks::RowsTimes(*heads),
+            _ => Tasks::Rows,
+        }
+    }
+
+    /// Emits the kernel body into `b` (whose entry block has params `args, begin, end`).
+    pub fn build(&self, b: &mut FunctionBuilder, k: &Kargs) {
+        match self {
+            KernelSpec::Gather { h } => elementwise::gather(b, k, *h),
+            KernelSpec::MatMulT { k: kk, n } => matmul::matmul_t(b, k, *kk, *n),
+            KernelSpec::MatMulN { k: kk, n } => matmul::matmul_n(b, k, *kk, *n),
+            KernelSpec::RmsNorm { h, eps } => norm::rms_norm(b, k, *h, *eps),
+            KernelSpec::Rope { width, head_dim, rotary_dim } => rope::rope(b, k, *width, *head_dim, *rotary_dim),
+            KernelSpec::CacheWrite { w } => elementwise::cache_write(b, k, *w),
+            KernelSpec::Attention { heads, kv_heads, head_dim, scale, window } => {
+                attention::attention(b, k, *heads, *kv_heads, *head_dim, *scale, *window)
+            }
+            KernelSpec::Unary { op, cols } => elementwise::unary(b, k, *op, *cols),
+            KernelSpec::Binary { op, cols, lhs, rhs } => elementwise::binary(b, k, *op, *cols, *lhs, *rhs),
+            KernelSpec::Softmax { cols } => norm::softmax(b, k, *cols),
+            KernelSpec::Reduce { op, cols } => norm::reduce(b, k, *op, *cols),
+        }
+    }
+}
+
+/// The kernel's parameters, as values in its entry block.
+pub(crate) struct Kargs {
+    pub args: Value,
+    pub begin: Value,
+    pub end: Value,
+}
+
+impl Kargs {
+    /// Loads u64 slot `i` of the argument block.
+    pub fn slot(&self, b: &mut FunctionBuilder, i: u32) -> Value {
+        // readonly but not can_move: the load stays in the entry block instead of being
+        // re-placed next to (and inside the loops of) its uses.
+        b.ins().load(types::I64, MemFlagsData::trusted().with_readonly(), self.args, (i * 8) as i32)
+    }
+    /// Pointer to operand `i` (or the result, for `i == arity`).
+    pub fn ptr(&self, b: &mut FunctionBuilder, i: u32) -> Value {
+        self.slot(b, SLOT_PTRS + i)
+    }
+}
+
+/// The kernel signature: `(args: *const u8, begin: u64, end: u64)`.
+pub(crate) fn kernel_signature(cc: CallConv) -> Signature {
+    let mut sig = Signature::new(cc);
+    for _ in 0..3 {
+        sig.params.push(AbiParam::new(types::I64));
+    }
+    sig
+}
+
+/// Loads of weights and activations: never written while a kernel runs (see DESIGN.md: without
+/// `readonly`/`can_move` the optimizer hoists loads badly and accumulators spill). Not
+/// `aligned`: vector loads are only 4-byte aligned.
+pub(crate) fn ro() -> MemFlagsData {
+    MemFlagsData::new().with_notrap().with_readonly().with_can_move()
+}
+
+/// Loads and stores of memory this kernel writes.
+pub(crate) fn rw() -> MemFlagsData {
+    MemFlagsData::new().with_notrap()
+}
+
+pub(crate) const F32X4: Type = types::F32X4;
+
+/// Small CLIF-building helpers shared by all kernels.
+pub(crate) trait Ext {
+    fn c64(&mut self, v: i64) -> Value;
+    /// `base + idx * scale` (byte address arithmetic on i64).
+    fn addr(&mut self, base: Value, idx: Value, scale: i64) -> Value;
+    /// `for i in (lo..hi).step_by(step)`, testing at the top (zero iterations when lo >= hi).
+    fn for_range(&mut self, lo: Value, hi: Value, step: i64, f: impl FnMut(&mut Self, Value));
+    /// Sum of the four lanes.
+    fn hsum(&mut self, v: Value) -> Value;
+    /// Max of the four lanes.
+    fn hmax(&mut self, v: Value) -> Value;
+}
+
+impl Ext for FunctionBuilder<'_> {
+    fn c64(&mut self, v: i64) -> Value {
+        self.ins().iconst(types::I64, v)
+    }
+    fn addr(&mut self, base: Value, idx: Value, scale: i64) -> Value {
+        let off = if scale == 1 { idx } else { self.ins().imul_imm_s(idx, scale) };
+        self.ins().iadd(base, off)
+    }
+    fn for_range(&mut self, lo: Value, hi: Value, step: i64, mut f: impl FnMut(&mut Self, Value)) {
+        let header = self.create_block();
+        let body = self.create_block();
+        let exit = self.create_block();
+        self.append_block_param(header, types::I64);
+        self.ins().jump(header, &[lo.into()]);
+        self.switch_to_block(header);
+        let i = self.block_params(header)[0];
+        let go = self.ins().icmp(IntCC::SignedLessThan, i, hi);
+        self.ins().brif(go, body, &[], exit, &[]);
+        self.switch_to_block(body);
+        f(self, i);
+        let next = self.ins().iadd_imm_s(i, step);
+        self.ins().jump(header, &[next.into()]);
+        self.switch_to_block(exit);
+    }
+    fn hsum(&mut self, v: Value) -> Value {
+        let l: Vec<Value> = (0..4).map(|i| self.ins().extractlane(v, i)).collect();
+        let a = self.ins().fadd(l[0], l[1]);
+        let c = self.ins().fadd(l[2], l[3]);
+        self.ins().fadd(a, c)
+    }
+    fn hmax(&mut self, v: Value) -> Value {
+        let l: Vec<Value> = (0..4).map(|i| self.ins().extractlane(v, i)).collect();
+        let a = crate::math::max_num(self, l[0], l[1], false);
+        let c = crate::math::max_num(self, l[2], l[3], false);
+        crate::math::max_num(self, a, c, false)
+    }
+}
+
+/// Visits `n` consecutive f32s (a constant count) as f32x4 chunks in a loop, then the tail as
+/// unrolled scalars. `f(b, byte_offset, ty)` gets the chunk's byte offset and `F32X4` or `F32`.
+pub(crate) fn each_chunk(b: &mut FunctionBuilder, n: u64, mut f: impl FnMut(&mut FunctionBuilder, Value, Type)) {
+    let n4 = n / 4 * 4;
+    if n4 > 0 {
+        let lo = b.c64(0);
+        let hi = b.c64(n4 as i64 * 4);
+        b.for_range(lo, hi, 16, |b, off| f(b, off, F32X4));
+    }
+    for i in n4..n {
+        let off = b.c64(i as i64 * 4);
+        f(b, off, types::F32);
+    }
+}
+
+/// Folds `n` f32s with `Sum` or `Max` (vector accumulator, horizontal step, scalar tail).
+/// `load(b, byte_offset, ty)` produces each chunk.
+pub(crate) fn fold_row(
+    b: &mut FunctionBuilder,
+    n: u64,
+    max: bool,
+    mut load: impl FnMut(&mut FunctionBuilder, Value, Type) -> Value,
+) -> Value {
+    let init = if max { f32::NEG_INFINITY } else { 0.0 };
+    let n4 = n / 4 * 4;
+    let mut acc = crate::math::fconst(b, types::F32, init);
+    if n4 > 0 {
+        let accv = b.declare_var(F32X4);
+        let z = crate::math::fconst(b, F32X4, init);
+        b.def_var(accv, z);
+        let lo = b.c64(0);
+        let hi = b.c64(n4 as i64 * 4);
+        b.for_range(lo, hi, 16, |b, off| {
+            let x = load(b, off, F32X4);
+            let a = b.use_var(accv);
+            let a = if max { crate::math::max_num(b, a, x, false) } else { b.ins().fadd(a, x) };
+            b.def_var(accv, a);
+        });
+        let a = b.use_var(accv);
+        acc = if max { b.hmax(a) } else { b.hsum(a) };
+    }
+    for i in n4..n {
+        let off = b.c64(i as i64 * 4);
+        let x = load(b, off, types::F32);
+        acc = if max { crate::math::max_num(b, acc, x, false) } else { b.ins().fadd(acc, x) };
+    }
+    acc
+}
+
+/// `for t in begin..end` over the kernel's tasks.
+pub(crate) fn each_task(b: &mut FunctionBuilder, k: &Kargs, f: impl FnMut(&mut FunctionBuilder, Value)) {
+    b.for_range(k.begin, k.end, 1, f);
+}

@@ -1,0 +1,61 @@
+//! `rope`: rotate-half rotary embedding.
+
+use super::{Ext, Kargs, SLOT_POS, each_chunk, each_task, ro, rw};
+use cranelift_codegen::ir::InstBuilder;
+use cranelift_frontend::FunctionBuilder;
+
+/// Lowers `rope`: task = one row `t` at position `pos + t`. For every head, features `i` and
+/// `i + half` of the first `rotary_dim` rotate by the table angle; the rest pass through.
+pub(crate) fn rope(b: &mut FunctionBuilder, k: &Kargs, width: u64, head_dim: u64, rotary_dim: u64) {
+    let half = rotary_dim / 2;
+    let heads = width / head_dim;
+    let x = k.ptr(b, 0);
+    let cos = k.ptr(b, 1);
+    let sin = k.ptr(b, 2);
+    let out = k.ptr(b, 4);
+    let pos = k.slot(b, SLOT_POS);
+    each_task(b, k, |b, t| {
+        let p = b.ins().iadd(pos, t);
+        let cr = b.addr(cos, p, half as i64 * 4);
+        let sr = b.addr(sin, p, half as i64 * 4);
+        let xr = b.addr(x, t, width as i64 * 4);
+        let or = b.addr(out, t, width as i64 * 4);
+        let lo = b.c64(0);
+        let hi = b.c64(heads as i64);
+        // A loop over heads, not an unrolled body: the function stays small for any head count.
+        b.for_range(lo, hi, 1, |b, h| {
+            let xh = b.addr(xr, h, head_dim as i64 * 4);
+            let oh = b.addr(or, h, head_dim as i64 * 4);
+            each_chunk(b, half, |b, off, ty| {
+                let a1 = b.ins().iadd(xh, off);
+                let x1 = b.ins().load(ty, ro(), a1, 0);
+                let x2 = b.ins().load(ty, ro(), a1, half as i32 * 4);
+                let ca = b.ins().iadd(cr, off);
+                let c = b.ins().load(ty, ro(), ca, 0);
+                let sa = b.ins().iadd(sr, off);
+                let s = b.ins().load(ty, ro(), sa, 0);
+                // o1 = x1·c − x2·s, o2 = x2·c + x1·s
+                let x2s = b.ins().fmul(x2, s);
+                let o1 = b.ins().fmul(x1, c);
+                let o1 = b.ins().fsub(o1, x2s);
+                let x1s = b.ins().fmul(x1, s);
+                let o2 = b.ins().fmul(x2, c);
+                let o2 = b.ins().fadd(o2, x1s);
+                let d = b.ins().iadd(oh, off);
+                b.ins().store(rw(), o1, d, 0);
+                b.ins().store(rw(), o2, d, half as i32 * 4);
+            });
+            let pass = head_dim - rotary_dim;
+            if pass > 0 {
+                let xp = b.ins().iadd_imm_s(xh, rotary_dim as i64 * 4);
+                let op = b.ins().iadd_imm_s(oh, rotary_dim as i64 * 4);
+                each_chunk(b, pass, |b, off, ty| {
+                    let a = b.ins().iadd(xp, off);
+                    let v = b.ins().load(ty, ro(), a, 0);
+                    let d = b.ins().iadd(op, off);
+                    b.ins().store(rw(), v, d, 0);
+                });
+            }
+        });
+    });
+}

@@ -1,0 +1,189 @@
+//! Target selection, Cranelift flags and the object module.
+
+use crate::entry;
+use crate::error::BackendError;
+use crate::kernels::{Kargs, KernelSpec, kernel_signature};
+use crate::signature::{self, info_bytes};
+use crate::weights_file::WeightsLayout;
+use cranelift_codegen::Context;
+use cranelift_codegen::ir::{InstBuilder, UserFuncName};
+use cranelift_codegen::isa::OwnedTargetIsa;
+use cranelift_codegen::settings::{self, Configurable};
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use cranelift_module::{DataDescription, FuncId, Linkage, Module};
+use cranelift_object::{ObjectBuilder, ObjectModule};
+use edgec_ir::Graph;
+use edgec_passes::plan::MemoryPlan;
+use edgec_runtime::abi::ModelInfo;
+use std::collections::HashMap;
+use target_lexicon::{Architecture, OperatingSystem, Triple};
+
+/// The triples `emit_object` accepts.
+pub const SUPPORTED_TRIPLES: &[&str] = &["x86_64-unknown-linux-gnu", "aarch64-unknown-linux-gnu"];
+
+#[derive(Clone, Debug)]
+pub struct CompileOptions {
+    pub triple: Triple,
+    /// A C identifier: the prefix of the exported symbols `NAME_info` and `NAME_forward`.
+    pub name: String,
+}
+
+fn unsupported(t: &Triple) -> BackendError {
+    BackendError::UnsupportedTarget { triple: t.to_string(), supported: SUPPORTED_TRIPLES.join(", ") }
+}
+
+fn cg_err(what: &str, e: impl std::fmt::Display) -> BackendError {
+    BackendError::Codegen { what: what.to_string(), message: e.to_string() }
+}
+
+/// The ISA for a supported triple: `opt_level=speed`, PIC, unwind info; on x86_64 the
+/// AVX2+FMA level (without `has_fma` every f32x4 fma would become libm calls).
+pub(crate) fn make_isa(triple: &Triple) -> Result<OwnedTargetIsa, BackendError> {
+    let linux = matches!(triple.operating_system, OperatingSystem::Linux);
+    let arch_ok = matches!(triple.architecture, Architecture::X86_64 | Architecture::Aarch64(_));
+    if !linux || !arch_ok || !SUPPORTED_TRIPLES.contains(&triple.to_string().as_str()) {
+        return Err(unsupported(triple));
+    }
+    let mut flags = settings::builder();
+    for (k, v) in [("opt_level", "speed"), ("is_pic", "true"), ("unwind_info", "true")] {
+        flags.set(k, v).map_err(|e| cg_err("flags", e))?;
+    }
+    let mut isa = cranelift_codegen::isa::lookup(triple.clone()).map_err(|_| unsupported(triple))?;
+    if matches!(triple.architecture, Architecture::X86_64) {
+        for f in ["has_sse3", "has_ssse3", "has_sse41", "has_sse42", "has_popcnt", "has_avx", "has_avx2", "has_fma"] {
+            isa.enable(f).map_err(|e| cg_err(f, e))?;
+        }
+    }
+    isa.finish(settings::Flags::new(flags)).map_err(|e| cg_err("isa", e))
+}
+
+fn check_name(name: &str) -> Result<(), BackendError> {
+    let ok = !name.is_empty()
+        && !name.as_bytes()[0].is_ascii_digit()
+        && name.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_');
+    if ok { Ok(()) } else { Err(BackendError::Options(format!("model name `{name}` is not a C identifier"))) }
+}
+
+/// Emits the object: one function per distinct kernel (local), `NAME_forward` and `NAME_info`
+/// (exported). Imports nothing.
+pub fn emit_object(
+    g: &Graph,
+    plan: &MemoryPlan,
+    layout: &WeightsLayout,
+    info: &ModelInfo,
+    opts: &CompileOptions,
+) -> Result<Vec<u8>, BackendError> {
+    check_name(&opts.name)?;
+    let isa = make_isa(&opts.triple)?;
+    let sig = signature::check(g)?;
+    signature::check_plan(g, plan, &sig)?;
+    if layout.offsets.len() != g.weights.len() {
+        return Err(BackendError::Plan("weights layout does not match the graph".into()));
+    }
+    if info.vocab != sig.vocab || info.max_tokens != sig.max_tokens || info.max_context != sig.max_context {
+        return Err(BackendError::Plan("model info does not match the graph".into()));
+    }
+    let specs: Vec<KernelSpec> = (0..g.nodes.len()).map(|i| KernelSpec::of_node(g, i)).collect::<Result<_, _>>()?;
+    check_bounds(g, &sig)?;
+
+    let cc = isa.default_call_conv();
+    let fcfg = isa.frontend_config();
+    let builder = ObjectBuilder::new(isa, format!("{}.o", opts.name), cranelift_module::default_libcall_names())
+        .map_err(|e| cg_err("object", e))?;
+    let mut module = ObjectModule::new(builder);
+
+    // Dedupe kernels by their static description, numbered by first use (deterministic).
+    let mut ids: HashMap<String, FuncId> = HashMap::new();
+    let mut node_kernel: Vec<FuncId> = Vec::with_capacity(specs.len());
+    let mut ctx = Context::new();
+    let mut fctx = FunctionBuilderContext::new();
+    for spec in &specs {
+        let key = spec.key();
+        if let Some(&id) = ids.get(&key) {
+            node_kernel.push(id);
+            continue;
+        }
+        let sym = format!("{}_k{}_{}", opts.name, ids.len(), spec.short_name());
+        let ksig = kernel_signature(cc);
+        let id = module.declare_function(&sym, Linkage::Local, &ksig).map_err(|e| cg_err(&sym, e))?;
+        ctx.func.signature = ksig;
+        ctx.func.name = UserFuncName::user(0, id.as_u32());
+        {
+            let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
+            let entry = b.create_block();
+            b.append_block_params_for_function_params(entry);
+            b.switch_to_block(entry);
+            let p = b.block_params(entry).to_vec();
+            let k = Kargs { args: p[0], begin: p[1], end: p[2] };
+            spec.build(&mut b, &k);
+            b.ins().return_(&[]);
+            b.seal_all_blocks();
+            b.finalize(fcfg);
+        }
+        module.define_function(id, &mut ctx).map_err(|e| cg_err(&format!("kernel {sym} ({key})"), e))?;
+        module.clear_context(&mut ctx);
+        ids.insert(key, id);
+        node_kernel.push(id);
+    }
+
+    let fwd_name = format!("{}_forward", opts.name);
+    let fsig = entry::forward_signature(cc);
+    let fid = module.declare_function(&fwd_name, Linkage::Export, &fsig).map_err(|e| cg_err(&fwd_name, e))?;
+    ctx.func.signature = fsig;
+    ctx.func.name = UserFuncName::user(0, fid.as_u32());
+    entry::build_forward(&mut module, &mut ctx.func, &mut fctx, g, plan, layout, &sig, &specs, &node_kernel, cc, fcfg);
+    module.define_function(fid, &mut ctx).map_err(|e| cg_err(&fwd_name, e))?;
+    module.clear_context(&mut ctx);
+
+    let info_name = format!("{}_info", opts.name);
+    let did = module.declare_data(&info_name, Linkage::Export, false, false).map_err(|e| cg_err(&info_name, e))?;
+    let mut data = DataDescription::new();
+    data.define(info_bytes(info).into_boxed_slice());
+    data.set_align(8);
+    module.define_data(did, &data).map_err(|e| cg_err(&info_name, e))?;
+
+    let product = module.finish();
+    product.emit().map_err(|e| cg_err("object file", e))
+}
+
+/// Compile-time bounds the kernels rely on instead of run-time checks.
+fn check_bounds(g: &Graph, sig: &signature::Signature) -> Result<(), BackendError> {
+    for (i, n) in g.nodes.iter().enumerate() {
+        match &n.op {
+            edgec_ir::Op::Gather => {
+                let v = g.dim_max(g.type_of(n.args[0]).shape.dims()[0]);
+                if v < u64::from(sig.vocab) {
+                    return Err(BackendError::node(
+                        g,
+                        i,
+                        format!("table has {v} rows, fewer than vocab {}", sig.vocab),
+                    ));
+                }
+            }
+            edgec_ir::Op::Rope { .. } => {
+                let p = g.dim_max(g.type_of(n.args[1]).shape.dims()[0]);
+                if p < u64::from(sig.max_context) {
+                    return Err(BackendError::node(
+                        g,
+                        i,
+                        format!("rotary tables have {p} rows, fewer than max_context {}", sig.max_context),
+                    ));
+                }
+            }
+            edgec_ir::Op::Attention { .. } => {
+                for a in [1, 2] {
+                    let c = g.dim_max(g.type_of(n.args[a]).shape.dims()[0]);
+                    if c < u64::from(sig.max_context) {
+                        return Err(BackendError::node(
+                            g,
+                            i,
+                            format!("cache operand {a} has {c} rows, fewer than max_context {}", sig.max_context),
+                        ));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,128 @@
+//! The packed weights file: a 64-byte header, then every graph weight as little-endian f32 at a
+//! 64-aligned offset. Written streaming, one weight materialized at a time.
+
+use crate::error::BackendError;
+use edgec_ir::Graph;
+use edgec_runtime::abi::{ABI_VERSION, ALIGN, WEIGHTS_HEADER_SIZE, WEIGHTS_MAGIC, WeightsHeader};
+use std::io::{Seek, SeekFrom, Write};
+
+/// Where each weight lives in the weights file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WeightsLayout {
+    /// Per graph weight: byte offset from the file start, 64-aligned, after the header.
+    pub offsets: Vec<u64>,
+    /// Size of the whole file, header included (a multiple of 64).
+    pub file_size: u64,
+}
+
+fn align_up(n: u64) -> u64 {
+    n.div_ceil(ALIGN as u64) * ALIGN as u64
+}
+
+fn weight_bytes(g: &Graph, i: usize) -> Result<u64, BackendError> {
+    let w = &g.weights[i];
+    let werr = |m: &str| BackendError::Weight { name: w.name.clone(), message: m.into() };
+    if w.ty.dtype != edgec_ir::DType::F32 {
+        return Err(werr("only f32 weights are supported"));
+    }
+    let mut n: u64 = 1;
+    for d in w.ty.shape.dims() {
+        let d = d.as_const().ok_or_else(|| werr("shape must be constant"))?;
+        n = n.checked_mul(d).ok_or_else(|| werr("size overflows"))?;
+    }
+    n.checked_mul(4).ok_or_else(|| werr("size overflows"))
+}
+
+/// Lays every weight out in graph order.
+pub fn layout_weights(g: &Graph) -> Result<WeightsLayout, BackendError> {
+    let mut at = WEIGHTS_HEADER_SIZE as u64;
+    let mut offsets = Vec::with_capacity(g.weights.len());
+    for i in 0..g.weights.len() {
+        at = align_up(at);
+        offsets.push(at);
+        at += weight_bytes(g, i)?;
+    }
+    Ok(WeightsLayout { offsets, file_size: align_up(at) })
+}
+
+/// Streams the weights file and returns its content hash: blake3 over the ABI version, the
+/// layout description (names, dtypes, shapes, offsets, file size) and the payload bytes.
+pub fn write_weights<W: Write + Seek>(
+    g: &Graph,
+    layout: &WeightsLayout,
+    out: &mut W,
+) -> Result<[u8; 32], BackendError> {
+    if layout.offsets.len() != g.weights.len() {
+        return Err(BackendError::Plan(format!(
+            "weights layout has {} entries, graph has {} weights",
+            layout.offsets.len(),
+            g.weights.len()
+        )));
+    }
+    let mut h = blake3::Hasher::new();
+    h.update(b"edgec weights\0");
+    h.update(&ABI_VERSION.to_le_bytes());
+    h.update(&(g.weights.len() as u64).to_le_bytes());
+    for (w, off) in g.weights.iter().zip(&layout.offsets) {
+        h.update(&(w.name.len() as u64).to_le_bytes());
+        h.update(w.name.as_bytes());
+        h.update(w.ty.dtype.name().as_bytes());
+        h.update(&(w.ty.shape.rank() as u64).to_le_bytes());
+        for d in w.ty.shape.dims() {
+            h.update(&d.as_const().unwrap_or(u64::MAX).to_le_bytes());
+        }
+        h.update(&off.to_le_bytes());
+    }
+    h.update(&layout.file_size.to_le_bytes());
+
+    let start = out.stream_position()?;
+    out.write_all(&[0u8; WEIGHTS_HEADER_SIZE])?;
+    let mut at = WEIGHTS_HEADER_SIZE as u64;
+    let zeros = [0u8; ALIGN];
+    let mut buf = Vec::new();
+    for (i, w) in g.weights.iter().enumerate() {
+        let off = layout.offsets[i];
+        let bytes = weight_bytes(g, i)?;
+        if off < at || !off.is_multiple_of(ALIGN as u64) || off + bytes > layout.file_size {
+            return Err(BackendError::Weight { name: w.name.clone(), message: format!("bad layout offset {off}") });
+        }
+        while at < off {
+            let n = ((off - at) as usize).min(ALIGN);
+            out.write_all(&zeros[..n])?;
+            at += n as u64;
+        }
+        let data = edgec_ir::weights::materialize_f32(w)
+            .map_err(|e| BackendError::Weight { name: w.name.clone(), message: e.to_string() })?;
+        if data.len() as u64 * 4 != bytes {
+            return Err(BackendError::Weight {
+                name: w.name.clone(),
+                message: format!("materialized {} elements, shape needs {}", data.len(), bytes / 4),
+            });
+        }
+        buf.clear();
+        buf.extend(data.iter().flat_map(|v| v.to_le_bytes()));
+        drop(data);
+        h.update(&buf);
+        out.write_all(&buf)?;
+        at += bytes;
+    }
+    while at < layout.file_size {
+        let n = ((layout.file_size - at) as usize).min(ALIGN);
+        out.write_all(&zeros[..n])?;
+        at += n as u64;
+    }
+    let hash: [u8; 32] = *h.finalize().as_bytes();
+    let header = WeightsHeader {
+        magic: WEIGHTS_MAGIC,
+        abi_version: ABI_VERSION,
+        header_size: WEIGHTS_HEADER_SIZE as u32,
+        content_hash: hash,
+        file_size: layout.file_size,
+        reserved: 0,
+    };
+    out.seek(SeekFrom::Start(start))?;
+    out.write_all(&header.to_bytes())?;
+    out.seek(SeekFrom::Start(start + layout.file_size))?;
+    out.flush()?;
+    Ok(hash)
+}

@@ -1,0 +1,62 @@
+//! The polynomial exp (and sigmoid/silu built on it) against libm over a sweep.
+
+mod common;
+use common::*;
+use edgec_ir::{Op, UnaryOp};
+
+/// A square `[w, w]` table of sweep points, gathered row by row, through `op`: the output is
+/// `[seq, w]` so every row is one call's logits row.
+fn sweep(op: UnaryOp, w: u64, lo: f32, hi: f32) -> (Vec<f32>, Vec<f32>) {
+    let n = (w * w) as usize;
+    let data: Vec<f32> = (0..n).map(|i| lo + (hi - lo) * i as f32 / (n - 1) as f32).collect();
+    let mut b = GB::new("exp", w, 1);
+    let t = b.weight_data("t", &[w, w], data.clone());
+    let ids = b.ids;
+    let x = b.node(Op::Gather, vec![t, ids]);
+    let y = b.node(Op::Unary(op), vec![x]);
+    let m = compile(b.finish(y));
+    let ids: Vec<i32> = (0..w as i32).collect();
+    let got = m.session(0).run(&ids, 0).unwrap();
+    (data, got)
+}
+
+#[test]
+fn exp_relative_error_sweep() {
+    // 128² = 16384 points on the f32x4 path, 67² on a path with a 3-element scalar tail.
+    for w in [128u64, 67] {
+        let (x, got) = sweep(UnaryOp::Exp, w, -87.0, 88.0);
+        let mut worst = 0f64;
+        for (&x, &y) in x.iter().zip(&got) {
+            let want = (x as f64).exp();
+            let rel = ((y as f64 - want) / want).abs();
+            worst = worst.max(rel);
+            assert!(rel < 4e-7, "exp({x}) = {y}, want {want} (rel err {rel:e})");
+        }
+        eprintln!("exp width {w}: worst relative error {worst:e}");
+    }
+}
+
+#[test]
+fn exp_small_arguments_and_extremes() {
+    let (x, got) = sweep(UnaryOp::Exp, 64, -1.0, 1.0);
+    for (&x, &y) in x.iter().zip(&got) {
+        let want = (x as f64).exp();
+        assert!(((y as f64 - want) / want).abs() < 3e-7, "exp({x}) = {y}");
+    }
+    // Far below the range: tiny and non-negative; far above: large and finite (clamped).
+    let (_, got) = sweep(UnaryOp::Exp, 4, -1000.0, -200.0);
+    assert!(got.iter().all(|&y| (0.0..1e-37).contains(&y)), "{got:?}");
+    let (_, got) = sweep(UnaryOp::Exp, 4, 200.0, 1000.0);
+    assert!(got.iter().all(|&y| y.is_finite() && y > 1e38), "{got:?}");
+}
+
+#[test]
+fn sigmoid_and_silu_sweep() {
+    for op in [UnaryOp::Sigmoid, UnaryOp::Silu] {
+        let (x, got) = sweep(op, 64, -30.0, 30.0);
+        for (&x, &y) in x.iter().zip(&got) {
+            let want = op.eval(x);
+            assert!((y - want).abs() <= 2e-6 * want.abs().max(1e-3), "{}({x}) = {y}, want {want}", op.name());
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! One small decoder-signature graph per op, x86_64 object vs the reference interpreter.
+
+mod common;
+use common::*;
+use edgec_ir::{BinaryOp, Op, ReduceOp, UnaryOp, ValueRef};
+
+const MT: u64 = 7;
+
+fn calls(vocab: i32) -> Vec<(Vec<i32>, u32)> {
+    let m = |v: &[i32]| v.iter().map(|&i| i % vocab).collect::<Vec<_>>();
+    vec![(m(&[0, vocab - 1, 2, 3, 1, 4, 2]), 0), (m(&[5]), 7), (m(&[1, 2]), 8)]
+}
+
+/// `ids → gather(table[V,H]) → f(x) → matmul(·, head[V, width]ᵀ) → logits`, or `f` directly as
+/// the output when it is already `[seq, V]`.
+fn run_op(v: u64, h: u64, lo: f32, hi: f32, seed: u64, f: impl FnOnce(&mut GB, ValueRef) -> ValueRef) {
+    let mut b = GB::new("op", MT, seed);
+    let table = b.weight("table", &[v, h], lo, hi);
+    let (ids, _) = (b.ids, b.pos);
+    let x = b.node(Op::Gather, vec![table, ids]);
+    let y = f(&mut b, x);
+    let ty = b.g.type_of(y).clone();
+    let out = if ty.shape.dims().last().and_then(|d| d.as_const()) == Some(v) {
+        y
+    } else {
+        let w = ty.shape.dims().last().unwrap().as_const().unwrap();
+        let head = b.weight("head", &[v, w], -0.5, 0.5);
+        b.node(Op::MatMul { transpose_b: true }, vec![y, head])
+    };
+    let g = b.finish(out);
+    check_against_reference(g, &calls(v as i32), 1e-4);
+}
+
+#[test]
+fn gather_copies_rows_odd_width() {
+    run_op(11, 11, -2.0, 2.0, 1, |_, x| x);
+    run_op(9, 4, -2.0, 2.0, 2, |_, x| x);
+}
+
+#[test]
+fn matmul_transposed_k_not_multiple_of_4() {
+    for (k, n, seed) in [(172u64, 13u64, 3u64), (5, 9, 4), (3, 16, 5), (8, 1, 6), (1, 33, 7)] {
+        run_op(n.max(2), k, -1.0, 1.0, seed, |b, x| {
+            let w = b.weight("w", &[n, k], -1.0, 1.0);
+            b.node(Op::MatMul { transpose_b: true }, vec![x, w])
+        });
+    }
+}
+
+#[test]
+fn matmul_plain_layout() {
+    for (k, n, seed) in [(7u64, 13u64, 8u64), (4, 8, 9), (9, 3, 10)] {
+        run_op(n.max(2), k, -1.0, 1.0, seed, |b, x| {
+            let w = b.weight("w", &[k, n], -1.0, 1.0);
+            b.node(Op::MatMul { transpose_b: false }, vec![x, w])
+        });
+    }
+}
+
+#[test]
+fn unary_ops() {
+    for (i, op) in UnaryOp::ALL.into_iter().enumerate() {
+        // Positive inputs keep sqrt/rsqrt/recip finite; exp/silu/sigmoid get a wide range.
+        let (lo, hi) = match op {
+            UnaryOp::Sqrt | UnaryOp::Rsqrt | UnaryOp::Recip => (0.1, 4.0),
+            _ => (-12.0, 12.0),
+        };
+        for h in [13u64, 8, 1] {
+            run_op(13, h, lo, hi, 20 + i as u64, |b, x| b.node(Op::Unary(op), vec![x]));
+        }
+    }
+}
+
+#[test]
+fn binary_ops_all_broadcasts() {
+    for (i, op) in BinaryOp::ALL.into_iter().enumerate() {
+        let seed = 40 + i as u64;
+        // equal shapes
+        run_op(10, 10, 0.5, 2.0, seed, |b, x| {
+            let y = b.node(Op::Unary(UnaryOp::Sqrt), vec![x]);
+            b.node(Op::Binary(op), vec![x, y])
+        });
+        // rhs row [H] broadcast along seq, and lhs row
+        run_op(10, 7, 0.5, 2.0, seed, |b, x| {
+            let w = b.weight("row", &[7], 0.5, 2.0);
+            b.node(Op::Binary(op), vec![x, w])
+        });
+        run_op(10, 7, 0.5, 2.0, seed, |b, x| {
+            let w = b.weight("row", &[1, 7], 0.5, 2.0);
+            b.node(Op::Binary(op), vec![w, x])
+        });
+        // column [S,1]
+        run_op(10, 9, 0.5, 2.0, seed, |b, x| {
+            let c = b.node(Op::Reduce(ReduceOp::Mean), vec![x]);
+            b.node(Op::Binary(op), vec![x, c])
+        });
+        run_op(10, 9, 0.5, 2.0, seed, |b, x| {
+            let c = b.node(Op::Reduce(ReduceOp::Max), vec![x]);
+            b.node(Op::Binary(op), vec![c, x])
+        });
+        // scalar
+        run_op(10, 5, 0.5, 2.0, seed, |b, x| {
+            let s = b.weight_data("s", &[], vec![1.75]);
+            b.node(Op::Binary(op), vec![x, s])
+        });
+    }
+}
+
+#[test]
+fn softmax_last_axis() {
+    for h in [10u64, 3, 16] {
+        run_op(10, h, -8.0, 8.0, 60 + h, |b, x| b.node(Op::Softmax, vec![x]));
+    }
+}
+
+#[test]
+fn reductions_last_axis() {
+    for (i, op) in ReduceOp::ALL.into_iter().enumerate() {
+        for h in [10u64, 1, 12] {
+            run_op(10, h, -3.0, 3.0, 70 + i as u64, |b, x| {
+                let r = b.node(Op::Reduce(op), vec![x]);
+                // [S,1] back to [S,H] so the output keeps the logits shape.
+                b.node(Op::Binary(BinaryOp::Add), vec![x, r])
+            });
+        }
+    }
+}
+
+#[test]
+fn rms_norm_odd_width() {
+    for h in [10u64, 13, 1, 64] {
+        run_op(10, h, -3.0, 3.0, 80 + h, |b, x| {
+            let w = b.weight("norm", &[h], 0.5, 1.5);
+            b.node(Op::RmsNorm { eps: 1e-6 }, vec![x, w])
+        });
+    }
+}
+
+#[test]
+fn rope_full_and_partial() {
+    for (hd, rd, heads) in [(8u32, 8u32, 2u64), (6, 4, 3), (10, 2, 1), (16, 16, 1)] {
+        let w = heads * u64::from(hd);
+        run_op(12, w, -1.0, 1.0, 90 + u64::from(hd), |b, x| {
+            let (c, s) = b.rope_tables(32, rd, 10000.0);
+            let p = b.pos;
+            b.node(Op::Rope { head_dim: hd, rotary_dim: rd }, vec![x, c, s, p])
+        });
+    }
+}
+
+#[test]
+fn cache_write_and_attention_gqa() {
+    // q from the gathered rows, k/v from two projections, cached across calls.
+    for (heads, kv, hd, window) in
+        [(4u32, 2u32, 6u32, None), (2, 2, 4, Some(2u32)), (3, 1, 5, Some(4)), (1, 1, 8, None)]
+    {
+        let qw = u64::from(heads * hd);
+        let kvw = u64::from(kv * hd);
+        run_op(9, qw, -1.0, 1.0, 100 + u64::from(heads * hd), |b, x| {
+            let wk = b.weight("wk", &[kvw, qw], -0.7, 0.7);
+            let wv = b.weight("wv", &[kvw, qw], -0.7, 0.7);
+            let k = b.node(Op::MatMul { transpose_b: true }, vec![x, wk]);
+            let v = b.node(Op::MatMul { transpose_b: true }, vec![x, wv]);
+            let ks = b.state("k", 16, kvw);
+            let vs = b.state("v", 16, kvw);
+            let p = b.pos;
+            let kc = b.node(Op::CacheWrite, vec![ks, k, p]);
+            let vc = b.node(Op::CacheWrite, vec![vs, v, p]);
+            let att = Op::Attention { heads, kv_heads: kv, head_dim: hd, scale: 0.9, window };
+            b.node(att, vec![x, kc, vc, p])
+        });
+    }
+}
+
+#[test]
+fn max_min_ignore_nan_like_the_reference() {
+    for op in [BinaryOp::Max, BinaryOp::Min] {
+        run_op(10, 9, -2.0, 2.0, 120, |b, x| {
+            let mut row: Vec<f32> = (0..9).map(|i| i as f32 * 0.3 - 1.0).collect();
+            row[2] = f32::NAN;
+            row[8] = f32::NAN; // the scalar tail
+            let w = b.weight_data("nanrow", &[9], row);
+            let y = b.node(Op::Binary(op), vec![w, x]);
+            // reduce_max over a row holding NaNs ignores them too.
+            let xw = b.node(Op::Binary(BinaryOp::Add), vec![x, w]);
+            let r = b.node(Op::Reduce(ReduceOp::Max), vec![xw]);
+            b.node(Op::Binary(BinaryOp::Add), vec![y, r])
+        });
+    }
+}

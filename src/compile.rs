@@ -1,0 +1,145 @@
+//! The compile pipeline: frontend → passes → memory plan → weights file, object, header.
+
+use crate::atomic::AtomicFiles;
+use crate::manifest::{self, Manifest};
+use anyhow::{bail, Context, Result};
+use edgec_ir::Graph;
+use edgec_passes::{plan::plan_memory, OptLevel, PassManager, PassTiming};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use target_lexicon::Triple;
+
+/// What to compile and how.
+#[derive(Clone, Debug)]
+pub struct CompileRequest {
+    /// A HuggingFace checkpoint directory (config.json + safetensors).
+    pub model: PathBuf,
+    pub out_dir: PathBuf,
+    pub target: Triple,
+    /// Symbol prefix and file stem; derived from the model directory when `None`.
+    pub name: Option<String>,
+    /// Positions the KV cache holds.
+    pub max_context: u64,
+    /// Most tokens per forward call (prefill chunk); the arena is sized for it.
+    /// `None` means `min(max_context, 128)`.
+    pub max_tokens: Option<u64>,
+    pub opt_level: OptLevel,
+    /// Overrides the preset's pipeline.
+    pub passes: Option<Vec<String>>,
+    pub print_after: Vec<String>,
+    /// Also write `NAME.ir` (the graph after passes) and `NAME.plan` (the memory plan).
+    pub emit_ir: bool,
+}
+
+/// What a compile produced.
+#[derive(Clone, Debug)]
+pub struct Compiled {
+    pub dir: PathBuf,
+    pub manifest: Manifest,
+    pub arena_size: u64,
+    pub state_size: u64,
+    pub lower_bound: u64,
+    pub weights_size: u64,
+    pub timings: Vec<PassTiming>,
+}
+
+pub const DEFAULT_MAX_TOKENS: u64 = 128;
+
+/// Compiles a model. Diagnostics that the user asked for (`--print-after`) go to `log`.
+/// Either every output file appears in `out_dir`, or none does.
+pub fn compile(req: &CompileRequest, log: &mut dyn Write) -> Result<Compiled> {
+    let name = match &req.name {
+        Some(n) => n.clone(),
+        None => default_name(&req.model),
+    };
+    check_c_identifier(&name)?;
+    let max_tokens = req.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS.min(req.max_context));
+    let opts = edgec_frontend::LoadOptions { max_context: req.max_context, max_tokens };
+    let mut graph = edgec_frontend::load_checkpoint(&req.model, &opts)?;
+    graph.name = name.clone();
+
+    let manager = match &req.passes {
+        Some(names) => PassManager::from_names(names)?,
+        None => PassManager::preset(req.opt_level),
+    }
+    .print_after(&req.print_after)?;
+    let mut print_err = Ok(());
+    let timings = manager.run(&mut graph, &mut |pass, g| {
+        if print_err.is_ok() {
+            print_err = write!(log, "; after {pass}\n{}", edgec_ir::text::print(g));
+        }
+    })?;
+    print_err?;
+
+    let plan = plan_memory(&graph)?;
+    let opts = edgec_backend::CompileOptions { triple: req.target.clone(), name: name.clone() };
+    let layout = edgec_backend::layout_weights(&graph)?;
+
+    std::fs::create_dir_all(&req.out_dir)
+        .with_context(|| format!("cannot create output directory {}", req.out_dir.display()))?;
+    let manifest = Manifest {
+        name: name.clone(),
+        target: req.target.to_string(),
+        vocab: vocab_of(&graph)?,
+        max_tokens: u32::try_from(max_tokens).context("--max-tokens is too large")?,
+        max_context: u32::try_from(req.max_context).context("--max-context is too large")?,
+    };
+    let mut files = AtomicFiles::default();
+    let weights_file = files.create(&manifest.weights(&req.out_dir))?;
+    let mut writer = std::io::BufWriter::new(weights_file.as_file_mut());
+    let hash = edgec_backend::write_weights(&graph, &layout, &mut writer)?;
+    writer.flush().context("cannot write the weights file")?;
+    drop(writer);
+    let info = edgec_backend::model_info(&graph, &plan, &layout, hash)?;
+    let object = edgec_backend::emit_object(&graph, &plan, &layout, &info, &opts)?;
+    files.write(&manifest.object(&req.out_dir), &object)?;
+    files.write(&manifest.header(&req.out_dir), edgec_backend::c_header(&graph, &info, &opts).as_bytes())?;
+    if req.emit_ir {
+        files.write(&req.out_dir.join(format!("{name}.ir")), edgec_ir::text::print(&graph).as_bytes())?;
+        files.write(&req.out_dir.join(format!("{name}.plan")), plan.to_text(&graph).as_bytes())?;
+    }
+    files.write(&req.out_dir.join(manifest::FILE_NAME), manifest.to_json().as_bytes())?;
+    files.commit()?;
+
+    Ok(Compiled {
+        dir: req.out_dir.clone(),
+        manifest,
+        arena_size: plan.arena_size,
+        state_size: plan.state_size,
+        lower_bound: plan.lower_bound,
+        weights_size: layout.file_size,
+        timings,
+    })
+}
+
+fn vocab_of(g: &Graph) -> Result<u32> {
+    let logits = g.outputs.iter().find(|o| o.name == "logits").context("the graph has no 'logits' output")?;
+    let last = g.type_of(logits.value).shape.last().and_then(|d| d.as_const());
+    match last.and_then(|v| u32::try_from(v).ok()) {
+        Some(v) => Ok(v),
+        None => bail!("the 'logits' output must end in a constant vocabulary dim"),
+    }
+}
+
+/// The model directory's name, made into a C identifier (`Llama-3.2-1B` → `llama_3_2_1b`).
+fn default_name(model: &Path) -> String {
+    let stem = std::fs::canonicalize(model)
+        .ok()
+        .and_then(|p| p.file_name().map(|s| s.to_string_lossy().into_owned()))
+        .unwrap_or_default();
+    let mut name: String =
+        stem.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' }).collect();
+    if name.is_empty() || name.starts_with(|c: char| c.is_ascii_digit()) {
+        name.insert_str(0, "model_");
+    }
+    name
+}
+
+fn check_c_identifier(name: &str) -> Result<()> {
+    let ok = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !ok {
+        bail!("--name '{name}' is not a C identifier (letters, digits and '_', not starting with a digit)");
+    }
+    Ok(())
+}

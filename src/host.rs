@@ -1,0 +1,57 @@
+//! Running a compiled model in this process: link the object into a shared library, load it,
+//! and drive it with the runtime.
+
+use crate::manifest::Manifest;
+use crate::run::{RunOutput, RunRequest};
+use anyhow::{bail, Context, Result};
+use edgec_runtime::abi::{ForwardFn, ModelInfo};
+use edgec_runtime::{Model, Sampler, Session, SessionOptions};
+use std::path::Path;
+use std::process::Command;
+
+pub fn run(dir: &Path, m: &Manifest, req: &RunRequest) -> Result<RunOutput> {
+    let scratch = tempfile::Builder::new().prefix("edgec-host-").tempdir().context("cannot create a temporary directory")?;
+    let lib_path = scratch.path().join(format!("lib{}.so", m.name));
+    let linker = req.linker.as_deref().unwrap_or("cc");
+    let status = Command::new(linker)
+        .arg("-shared")
+        .arg("-o")
+        .arg(&lib_path)
+        .arg(m.object(dir))
+        .status()
+        .with_context(|| format!("cannot run the linker '{linker}' (set --linker)"))?;
+    if !status.success() {
+        bail!("linking {} with '{linker}' failed ({status})", m.object(dir).display());
+    }
+    // SAFETY: the library is an edgec object linked above: no initializers, and the two symbols
+    // have the ABI types declared here. It stays loaded for the whole process.
+    let lib = unsafe { libloading::Library::new(&lib_path) }
+        .with_context(|| format!("cannot load {}", lib_path.display()))?;
+    let lib: &'static libloading::Library = Box::leak(Box::new(lib));
+    let info: &'static ModelInfo = unsafe {
+        let sym = lib
+            .get::<*const ModelInfo>(format!("{}_info", m.name).as_bytes())
+            .with_context(|| format!("{} has no symbol {}_info", lib_path.display(), m.name))?;
+        &**sym
+    };
+    let forward: ForwardFn = unsafe {
+        *lib.get::<ForwardFn>(format!("{}_forward", m.name).as_bytes())
+            .with_context(|| format!("{} has no symbol {}_forward", lib_path.display(), m.name))?
+    };
+
+    let options = SessionOptions { threads: req.threads, ..SessionOptions::default() };
+    let mut session = Session::new(Model { info, forward }, &m.weights(dir), options)?;
+    let mut sampler = Sampler::new(req.sampling)?;
+    // Stepwise: every prompt token but the last goes in its own call; generation then starts
+    // from the last one, so each prompt position is computed by a one-token call.
+    let (head, last) = req.ids.split_at(if req.stepwise { req.ids.len() - 1 } else { 0 });
+    let mut logits = Vec::with_capacity(req.ids.len() * info.vocab as usize);
+    let mut row = Vec::new();
+    for &id in head {
+        session.forward(&[id], &mut row)?;
+        logits.extend_from_slice(&row);
+    }
+    let generation = session.generate(last, req.max_new_tokens, &mut sampler, |_| true)?;
+    logits.extend_from_slice(&generation.prompt_logits);
+    Ok(RunOutput { vocab: info.vocab as usize, logits, generated: generation.tokens })
+}

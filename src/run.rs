@@ -1,0 +1,135 @@
+//! `edgec run`: compile if needed, link, run a prompt and greedy (or sampled) generation.
+
+use crate::compile::{compile, CompileRequest};
+use crate::manifest::{self, Manifest};
+use anyhow::{bail, Context, Result};
+use edgec_passes::OptLevel;
+use edgec_runtime::SamplerConfig;
+use std::path::{Path, PathBuf};
+use target_lexicon::Triple;
+
+#[derive(Clone, Debug)]
+pub struct RunRequest {
+    /// A checkpoint directory, or a directory written by `edgec compile`.
+    pub model: PathBuf,
+    pub ids: Vec<u32>,
+    pub max_new_tokens: usize,
+    pub threads: usize,
+    /// Defaults to the compiled directory's target, or the host.
+    pub target: Option<Triple>,
+    /// Feed the prompt one token per call instead of one prefill.
+    pub stepwise: bool,
+    /// For checkpoints: the KV cache size; defaults to what the prompt and generation need.
+    pub max_context: Option<u64>,
+    pub max_tokens: Option<u64>,
+    pub linker: Option<String>,
+    pub runner: Option<String>,
+    /// Greedy unless a temperature is set.
+    pub sampling: SamplerConfig,
+}
+
+/// Logits of every prompt position and the generated ids.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunOutput {
+    pub vocab: usize,
+    /// `ids.len() * vocab` floats, one row per prompt position.
+    pub logits: Vec<f32>,
+    pub generated: Vec<u32>,
+}
+
+pub fn run(req: &RunRequest) -> Result<RunOutput> {
+    if req.ids.is_empty() {
+        bail!("--ids is empty: give at least one prompt token id");
+    }
+    // Keep a compile's temporary directory alive until the run ends.
+    let mut _scratch = None;
+    let (dir, manifest) = if req.model.join(manifest::FILE_NAME).is_file() {
+        let m = Manifest::read(&req.model)?;
+        if req.max_context.is_some() || req.max_tokens.is_some() {
+            bail!(
+                "{} is already compiled (max context {}); --max-context and --max-tokens apply only to checkpoints",
+                req.model.display(),
+                m.max_context
+            );
+        }
+        (req.model.clone(), m)
+    } else {
+        let needed = positions_needed(req)?;
+        let tmp = tempfile::Builder::new().prefix("edgec-run-").tempdir().context("cannot create a temporary directory")?;
+        let compiled = compile(
+            &CompileRequest {
+                model: req.model.clone(),
+                out_dir: tmp.path().to_path_buf(),
+                target: req.target.clone().unwrap_or_else(Triple::host),
+                name: None,
+                max_context: req.max_context.unwrap_or(needed),
+                max_tokens: req.max_tokens,
+                opt_level: OptLevel::O2,
+                passes: None,
+                print_after: Vec::new(),
+                emit_ir: false,
+            },
+            &mut std::io::sink(),
+        )?;
+        let dir = tmp.path().to_path_buf();
+        _scratch = Some(tmp);
+        (dir, compiled.manifest)
+    };
+    check_request(req, &manifest)?;
+
+    let target: Triple = manifest.target.parse().map_err(|e| anyhow::anyhow!("{}: bad target: {e}", dir.display()))?;
+    if let Some(t) = &req.target
+        && *t != target
+    {
+        bail!("{} was compiled for {target}, not {t}", dir.display());
+    }
+    if target == Triple::host() {
+        crate::host::run(&dir, &manifest, req)
+    } else if crate::cross::can_run(&target) {
+        crate::cross::run(&dir, &manifest, &target, req)
+    } else {
+        bail!(
+            "cannot run {target} on this machine; `edgec run` supports the host ({}) and aarch64-unknown-linux-gnu under qemu",
+            Triple::host()
+        )
+    }
+}
+
+/// Positions the KV cache must hold: the prompt, then every generated token but the last.
+fn positions_needed(req: &RunRequest) -> Result<u64> {
+    let n = req.ids.len().checked_add(req.max_new_tokens.saturating_sub(1)).context("too many tokens")?;
+    Ok(n as u64)
+}
+
+fn check_request(req: &RunRequest, m: &Manifest) -> Result<()> {
+    if let Some((i, id)) = req.ids.iter().enumerate().find(|&(_, &id)| id >= m.vocab) {
+        bail!("token id {id} at index {i} of --ids is out of range (vocab size {})", m.vocab);
+    }
+    let needed = positions_needed(req)?;
+    if needed > u64::from(m.max_context) {
+        bail!(
+            "context overflow: {} prompt tokens + {} new tokens need {needed} positions, but the model was compiled with --max-context {}",
+            req.ids.len(),
+            req.max_new_tokens,
+            m.max_context
+        );
+    }
+    Ok(())
+}
+
+/// Writes `logits` (f32 [prompt_len, vocab]) and `generated_ids` (i64 [n]) as safetensors,
+/// atomically.
+pub fn write_output(path: &Path, out: &RunOutput) -> Result<()> {
+    use safetensors::tensor::{Dtype, TensorView};
+    let rows = out.logits.len() / out.vocab.max(1);
+    let logits: Vec<u8> = out.logits.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let ids: Vec<u8> = out.generated.iter().flat_map(|&v| i64::from(v).to_le_bytes()).collect();
+    let tensors = [
+        ("logits", TensorView::new(Dtype::F32, vec![rows, out.vocab], &logits)?),
+        ("generated_ids", TensorView::new(Dtype::I64, vec![out.generated.len()], &ids)?),
+    ];
+    let bytes = safetensors::serialize(tensors, None)?;
+    let mut files = crate::atomic::AtomicFiles::default();
+    files.write(path, &bytes)?;
+    files.commit()
+}

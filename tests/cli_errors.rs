@@ -1,0 +1,145 @@
+//! Bad input gets one clear line on stderr, a nonzero exit, no panic and no partial output.
+
+mod common;
+use common::*;
+use safetensors::tensor::TensorView;
+use safetensors::{Dtype, SafeTensors};
+use std::path::Path;
+
+/// Runs `edgec compile MODEL -o OUT` expecting failure; returns the error line.
+fn compile_fails(model: &Path, out: &Path) -> String {
+    let o = edgec(&["compile", model.to_str().unwrap(), "-o", out.to_str().unwrap(), "--max-context", "32"]);
+    expect_clean_failure(&o, out)
+}
+
+fn expect_clean_failure(o: &std::process::Output, out: &Path) -> String {
+    let stderr = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(!o.status.success(), "expected failure, got success; stderr: {stderr}");
+    assert!(!stderr.contains("panicked"), "edgec panicked: {stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "expected one line: {stderr}");
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    if out.exists() {
+        let left: Vec<_> = std::fs::read_dir(out).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert!(left.is_empty(), "partial output left behind: {left:?}");
+    }
+    stderr
+}
+
+/// A copy of the llama fixture whose safetensors file is rewritten by `edit`.
+fn edited_checkpoint(dir: &Path, edit: impl FnOnce(&mut Vec<(String, Dtype, Vec<usize>, Vec<u8>)>)) -> std::path::PathBuf {
+    let src = fixture("llama");
+    let model = dir.join("model");
+    std::fs::create_dir_all(&model).unwrap();
+    std::fs::copy(src.join("config.json"), model.join("config.json")).unwrap();
+    let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let mut tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(name, t)| (name, t.dtype(), t.shape().to_vec(), t.data().to_vec()))
+        .collect();
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    edit(&mut tensors);
+    let views: Vec<(String, TensorView)> = tensors
+        .iter()
+        .map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
+        .collect();
+    safetensors::serialize_to_file(views, None, &model.join("model.safetensors")).unwrap();
+    model
+}
+
+#[test]
+fn missing_config_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = compile_fails(dir.path(), &dir.path().join("out"));
+    assert!(err.contains("config.json"), "{err}");
+}
+
+#[test]
+fn unsupported_architecture() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = edited_checkpoint(dir.path(), |_| {});
+    let config = std::fs::read_to_string(model.join("config.json")).unwrap();
+    std::fs::write(model.join("config.json"), config.replace("LlamaForCausalLM", "GPT2LMHeadModel")).unwrap();
+    let err = compile_fails(&model, &dir.path().join("out"));
+    assert!(err.contains("GPT2LMHeadModel") && err.contains("LlamaForCausalLM"), "{err}");
+}
+
+#[test]
+fn missing_tensor() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = "model.layers.1.mlp.up_proj.weight";
+    let model = edited_checkpoint(dir.path(), |t| t.retain(|x| x.0 != name));
+    let err = compile_fails(&model, &dir.path().join("out"));
+    assert!(err.contains(name), "{err}");
+}
+
+#[test]
+fn misshaped_tensor() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = "model.layers.0.self_attn.k_proj.weight";
+    let model = edited_checkpoint(dir.path(), |t| {
+        let x = t.iter_mut().find(|x| x.0 == name).unwrap();
+        x.2.reverse();
+    });
+    let err = compile_fails(&model, &dir.path().join("out"));
+    assert!(err.contains(name) && err.contains("shape"), "{err}");
+}
+
+#[test]
+fn unsupported_dtype() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = "model.norm.weight";
+    let model = edited_checkpoint(dir.path(), |t| {
+        let x = t.iter_mut().find(|x| x.0 == name).unwrap();
+        x.1 = Dtype::I32;
+    });
+    let err = compile_fails(&model, &dir.path().join("out"));
+    assert!(err.contains(name) && err.to_lowercase().contains("dtype"), "{err}");
+}
+
+#[test]
+fn truncated_safetensors() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = edited_checkpoint(dir.path(), |_| {});
+    let path = model.join("model.safetensors");
+    let len = std::fs::metadata(&path).unwrap().len();
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    f.set_len(len - 1000).unwrap();
+    let err = compile_fails(&model, &dir.path().join("out"));
+    assert!(err.contains("model.safetensors") && err.contains("truncated"), "{err}");
+}
+
+#[test]
+fn token_id_out_of_vocab() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = fixture("llama");
+    let o = edgec(&["run", model.to_str().unwrap(), "--ids", "1,2,512", "--max-new-tokens", "2"]);
+    let err = expect_clean_failure(&o, &dir.path().join("none"));
+    assert!(err.contains("512") && err.contains("vocab"), "{err}");
+}
+
+#[test]
+fn context_overflow() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let model = fixture("llama");
+    let o = edgec(&["compile", model.to_str().unwrap(), "-o", out.to_str().unwrap(), "--max-context", "8"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = edgec(&["run", out.to_str().unwrap(), "--ids", "1,2,3,4,5", "--max-new-tokens", "8"]);
+    let err = expect_clean_failure(&o, &dir.path().join("none"));
+    assert!(err.contains("context overflow") && err.contains("8"), "{err}");
+}
+
+#[test]
+fn unknown_pass_and_bad_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let model = fixture("llama");
+    let o = edgec(&["compile", model.to_str().unwrap(), "-o", out.to_str().unwrap(), "--passes", "dce,nope"]);
+    let err = expect_clean_failure(&o, &out);
+    assert!(err.contains("unknown pass 'nope'"), "{err}");
+    let o = edgec(&["compile", model.to_str().unwrap(), "-o", out.to_str().unwrap(), "--name", "3d-model"]);
+    let err = expect_clean_failure(&o, &out);
+    assert!(err.contains("not a C identifier"), "{err}");
+}
