@@ -85,38 +85,26 @@ static void hex(const uint8_t *h, char *out) {
     out[64] = 0;
 }
 
-/* Reads the whole file into 64-byte aligned memory; *size_out = its real size. */
+/* Reads the whole file into 64-byte aligned memory; *size_out = its real size (the number of
+ * bytes actually read, so a file shorter or longer than its header says is caught by the
+ * header check). */
 static uint8_t *read_weights(const char *path, uint64_t *size_out) {
     FILE *f = fopen(path, "rb");
-    uint8_t *buf = NULL;
-    size_t cap = 0, len = 0;
+    long hint;
+    size_t cap, got;
+    uint8_t *buf;
     if (!f) fail("%s: cannot open: %s", path, strerror(errno));
-    /* Read in growing blocks into a heap buffer, then copy once into aligned memory. This
-     * measures the real size without fseek/ftell (long may be 32-bit on some targets). */
-    for (;;) {
-        size_t got;
-        if (len == cap) {
-            size_t ncap = cap ? cap * 2 : (size_t)1 << 20;
-            uint8_t *nb;
-            if (ncap < cap) fail("%s: file too large", path);
-            nb = (uint8_t *)realloc(buf, ncap);
-            if (!nb) fail("%s: out of memory reading the file", path);
-            buf = nb;
-            cap = ncap;
-        }
-        got = fread(buf + len, 1, cap - len, f);
-        len += got;
-        if (got == 0) break;
-    }
+    if (fseek(f, 0, SEEK_END) != 0 || (hint = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0)
+        fail("%s: cannot measure the file: %s", path, strerror(errno));
+    if ((unsigned long)hint >= (unsigned long)SIZE_MAX - EDGEC_ALIGN) fail("%s: file too large", path);
+    cap = (size_t)hint + 1; /* one spare byte detects a file that grew */
+    buf = (uint8_t *)aligned_zalloc(cap, "weights");
+    got = fread(buf, 1, cap, f);
     if (ferror(f)) fail("%s: read error: %s", path, strerror(errno));
+    if (got == cap) fail("%s: the file grew while it was read", path);
     fclose(f);
-    {
-        uint8_t *al = (uint8_t *)aligned_zalloc(len, "weights");
-        if (len) memcpy(al, buf, len);
-        free(buf);
-        *size_out = len;
-        return al;
-    }
+    *size_out = got;
+    return buf;
 }
 
 /* The same checks, in the same order and with the same wording, as weights.rs. */

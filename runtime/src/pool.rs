@@ -1,12 +1,12 @@
 //! A persistent thread pool behind the ABI's `parallel_for` callback.
 //!
 //! Decode runs hundreds of parallel regions per token, so dispatch must be cheap: a region is
-//! published by bumping an epoch counter that idle workers spin on for a short while before
-//! they block on a condition variable. `[0, n_tasks)` is split into `min(n_tasks, threads)`
-//! contiguous chunks; the caller thread and the workers claim chunks from a shared counter
-//! (so a worker that is slow to wake simply does nothing), and `parallel_for` returns once
-//! every worker has checked in for the region. With one thread everything runs inline, with
-//! no atomics or locks.
+//! published by bumping an epoch counter that idle workers spin on for a short while (then
+//! yield, then block on a condition variable). `[0, n_tasks)` is split into
+//! `min(n_tasks, threads)` contiguous chunks; the caller thread and the workers claim chunks
+//! from a shared, epoch-tagged counter (so a worker that is slow to wake simply does nothing
+//! and is not waited for), and `parallel_for` returns once every chunk has run. With one
+//! thread everything runs inline, with no atomics or locks.
 //!
 //! Kernels are `extern "C"` functions: they cannot unwind into the pool (a Rust `extern "C"`
 //! function that panics aborts the process), so a kernel failure can never leave the pool in a
@@ -15,23 +15,31 @@
 //! calling thread, so the pool is never re-entered.
 
 use crate::abi::KernelFn;
-use std::cell::UnsafeCell;
 use std::ffi::c_void;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering::*};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
 /// Upper bound for `threads = 0` (the machine's available parallelism, capped here).
 pub const MAX_AUTO_THREADS: usize = 8;
-/// Iterations a waiting thread spins (with a CPU pause hint) before blocking.
-const SPIN_ITERS: u32 = 1 << 14;
+/// Upper bound for an explicit thread count.
+pub const MAX_THREADS: usize = 1024;
+/// Pure spin iterations (CPU pause hint) before a waiting thread starts yielding.
+const SPIN_ITERS: u32 = 1 << 11;
+/// `yield_now` rounds after spinning before a waiting worker blocks.
+const YIELD_ITERS: u32 = 64;
+/// `next` packs (epoch << CHUNK_BITS) | next chunk index.
+const CHUNK_BITS: u32 = 20;
+const CHUNK_MASK: u64 = (1 << CHUNK_BITS) - 1;
 
+/// A region as one thread saw it.
 #[derive(Clone, Copy)]
 struct Job {
-    kernel: Option<KernelFn>,
+    kernel: KernelFn,
     args: *const u8,
     n_tasks: u64,
     n_chunks: u64,
+    epoch: u64,
 }
 
 impl Job {
@@ -42,38 +50,28 @@ impl Job {
         let c = c as u128;
         ((c * n / k) as u64, ((c + 1) * n / k) as u64)
     }
-
-    /// Claims and runs chunks until none are left.
-    ///
-    /// # Safety
-    /// `kernel(args, b, e)` must be safe to call for every chunk, concurrently.
-    unsafe fn run_chunks(&self, next: &AtomicU64) {
-        let Some(kernel) = self.kernel else { return };
-        loop {
-            let c = next.fetch_add(1, Relaxed);
-            if c >= self.n_chunks {
-                return;
-            }
-            let (b, e) = self.bounds(c);
-            if b < e {
-                // SAFETY: forwarded from the caller of `parallel_for`.
-                unsafe { kernel(self.args, b, e) };
-            }
-        }
-    }
 }
 
 /// The state shared by the pool's owner, its workers and the `parallel_for` callback (which
 /// receives a pointer to it as the context's `pool`).
+///
+/// Protocol: the dispatcher (one at a time, see `busy`) closes `next` with the new epoch's
+/// tag, writes the job fields, opens `next` at chunk 0 and bumps `epoch`. A thread claims a
+/// chunk by a compare-and-swap on `next` that requires the tag of the epoch whose fields it
+/// read; a thread that read fields of another epoch (or a mix) fails its CAS, because the
+/// fields of epoch E+1 are only written after `next` carries E+1's tag (all operations are
+/// SeqCst). The dispatcher returns when `done` counts every chunk, so it never waits for a
+/// worker that did not take part.
 pub struct PoolShared {
     n_workers: usize,
-    /// Written only by the dispatcher, only while no worker reads it (all have checked in for
-    /// the previous epoch), read by workers after they observe a new epoch.
-    job: UnsafeCell<Job>,
+    kernel: AtomicUsize,
+    args: AtomicPtr<u8>,
+    n_tasks: AtomicU64,
+    n_chunks: AtomicU64,
     epoch: AtomicU64,
-    next_chunk: AtomicU64,
-    /// Workers that have not finished the current epoch.
-    remaining: AtomicUsize,
+    next: AtomicU64,
+    /// Chunks of the current epoch finished.
+    done: AtomicU64,
     /// Set while a region is being dispatched; a second dispatcher runs inline instead.
     busy: AtomicBool,
     shutdown: AtomicBool,
@@ -84,11 +82,6 @@ pub struct PoolShared {
     done_mx: Mutex<()>,
     done_cv: Condvar,
 }
-
-// SAFETY: `job` is only accessed under the epoch protocol described on the field; everything
-// else is atomics and locks.
-unsafe impl Sync for PoolShared {}
-unsafe impl Send for PoolShared {}
 
 fn lock(m: &Mutex<()>) -> MutexGuard<'_, ()> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -110,71 +103,126 @@ impl PoolShared {
             unsafe { kernel(args, 0, n_tasks) };
             return;
         }
-        let job = Job { kernel: Some(kernel), args, n_tasks, n_chunks };
-        // SAFETY: `busy` makes us the only dispatcher and every worker has checked in for the
-        // previous epoch (we waited for `remaining == 0`), so nobody reads `job` now.
-        unsafe { *self.job.get() = job };
-        self.next_chunk.store(0, Relaxed);
-        self.remaining.store(self.n_workers, Relaxed);
-        self.epoch.fetch_add(1, SeqCst); // publishes job, next_chunk and remaining
+        let epoch = self.epoch.load(Relaxed) + 1;
+        let tag = epoch << CHUNK_BITS;
+        self.next.store(tag | CHUNK_MASK, SeqCst); // closed: no chunk of `epoch` yet
+        self.kernel.store(kernel as usize, SeqCst);
+        self.args.store(args as *mut u8, SeqCst);
+        self.n_tasks.store(n_tasks, SeqCst);
+        self.n_chunks.store(n_chunks, SeqCst);
+        self.done.store(0, SeqCst);
+        self.next.store(tag, SeqCst); // open
+        self.epoch.store(epoch, SeqCst);
         if self.sleepers.load(SeqCst) > 0 {
             let _g = lock(&self.work_mx);
             self.work_cv.notify_all();
         }
+        let job = Job { kernel, args, n_tasks, n_chunks, epoch };
         // SAFETY: forwarded.
-        unsafe { job.run_chunks(&self.next_chunk) };
-        self.wait_done();
+        unsafe { self.run_chunks(&job) };
+        self.wait_done(n_chunks);
         self.busy.store(false, Release);
     }
 
-    fn wait_done(&self) {
-        for _ in 0..SPIN_ITERS {
-            if self.remaining.load(Acquire) == 0 {
+    /// Reads the current job's fields as of `epoch` (they may be a mix if a newer epoch is
+    /// being written; `run_chunks` then claims nothing).
+    fn snapshot(&self, epoch: u64) -> Option<Job> {
+        let k = self.kernel.load(SeqCst);
+        if k == 0 {
+            return None;
+        }
+        // SAFETY: `kernel` only ever holds 0 or a `KernelFn` stored by `parallel_for`.
+        let kernel: KernelFn = unsafe { std::mem::transmute::<usize, KernelFn>(k) };
+        Some(Job {
+            kernel,
+            args: self.args.load(SeqCst),
+            n_tasks: self.n_tasks.load(SeqCst),
+            n_chunks: self.n_chunks.load(SeqCst),
+            epoch,
+        })
+    }
+
+    /// Claims and runs chunks of `job.epoch` until none are left.
+    ///
+    /// # Safety
+    /// The dispatcher's contract on the kernel.
+    unsafe fn run_chunks(&self, job: &Job) {
+        let tag = job.epoch << CHUNK_BITS;
+        let mut cur = self.next.load(SeqCst);
+        loop {
+            if cur & !CHUNK_MASK != tag || (cur & CHUNK_MASK) >= job.n_chunks {
                 return;
             }
-            std::hint::spin_loop();
+            match self.next.compare_exchange_weak(cur, cur + 1, SeqCst, SeqCst) {
+                Ok(_) => {
+                    // The claim proves `job` holds this epoch's fields (see PoolShared).
+                    let (b, e) = job.bounds(cur & CHUNK_MASK);
+                    if b < e {
+                        // SAFETY: forwarded.
+                        unsafe { (job.kernel)(job.args, b, e) };
+                    }
+                    if self.done.fetch_add(1, SeqCst) + 1 == job.n_chunks
+                        && self.caller_waiting.load(SeqCst)
+                    {
+                        let _g = lock(&self.done_mx);
+                        self.done_cv.notify_one();
+                    }
+                    cur = self.next.load(SeqCst);
+                }
+                Err(now) => cur = now,
+            }
+        }
+    }
+
+    fn wait_done(&self, n_chunks: u64) {
+        for i in 0..SPIN_ITERS {
+            if self.done.load(Acquire) == n_chunks {
+                return;
+            }
+            if i >= 256 {
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
         }
         let mut g = lock(&self.done_mx);
         self.caller_waiting.store(true, SeqCst);
-        while self.remaining.load(SeqCst) != 0 {
+        while self.done.load(SeqCst) != n_chunks {
             g = self.done_cv.wait(g).unwrap_or_else(|e| e.into_inner());
         }
         self.caller_waiting.store(false, SeqCst);
     }
 
     fn worker_loop(&self) {
-        // Workers start before any region is published, at epoch 0 (reading the epoch here
-        // instead could skip a region published before this thread got to run).
         let mut seen = 0u64;
         loop {
-            // Wait for a new epoch: spin, then block.
-            let mut spins = 0;
-            while self.epoch.load(Acquire) == seen && !self.shutdown.load(Relaxed) {
+            // Wait for a new epoch: spin, yield, then block.
+            let mut spins = 0u32;
+            let mut epoch = self.epoch.load(SeqCst);
+            while epoch == seen && !self.shutdown.load(Relaxed) {
                 spins += 1;
                 if spins < SPIN_ITERS {
                     std::hint::spin_loop();
-                    continue;
+                } else if spins < SPIN_ITERS + YIELD_ITERS {
+                    std::thread::yield_now();
+                } else {
+                    let mut g = lock(&self.work_mx);
+                    self.sleepers.fetch_add(1, SeqCst);
+                    while self.epoch.load(SeqCst) == seen && !self.shutdown.load(SeqCst) {
+                        g = self.work_cv.wait(g).unwrap_or_else(|e| e.into_inner());
+                    }
+                    self.sleepers.fetch_sub(1, SeqCst);
+                    spins = 0;
                 }
-                let mut g = lock(&self.work_mx);
-                self.sleepers.fetch_add(1, SeqCst);
-                while self.epoch.load(SeqCst) == seen && !self.shutdown.load(SeqCst) {
-                    g = self.work_cv.wait(g).unwrap_or_else(|e| e.into_inner());
-                }
-                self.sleepers.fetch_sub(1, SeqCst);
-                break;
+                epoch = self.epoch.load(SeqCst);
             }
-            if self.epoch.load(Acquire) == seen {
+            if epoch == seen {
                 return; // shutdown
             }
-            seen += 1;
-            // SAFETY: we observed the new epoch (Acquire), so `job` is published and stays
-            // unchanged until we decrement `remaining`.
-            let job = unsafe { *self.job.get() };
-            // SAFETY: the dispatcher's contract.
-            unsafe { job.run_chunks(&self.next_chunk) };
-            if self.remaining.fetch_sub(1, SeqCst) == 1 && self.caller_waiting.load(SeqCst) {
-                let _g = lock(&self.done_mx);
-                self.done_cv.notify_one();
+            seen = epoch;
+            if let Some(job) = self.snapshot(epoch) {
+                // SAFETY: the dispatcher's contract; a stale snapshot claims nothing.
+                unsafe { self.run_chunks(&job) };
             }
         }
     }
@@ -190,13 +238,16 @@ impl ThreadPool {
     /// A pool of `threads` threads in total, the caller's included (`0` = the available
     /// parallelism, at most [`MAX_AUTO_THREADS`]). `threads = 1` starts no worker.
     pub fn new(threads: usize) -> std::io::Result<ThreadPool> {
-        let threads = resolve_threads(threads);
+        let threads = resolve_threads(threads).min(MAX_THREADS);
         let shared = Arc::new(PoolShared {
             n_workers: threads - 1,
-            job: UnsafeCell::new(Job { kernel: None, args: std::ptr::null(), n_tasks: 0, n_chunks: 0 }),
+            kernel: AtomicUsize::new(0),
+            args: AtomicPtr::new(std::ptr::null_mut()),
+            n_tasks: AtomicU64::new(0),
+            n_chunks: AtomicU64::new(0),
             epoch: AtomicU64::new(0),
-            next_chunk: AtomicU64::new(0),
-            remaining: AtomicUsize::new(0),
+            next: AtomicU64::new(0),
+            done: AtomicU64::new(0),
             busy: AtomicBool::new(false),
             shutdown: AtomicBool::new(false),
             sleepers: AtomicUsize::new(0),

@@ -458,3 +458,43 @@ fn driver_output_parsing() {
     assert!(parse_driver_output(&x).unwrap_err().to_string().contains("reserved"));
     assert!(parse_driver_output(&b[..10]).is_err());
 }
+
+#[test]
+fn pool_shared_by_concurrent_callers() {
+    // A second dispatcher while a region runs executes inline; every region still completes.
+    let pool = ThreadPool::new(3).unwrap();
+    let total = AtomicU64::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..3 {
+            s.spawn(|| {
+                for _ in 0..2000 {
+                    let a = SumArgs { sum: AtomicU64::new(0), calls: AtomicU64::new(0) };
+                    run(&pool, sum_kernel, &a as *const _ as *const u8, 100);
+                    assert_eq!(a.sum.load(Ordering::Relaxed), 4950);
+                    total.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    assert_eq!(total.load(Ordering::Relaxed), 6000);
+}
+
+#[test]
+fn session_is_send_and_threads_resolve() {
+    fn send<T: Send>() {}
+    send::<Session>();
+    let dir = tempfile::tempdir().unwrap();
+    let s = session(dir.path(), 0);
+    assert!(s.threads() >= 1 && s.threads() <= edgec_runtime::pool::MAX_AUTO_THREADS);
+    // Moving a session to another thread and using it there.
+    let mut s = std::thread::spawn(move || {
+        let mut s = s;
+        s.forward(&[1, 2, 3], &mut Vec::new()).unwrap();
+        s
+    })
+    .join()
+    .unwrap();
+    let mut l = Vec::new();
+    s.forward(&[4], &mut l).unwrap();
+    assert_eq!(l, expected_logits(&[1, 2, 3, 4])[3 * VOCAB as usize..]);
+}

@@ -115,7 +115,7 @@ pub unsafe extern "C" fn fake_forward(
     if ids.iter().any(|&i| i < 0 || i as u32 >= VOCAB) {
         return abi::STATUS_BAD_TOKEN_ID;
     }
-    if (ctx.weights as usize | ctx.arena as usize | ctx.state as usize) % 64 != 0 {
+    if !(ctx.weights as usize | ctx.arena as usize | ctx.state as usize).is_multiple_of(64) {
         return 99;
     }
     let salt = unsafe { u32::from_le_bytes(*(ctx.weights.add(64) as *const [u8; 4])) };
