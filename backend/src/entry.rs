@@ -13,8 +13,9 @@ use cranelift_module::{FuncId, Module};
 use cranelift_object::ObjectModule;
 use edgec_ir::{Graph, Op, ValueRef};
 use edgec_passes::plan::MemoryPlan;
+use std::mem::offset_of;
 use edgec_runtime::abi::{
-    STATUS_BAD_TOKEN_COUNT, STATUS_BAD_TOKEN_ID, STATUS_CONTEXT_OVERFLOW, STATUS_NULL_ARGUMENT, STATUS_OK,
+    Context, STATUS_BAD_TOKEN_COUNT, STATUS_BAD_TOKEN_ID, STATUS_CONTEXT_OVERFLOW, STATUS_NULL_ARGUMENT, STATUS_OK,
 };
 
 /// `int32_t forward(const ctx*, const int32_t *ids, uint32_t n_tokens, uint32_t pos, float *logits)`.
@@ -36,12 +37,13 @@ fn parallel_for_signature(cc: CallConv) -> ClifSig {
     s
 }
 
-// Offsets of `Context` fields (runtime/src/abi.rs).
-const CTX_WEIGHTS: i32 = 0;
-const CTX_ARENA: i32 = 8;
-const CTX_STATE: i32 = 16;
-const CTX_POOL: i32 = 24;
-const CTX_PARALLEL_FOR: i32 = 32;
+// Offsets of `Context` fields, from the one ABI definition. Every target is 64-bit, so the
+// host's layout is the target's.
+const CTX_WEIGHTS: i32 = offset_of!(Context, weights) as i32;
+const CTX_ARENA: i32 = offset_of!(Context, arena) as i32;
+const CTX_STATE: i32 = offset_of!(Context, state) as i32;
+const CTX_POOL: i32 = offset_of!(Context, pool) as i32;
+const CTX_PARALLEL_FOR: i32 = offset_of!(Context, parallel_for) as i32;
 
 /// Returns `code` from the function when `cond` is true, else continues.
 fn return_if(b: &mut FunctionBuilder, cond: Value, code: i32) {

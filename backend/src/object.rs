@@ -3,7 +3,7 @@
 use crate::entry;
 use crate::error::BackendError;
 use crate::kernels::{Kargs, KernelSpec, kernel_signature};
-use crate::signature::{self, info_bytes};
+use crate::signature;
 use crate::weights_file::WeightsLayout;
 use cranelift_codegen::Context;
 use cranelift_codegen::ir::{InstBuilder, UserFuncName};
@@ -138,7 +138,7 @@ pub fn emit_object(
     let info_name = format!("{}_info", opts.name);
     let did = module.declare_data(&info_name, Linkage::Export, false, false).map_err(|e| cg_err(&info_name, e))?;
     let mut data = DataDescription::new();
-    data.define(info_bytes(info).into_boxed_slice());
+    data.define(info.to_bytes().to_vec().into_boxed_slice());
     data.set_align(8);
     module.define_data(did, &data).map_err(|e| cg_err(&info_name, e))?;
 

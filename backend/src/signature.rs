@@ -177,20 +177,6 @@ pub fn model_info(
     })
 }
 
-/// `ModelInfo` as the bytes of its `#[repr(C)]` layout, little-endian.
-pub(crate) fn info_bytes(info: &ModelInfo) -> Vec<u8> {
-    let mut b = Vec::with_capacity(72);
-    for v in [info.abi_version, info.vocab, info.max_tokens, info.max_context] {
-        b.extend_from_slice(&v.to_le_bytes());
-    }
-    for v in [info.arena_size, info.state_size, info.weights_size] {
-        b.extend_from_slice(&v.to_le_bytes());
-    }
-    b.extend_from_slice(&info.content_hash);
-    debug_assert_eq!(b.len(), std::mem::size_of::<ModelInfo>());
-    b
-}
-
 /// A shape's dims split into the run-time row count (`const_factor * n_tokens^seq_powers`) and
 /// a constant last dim (`1` for a scalar).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

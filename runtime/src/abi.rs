@@ -98,6 +98,22 @@ const _: () = assert!(std::mem::size_of::<WeightsHeader>() == WEIGHTS_HEADER_SIZ
 const _: () = assert!(std::mem::size_of::<ModelInfo>() == 72);
 const _: () = assert!(std::mem::size_of::<Context>() == 40);
 
+impl ModelInfo {
+    /// The bytes of the `#[repr(C)]` layout, little-endian: what the object's `<name>_info`
+    /// symbol holds.
+    pub fn to_bytes(&self) -> [u8; 72] {
+        let mut b = [0u8; 72];
+        for (i, v) in [self.abi_version, self.vocab, self.max_tokens, self.max_context].into_iter().enumerate() {
+            b[i * 4..i * 4 + 4].copy_from_slice(&v.to_le_bytes());
+        }
+        for (i, v) in [self.arena_size, self.state_size, self.weights_size].into_iter().enumerate() {
+            b[16 + i * 8..24 + i * 8].copy_from_slice(&v.to_le_bytes());
+        }
+        b[40..72].copy_from_slice(&self.content_hash);
+        b
+    }
+}
+
 impl WeightsHeader {
     /// Serializes little-endian (the only byte order edgec targets).
     pub fn to_bytes(&self) -> [u8; WEIGHTS_HEADER_SIZE] {
@@ -127,3 +143,40 @@ impl WeightsHeader {
 
 /// `edgec_abi.h`: this module's C mirror, embedded into every generated model header.
 pub const ABI_C_HEADER: &str = include_str!("../include/edgec_abi.h");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_info_bytes_are_its_memory_layout() {
+        let info = ModelInfo {
+            abi_version: ABI_VERSION,
+            vocab: 0x0102_0304,
+            max_tokens: 7,
+            max_context: 0xdead_beef,
+            arena_size: 0x1122_3344_5566_7788,
+            state_size: 9,
+            weights_size: u64::MAX - 1,
+            content_hash: std::array::from_fn(|i| i as u8 * 3),
+        };
+        // SAFETY: ModelInfo is repr(C) with no padding (its size is asserted above).
+        let raw = unsafe {
+            std::slice::from_raw_parts(&info as *const ModelInfo as *const u8, std::mem::size_of::<ModelInfo>())
+        };
+        assert_eq!(&info.to_bytes()[..], raw);
+    }
+
+    #[test]
+    fn weights_header_round_trips() {
+        let h = WeightsHeader {
+            magic: WEIGHTS_MAGIC,
+            abi_version: ABI_VERSION,
+            header_size: WEIGHTS_HEADER_SIZE as u32,
+            content_hash: [7; 32],
+            file_size: 12345,
+            reserved: 0,
+        };
+        assert_eq!(WeightsHeader::from_bytes(&h.to_bytes()), h);
+    }
+}
