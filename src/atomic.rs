@@ -31,6 +31,11 @@ impl AtomicFiles {
         f.write_all(bytes).with_context(|| format!("cannot write {}", dest.display()))
     }
 
+    /// Drops the most recently staged file: it is removed and never committed.
+    pub fn discard_last(&mut self) {
+        self.staged.pop();
+    }
+
     /// Flushes every file to disk and renames them into place.
     pub fn commit(self) -> Result<()> {
         for (tmp, _) in &self.staged {

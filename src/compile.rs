@@ -45,9 +45,69 @@ pub struct Compiled {
 
 pub const DEFAULT_MAX_TOKENS: u64 = 128;
 
-/// Compiles a model. Diagnostics that the user asked for (`--print-after`) go to `log`.
+/// Which artifacts a compile writes (`--emit obj,staticlib,header,weights`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Emit {
+    /// `NAME.o`.
+    pub obj: bool,
+    /// `libNAME.a`, holding `NAME.o` (written by edgec; no `ar` needed).
+    pub staticlib: bool,
+    /// `NAME.h`.
+    pub header: bool,
+    /// `NAME.weights` (never with `--embed-weights`).
+    pub weights: bool,
+}
+
+impl Default for Emit {
+    /// obj, weights, header.
+    fn default() -> Emit {
+        Emit { obj: true, staticlib: false, header: true, weights: true }
+    }
+}
+
+impl Emit {
+    pub const KINDS: &'static str = "obj, staticlib, header, weights";
+
+    /// Parses a comma-separated list of `obj`, `staticlib`, `header`, `weights`.
+    pub fn parse(list: &str) -> Result<Emit> {
+        let mut e = Emit { obj: false, staticlib: false, header: false, weights: false };
+        for kind in list.split(',').map(str::trim) {
+            match kind {
+                "obj" => e.obj = true,
+                "staticlib" => e.staticlib = true,
+                "header" => e.header = true,
+                "weights" => e.weights = true,
+                _ => bail!("--emit: unknown kind '{kind}' (expected a comma-separated list of {})", Emit::KINDS),
+            }
+        }
+        Ok(e)
+    }
+}
+
+/// How a compile is packaged for an app.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Packaging {
+    pub emit: Emit,
+    /// Put the weights file image into the object as the read-only, 64-byte aligned data symbol
+    /// `NAME_weights` instead of writing `NAME.weights`. For small models: the image is built
+    /// in memory.
+    pub embed_weights: bool,
+}
+
+/// Compiles a model with the default packaging (`NAME.o`, `NAME.weights`, `NAME.h`).
+/// Diagnostics that the user asked for (`--print-after`) go to `log`.
 /// Either every output file appears in `out_dir`, or none does.
 pub fn compile(req: &CompileRequest, log: &mut dyn Write) -> Result<Compiled> {
+    compile_with(req, &Packaging::default(), log)
+}
+
+/// Compiles a model and writes the artifacts `pkg` asks for (all at once or none).
+pub fn compile_with(req: &CompileRequest, pkg: &Packaging, log: &mut dyn Write) -> Result<Compiled> {
+    if pkg.embed_weights && pkg.emit.weights {
+        bail!("--embed-weights puts the weights into the object; do not also --emit weights");
+    }
+    // Reject a bad target before reading the model.
+    edgec_backend::Target::from_triple(&req.target)?;
     let name = match &req.name {
         Some(n) => n.clone(),
         None => default_name(&req.model),
@@ -55,8 +115,9 @@ pub fn compile(req: &CompileRequest, log: &mut dyn Write) -> Result<Compiled> {
     check_c_identifier(&name)?;
     let max_tokens = req.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS.min(req.max_context));
     let opts = edgec_frontend::LoadOptions { max_context: req.max_context, max_tokens };
-    let mut graph = edgec_frontend::load_checkpoint(&req.model, &opts)?;
+    let mut graph = edgec_frontend::load_model(&req.model, &opts)?;
     graph.name = name.clone();
+    let tokenizer = crate::tokenizer::for_model(&req.model)?;
 
     let manager = match &req.passes {
         Some(names) => PassManager::from_names(names)?,
@@ -85,18 +146,47 @@ pub fn compile(req: &CompileRequest, log: &mut dyn Write) -> Result<Compiled> {
         max_context: u32::try_from(req.max_context).context("--max-context is too large")?,
     };
     let mut files = AtomicFiles::default();
-    let weights_file = files.create(&manifest.weights(&req.out_dir))?;
-    let mut writer = std::io::BufWriter::new(weights_file.as_file_mut());
-    let hash = edgec_backend::write_weights(&graph, &layout, &mut writer)?;
-    writer.flush().context("cannot write the weights file")?;
-    drop(writer);
+    let mut image = None;
+    let hash = if pkg.embed_weights {
+        let mut buf = std::io::Cursor::new(Vec::new());
+        let hash = edgec_backend::write_weights(&graph, &layout, &mut buf)?;
+        image = Some(buf.into_inner());
+        hash
+    } else {
+        // Without `weights` in --emit the file is still streamed (for the hash), then dropped.
+        let weights_file = files.create(&manifest.weights(&req.out_dir))?;
+        let mut writer = std::io::BufWriter::new(weights_file.as_file_mut());
+        let hash = edgec_backend::write_weights(&graph, &layout, &mut writer)?;
+        writer.flush().context("cannot write the weights file")?;
+        drop(writer);
+        if !pkg.emit.weights {
+            files.discard_last();
+        }
+        hash
+    };
     let info = edgec_backend::model_info(&graph, &plan, &layout, hash)?;
-    let object = edgec_backend::emit_object(&graph, &plan, &layout, &info, &opts)?;
-    files.write(&manifest.object(&req.out_dir), &object)?;
-    files.write(&manifest.header(&req.out_dir), edgec_backend::c_header(&graph, &info, &opts).as_bytes())?;
+    let object = edgec_backend::emit_object_with(&graph, &plan, &layout, &info, &opts, image.as_deref())?;
+    drop(image);
+    if pkg.emit.obj {
+        files.write(&manifest.object(&req.out_dir), &object)?;
+    }
+    if pkg.emit.staticlib {
+        let target = edgec_backend::Target::from_triple(&req.target)?;
+        let member = format!("{name}.o");
+        let lib = edgec_backend::archive::static_library(target.format(), &[(member.as_str(), &object)])
+            .context("cannot build the static library")?;
+        files.write(&req.out_dir.join(format!("lib{name}.a")), &lib)?;
+    }
+    if pkg.emit.header {
+        let header = edgec_backend::c_header_with(&graph, &info, &opts, pkg.embed_weights);
+        files.write(&manifest.header(&req.out_dir), header.as_bytes())?;
+    }
     if req.emit_ir {
         files.write(&req.out_dir.join(format!("{name}.ir")), edgec_ir::text::print(&graph).as_bytes())?;
         files.write(&req.out_dir.join(format!("{name}.plan")), plan.to_text(&graph).as_bytes())?;
+    }
+    if let Some(t) = &tokenizer {
+        files.write(&req.out_dir.join(crate::tokenizer::file_name(&name)), &t.to_bytes())?;
     }
     files.write(&req.out_dir.join(manifest::FILE_NAME), manifest.to_json().as_bytes())?;
     files.commit()?;
@@ -122,10 +212,10 @@ fn vocab_of(g: &Graph) -> Result<u32> {
 }
 
 /// The model directory's name, made into a C identifier (`Llama-3.2-1B` → `llama_3_2_1b`).
-fn default_name(model: &Path) -> String {
+pub(crate) fn default_name(model: &Path) -> String {
     let stem = std::fs::canonicalize(model)
         .ok()
-        .and_then(|p| p.file_name().map(|s| s.to_string_lossy().into_owned()))
+        .and_then(|p| if p.is_file() { p.file_stem() } else { p.file_name() }.map(|s| s.to_string_lossy().into_owned()))
         .unwrap_or_default();
     let mut name: String =
         stem.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' }).collect();

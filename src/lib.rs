@@ -4,10 +4,14 @@
 //! The CLI (`src/main.rs`) is a thin layer over this library.
 
 pub mod atomic;
+pub mod build;
 pub mod compile;
 pub mod cross;
 pub mod host;
+pub mod inspect;
 pub mod manifest;
 pub mod run;
+pub mod tokenizer;
 
-pub use compile::{compile, CompileRequest, Compiled};
+pub use build::{Build, Built};
+pub use compile::{compile, compile_with, CompileRequest, Compiled, Emit, Packaging};

@@ -29,19 +29,40 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Compile a model into NAME.o, NAME.weights, NAME.h and edgec.json in OUTDIR.
-    #[command(after_help = "Supported models: HuggingFace checkpoints of LlamaForCausalLM \
+    #[command(after_help = "Supported models: HuggingFace checkpoints of LlamaForCausalLM, \
+MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, PhiForCausalLM (Phi-2) and Phi3ForCausalLM \
 (config.json + model.safetensors, or sharded with model.safetensors.index.json), in f32, f16 or bf16.\n\
-Supported targets: x86_64-unknown-linux-gnu, aarch64-unknown-linux-gnu.\n\n\
+Supported targets (see `edgec targets`): aarch64-linux-android[API], x86_64-linux-android[API], \
+aarch64-apple-ios[VERSION][-sim], aarch64-apple-darwin, x86_64-apple-darwin (or -apple-macosxVERSION), \
+aarch64-unknown-linux-gnu, x86_64-unknown-linux-gnu.\n\n\
 Passes (for --passes and --print-after):\n{passes}")]
     Compile(CompileArgs),
     /// Run a prompt through a model and generate: compiles a checkpoint for the target if
     /// needed, links it with the runtime, and runs it (aarch64 under qemu).
     Run(RunArgs),
+    /// List the supported targets: object format, platform, default minimum OS and the
+    /// CPU-feature variants each gets.
+    Targets,
+    /// Show what a model costs, from its config.json alone (no weights needed): architecture,
+    /// parameter count, weights size, KV cache per 1k tokens and the planned arena.
+    Inspect(InspectArgs),
+}
+
+#[derive(Args)]
+struct InspectArgs {
+    /// A config.json, or a checkpoint directory holding one.
+    config: PathBuf,
+    /// Positions the KV cache holds.
+    #[arg(long, default_value_t = 2048, value_name = "N")]
+    max_context: u64,
+    /// Most tokens per forward call; sizes the arena. Default: the smaller of --max-context and 128.
+    #[arg(long, value_name = "N")]
+    max_tokens: Option<u64>,
 }
 
 #[derive(Args)]
 struct CompileArgs {
-    /// HuggingFace checkpoint directory (config.json + safetensors).
+    /// HuggingFace checkpoint directory (config.json + safetensors), or a GGUF file.
     model: PathBuf,
     /// Output directory; created if missing. Files appear all at once or not at all.
     #[arg(short, long, value_name = "OUTDIR")]
@@ -66,14 +87,29 @@ struct CompileArgs {
     /// Print how long each pass took.
     #[arg(long)]
     time_passes: bool,
+    /// Artifacts to write: a comma-separated list of obj, staticlib (libNAME.a), header, weights.
+    /// Default: obj,weights,header (obj,header with --embed-weights).
+    #[arg(long, value_name = "KIND,...")]
+    emit: Option<String>,
+    /// Put the weights into the object (read-only data symbol NAME_weights) instead of a
+    /// separate NAME.weights file; for small models.
+    #[arg(long)]
+    embed_weights: bool,
 }
 
 #[derive(Args)]
 struct TargetArgs {
-    /// Target triple: x86_64-unknown-linux-gnu or aarch64-unknown-linux-gnu.
-    /// Default: this machine.
-    #[arg(long, value_name = "TRIPLE", value_parser = parse_triple)]
-    target: Option<Triple>,
+    /// Target triple, e.g. aarch64-linux-android24, aarch64-apple-ios15.0, aarch64-apple-ios-sim,
+    /// x86_64-unknown-linux-gnu (`edgec targets` lists them). Default: this machine.
+    #[arg(long, value_name = "TRIPLE")]
+    target: Option<String>,
+}
+
+impl TargetArgs {
+    /// The validated target (checked here rather than by clap, so a bad one is one line).
+    fn triple(&self) -> Result<Option<Triple>> {
+        self.target.as_deref().map(parse_triple).transpose().map_err(anyhow::Error::msg)
+    }
 }
 
 #[derive(Args)]
@@ -92,11 +128,24 @@ struct PassArgs {
 
 #[derive(Args)]
 struct RunArgs {
-    /// A checkpoint directory, or an OUTDIR written by `edgec compile`.
+    /// A checkpoint directory, a GGUF file, or an OUTDIR written by `edgec compile`.
     model: PathBuf,
     /// Prompt token ids, comma-separated.
-    #[arg(long, value_delimiter = ',', required = true, value_name = "ID,...")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        required_unless_present = "prompt",
+        conflicts_with = "prompt",
+        value_name = "ID,..."
+    )]
     ids: Vec<u32>,
+    /// Prompt text, encoded with the model's tokenizer (GGUF metadata, tokenizer.json, or
+    /// NAME.tokenizer in a compiled directory). The continuation is printed decoded.
+    #[arg(long, value_name = "TEXT")]
+    prompt: Option<String>,
+    /// Also print the K most likely next tokens after the prompt, with their logits.
+    #[arg(long, value_name = "K")]
+    top_logits: Option<usize>,
     /// Tokens to generate after the prompt.
     #[arg(long, default_value_t = 16, value_name = "N")]
     max_new_tokens: usize,
@@ -149,8 +198,10 @@ fn parse_opt_level(s: &str) -> Result<OptLevel, String> {
     }
 }
 
+/// A supported target (validated here, with an Android API level or Apple minimum OS) as the
+/// triple the compiler uses.
 fn parse_triple(s: &str) -> Result<Triple, String> {
-    s.parse().map_err(|e| format!("'{s}' is not a target triple: {e}"))
+    edgec_backend::Target::parse(s).map(|t| t.triple).map_err(|e| e.to_string())
 }
 
 fn main() -> ExitCode {
@@ -176,11 +227,24 @@ fn main() -> ExitCode {
 
 fn execute(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Inspect(a) => {
+            print!("{}", edgec::inspect::inspect(&a.config, a.max_context, a.max_tokens)?.to_text());
+            Ok(())
+        }
+        Command::Targets => {
+            print!("{}", edgec_backend::target::listing());
+            Ok(())
+        }
         Command::Compile(a) => {
+            let mut packaging = edgec::Packaging { embed_weights: a.embed_weights, ..Default::default() };
+            match &a.emit {
+                Some(list) => packaging.emit = edgec::Emit::parse(list)?,
+                None => packaging.emit.weights = !a.embed_weights,
+            }
             let req = CompileRequest {
                 model: a.model,
                 out_dir: a.output,
-                target: a.target.target.unwrap_or_else(Triple::host),
+                target: a.target.triple()?.unwrap_or_else(Triple::host),
                 name: a.name,
                 max_context: a.max_context,
                 max_tokens: a.max_tokens,
@@ -189,7 +253,7 @@ fn execute(cli: Cli) -> Result<()> {
                 print_after: a.passes.print_after,
                 emit_ir: a.emit_ir,
             };
-            let c = edgec::compile(&req, &mut std::io::stderr())?;
+            let c = edgec::compile_with(&req, &packaging, &mut std::io::stderr())?;
             if a.time_passes {
                 for t in &c.timings {
                     eprintln!("pass {:<14} {:>10.3?}  changed: {:?}", t.name, t.duration, t.changed);
@@ -204,12 +268,25 @@ fn execute(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Run(a) => {
+            let tokenizer = edgec::tokenizer::for_run(&a.model)?;
+            let ids = match &a.prompt {
+                Some(text) => {
+                    let t = tokenizer.as_ref().with_context(|| {
+                        format!("--prompt needs a tokenizer, and {} has none (use --ids)", a.model.display())
+                    })?;
+                    let ids = t.encode(text)?;
+                    let shown: Vec<String> = ids.iter().map(u32::to_string).collect();
+                    println!("prompt ids: {}", shown.join(","));
+                    ids
+                }
+                None => a.ids,
+            };
             let req = RunRequest {
                 model: a.model,
-                ids: a.ids,
+                ids,
                 max_new_tokens: a.max_new_tokens,
                 threads: a.threads,
-                target: a.target.target,
+                target: a.target.triple()?,
                 stepwise: a.stepwise,
                 max_context: a.max_context,
                 max_tokens: a.max_tokens,
@@ -221,8 +298,18 @@ fn execute(cli: Cli) -> Result<()> {
             if let Some(path) = &a.output {
                 edgec::run::write_output(path, &out).with_context(|| format!("cannot write {}", path.display()))?;
             }
+            if let Some(k) = a.top_logits {
+                let row = out.logits.get(out.logits.len().saturating_sub(out.vocab)..).unwrap_or(&[]);
+                for (rank, (id, logit)) in edgec::tokenizer::top_k(row, k).into_iter().enumerate() {
+                    let text = tokenizer.as_ref().map(|t| format!(" {:?}", t.decode(&[id]).unwrap_or_default()));
+                    println!("top {}: {id} {logit:.4}{}", rank + 1, text.unwrap_or_default());
+                }
+            }
             let ids: Vec<String> = out.generated.iter().map(u32::to_string).collect();
             println!("{}", ids.join(","));
+            if let Some(t) = &tokenizer {
+                println!("{}", t.decode(&out.generated)?);
+            }
             Ok(())
         }
     }

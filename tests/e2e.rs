@@ -78,6 +78,45 @@ fn llama3_aarch64_stepwise() {
     check("llama3", "aarch64-unknown-linux-gnu", true);
 }
 
+/// Four tests per fixture: x86_64 and aarch64 (qemu), one-call prefill and token by token.
+macro_rules! family_tests {
+    ($($name:ident => $fixture:literal),* $(,)?) => {
+        $(
+            mod $name {
+                const X86: &str = "x86_64-unknown-linux-gnu";
+                const ARM: &str = "aarch64-unknown-linux-gnu";
+                #[test]
+                fn x86_64_prefill() {
+                    super::check($fixture, X86, false);
+                }
+                #[test]
+                fn x86_64_stepwise() {
+                    super::check($fixture, X86, true);
+                }
+                #[test]
+                fn aarch64_prefill() {
+                    super::check($fixture, ARM, false);
+                }
+                #[test]
+                fn aarch64_stepwise() {
+                    super::check($fixture, ARM, true);
+                }
+            }
+        )*
+    };
+}
+
+// Qwen2: q/k/v biases, theta 1e6. Phi-2: parallel block, LayerNorm with bias, partial rotary,
+// gelu_new, biased dense layers and head. Phi-3: fused qkv and gate_up. Mistral: sliding window
+// 8 inside the 16-token prompt. Qwen3: per-head q/k RMSNorm, head_dim 24, tied embeddings.
+family_tests! {
+    qwen2 => "qwen2",
+    phi2 => "phi",
+    phi3 => "phi3",
+    mistral => "mistral",
+    qwen3 => "qwen3",
+}
+
 #[test]
 fn compile_writes_object_weights_header_and_manifest() {
     let dir = tempfile::tempdir().unwrap();

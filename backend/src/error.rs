@@ -4,6 +4,8 @@
 pub enum BackendError {
     #[error("unsupported target triple `{triple}`; supported: {supported}")]
     UnsupportedTarget { triple: String, supported: String },
+    #[error("target `{triple}`: {message}")]
+    BadTarget { triple: String, message: String },
     #[error("graph does not have the decoder signature: {0}")]
     Signature(String),
     /// A node the backend cannot lower: `%12 (matmul): ...`.

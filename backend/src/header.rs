@@ -8,6 +8,11 @@ use crate::object::CompileOptions;
 /// A self-contained header: include guard, the ABI text, the model's info symbol and forward
 /// prototype, and a comment giving its sizes.
 pub fn c_header(g: &Graph, info: &ModelInfo, opts: &CompileOptions) -> String {
+    c_header_with(g, info, opts, false)
+}
+
+/// [`c_header`], also declaring `NAME_weights` when the object embeds the weights.
+pub fn c_header_with(g: &Graph, info: &ModelInfo, opts: &CompileOptions, embedded_weights: bool) -> String {
     let name = &opts.name;
     let guard = format!("EDGEC_MODEL_{}_H", name.to_ascii_uppercase());
     let hash: String = info.content_hash.iter().map(|b| format!("{b:02x}")).collect();
@@ -19,14 +24,33 @@ pub fn c_header(g: &Graph, info: &ModelInfo, opts: &CompileOptions) -> String {
     s.push_str(&format!(" *   arena_size   {} bytes\n", info.arena_size));
     s.push_str(&format!(" *   state_size   {} bytes\n", info.state_size));
     s.push_str(&format!(" *   weights_size {} bytes\n", info.weights_size));
+    if let Ok(t) = crate::target::Target::from_triple(&opts.triple) {
+        s.push_str(&format!(" *   target       {}\n", t.family()));
+    }
+    let weights = if embedded_weights { format!("embedded as {name}_weights") } else { format!("{name}.weights") };
+    s.push_str(&format!(" *   weights      {weights}\n"));
     s.push_str(&format!(" *   content hash {hash}\n */\n"));
     s.push_str(&format!("#ifndef {guard}\n#define {guard}\n\n"));
     s.push_str(ABI_C_HEADER);
     s.push_str("\n#ifdef __cplusplus\nextern \"C\" {\n#endif\n\n");
     s.push_str(&format!("extern const edgec_model_info {name}_info;\n\n"));
+    if embedded_weights {
+        s.push_str(&format!(
+            "/* The weights file image ({name}_info.weights_size bytes, 64-byte aligned), embedded in the\n * object: pass it to edgec_session_new_from_memory. */\nextern const uint8_t {name}_weights[];\n\n"
+        ));
+    }
     s.push_str(&format!(
         "int32_t {name}_forward(const edgec_context *ctx, const int32_t *ids, uint32_t n_tokens,\n    uint32_t pos, float *logits);\n"
     ));
+    // Accessors for languages that cannot take a C global's address themselves (Swift).
+    s.push_str(&format!(
+        "\n/* The model's info and entry point (for Swift and other bridges). */\nstatic inline const edgec_model_info *{name}_info_ptr(void) {{ return &{name}_info; }}\n"
+    ));
+    if embedded_weights {
+        s.push_str(&format!(
+            "static inline const uint8_t *{name}_weights_ptr(void) {{ return {name}_weights; }}\n"
+        ));
+    }
     s.push_str("\n#ifdef __cplusplus\n}\n#endif\n");
     s.push_str(&format!("#endif /* {guard} */\n"));
     s

@@ -25,11 +25,14 @@ mod kernels;
 pub mod math;
 mod object;
 mod signature;
+pub mod archive;
+pub mod target;
 mod weights_file;
 
 pub use edgec_runtime::abi::ModelInfo;
 pub use error::BackendError;
-pub use header::c_header;
-pub use object::{CompileOptions, SUPPORTED_TRIPLES, emit_object};
+pub use header::{c_header, c_header_with};
+pub use object::{CompileOptions, emit_object, emit_object_with};
+pub use target::{ObjectFormat, Platform, SUPPORTED_TRIPLES, Target};
 pub use signature::model_info;
 pub use weights_file::{WeightsLayout, layout_weights, write_weights};

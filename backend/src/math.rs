@@ -86,6 +86,37 @@ pub fn silu(b: &mut FunctionBuilder, x: Value) -> Value {
     b.ins().fdiv(x, d)
 }
 
+/// `tanh(x) = 1 - 2 / (exp(2x) + 1)`: saturates cleanly at ±1 (exp clamps, never overflows to
+/// NaN). Absolute error about 1e-7.
+pub fn tanh(b: &mut FunctionBuilder, x: Value) -> Value {
+    let ty = b.func.dfg.value_type(x);
+    let x2 = b.ins().fadd(x, x);
+    let e = exp(b, x2);
+    let one = fconst(b, ty, 1.0);
+    let two = fconst(b, ty, 2.0);
+    let d = b.ins().fadd(e, one);
+    let q = b.ins().fdiv(two, d);
+    b.ins().fsub(one, q)
+}
+
+/// GELU, tanh form: `0.5 x (1 + tanh(u))` with `u = sqrt(2/pi) (x + 0.044715 x³)`, computed as
+/// the identical `x / (1 + exp(-2u))`, which keeps full relative precision for negative `x`
+/// (where `1 + tanh(u)` would cancel).
+pub fn gelu_tanh(b: &mut FunctionBuilder, x: Value) -> Value {
+    let ty = b.func.dfg.value_type(x);
+    let x2 = b.ins().fmul(x, x);
+    let c = fconst(b, ty, 0.044_715);
+    let one = fconst(b, ty, 1.0);
+    let inner = b.ins().fma(x2, c, one);
+    let inner = b.ins().fmul(x, inner);
+    // -2 * sqrt(2 / pi)
+    let k = fconst(b, ty, -2.0 * (2.0 / std::f64::consts::PI).sqrt() as f32);
+    let t = b.ins().fmul(inner, k);
+    let e = exp(b, t);
+    let d = b.ins().fadd(one, e);
+    b.ins().fdiv(x, d)
+}
+
 /// `a.max(b)` / `a.min(b)` with Rust's (IEEE maxNum) semantics, which the IR's reference uses:
 /// a NaN operand yields the other one. Cranelift's `fmax`/`fmin` propagate NaN instead, so the
 /// NaN lanes are patched with a select.

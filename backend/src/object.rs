@@ -16,10 +16,9 @@ use edgec_ir::Graph;
 use edgec_passes::plan::MemoryPlan;
 use edgec_runtime::abi::ModelInfo;
 use std::collections::HashMap;
-use target_lexicon::{Architecture, OperatingSystem, Triple};
+use crate::target::{SUPPORTED_TRIPLES, Target};
+use target_lexicon::{Architecture, Triple};
 
-/// The triples `emit_object` accepts.
-pub const SUPPORTED_TRIPLES: &[&str] = &["x86_64-unknown-linux-gnu", "aarch64-unknown-linux-gnu"];
 
 #[derive(Clone, Debug)]
 pub struct CompileOptions {
@@ -36,14 +35,11 @@ fn cg_err(what: &str, e: impl std::fmt::Display) -> BackendError {
     BackendError::Codegen { what: what.to_string(), message: e.to_string() }
 }
 
-/// The ISA for a supported triple: `opt_level=speed`, PIC, unwind info; on x86_64 the
-/// AVX2+FMA level (without `has_fma` every f32x4 fma would become libm calls).
+/// The ISA for a supported triple (see [`Target`]): `opt_level=speed`, PIC, unwind info; on
+/// x86_64 the AVX2+FMA level (without `has_fma` every f32x4 fma would become libm calls). The
+/// triple is normalized first, so an Apple object always records its minimum OS version.
 pub(crate) fn make_isa(triple: &Triple) -> Result<OwnedTargetIsa, BackendError> {
-    let linux = matches!(triple.operating_system, OperatingSystem::Linux);
-    let arch_ok = matches!(triple.architecture, Architecture::X86_64 | Architecture::Aarch64(_));
-    if !linux || !arch_ok || !SUPPORTED_TRIPLES.contains(&triple.to_string().as_str()) {
-        return Err(unsupported(triple));
-    }
+    let triple = &Target::from_triple(triple)?.triple;
     let mut flags = settings::builder();
     for (k, v) in [("opt_level", "speed"), ("is_pic", "true"), ("unwind_info", "true")] {
         flags.set(k, v).map_err(|e| cg_err("flags", e))?;
@@ -73,7 +69,30 @@ pub fn emit_object(
     info: &ModelInfo,
     opts: &CompileOptions,
 ) -> Result<Vec<u8>, BackendError> {
+    emit_object_with(g, plan, layout, info, opts, None)
+}
+
+/// [`emit_object`], and with `embedded_weights` (the whole weights file image, header
+/// included) also the exported read-only data symbol `NAME_weights`, 64-byte aligned, so an
+/// app needs no separate weights file. The runtime still checks its header and hash.
+pub fn emit_object_with(
+    g: &Graph,
+    plan: &MemoryPlan,
+    layout: &WeightsLayout,
+    info: &ModelInfo,
+    opts: &CompileOptions,
+    embedded_weights: Option<&[u8]>,
+) -> Result<Vec<u8>, BackendError> {
     check_name(&opts.name)?;
+    if let Some(w) = embedded_weights
+        && w.len() as u64 != info.weights_size
+    {
+        return Err(BackendError::Plan(format!(
+            "embedded weights are {} bytes, the model info says {}",
+            w.len(),
+            info.weights_size
+        )));
+    }
     let isa = make_isa(&opts.triple)?;
     let sig = signature::check(g)?;
     signature::check_plan(g, plan, &sig)?;
@@ -141,6 +160,15 @@ pub fn emit_object(
     data.define(info.to_bytes().to_vec().into_boxed_slice());
     data.set_align(8);
     module.define_data(did, &data).map_err(|e| cg_err(&info_name, e))?;
+
+    if let Some(w) = embedded_weights {
+        let wname = format!("{}_weights", opts.name);
+        let wid = module.declare_data(&wname, Linkage::Export, false, false).map_err(|e| cg_err(&wname, e))?;
+        let mut data = DataDescription::new();
+        data.define(w.to_vec().into_boxed_slice());
+        data.set_align(edgec_runtime::abi::ALIGN as u64);
+        module.define_data(wid, &data).map_err(|e| cg_err(&wname, e))?;
+    }
 
     let product = module.finish();
     product.emit().map_err(|e| cg_err("object file", e))

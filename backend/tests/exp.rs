@@ -1,4 +1,4 @@
-//! The polynomial exp (and sigmoid/silu built on it) against libm over a sweep.
+//! The polynomial exp (and sigmoid/silu/gelu_tanh built on it) against libm over a sweep.
 
 mod common;
 use common::*;
@@ -57,6 +57,18 @@ fn sigmoid_and_silu_sweep() {
         for (&x, &y) in x.iter().zip(&got) {
             let want = op.eval(x);
             assert!((y - want).abs() <= 2e-6 * want.abs().max(1e-3), "{}({x}) = {y}, want {want}", op.name());
+        }
+    }
+}
+
+#[test]
+fn gelu_tanh_sweep() {
+    // Wide range: the tails saturate to 0 and x; near zero the result is tiny.
+    for (lo, hi) in [(-30.0, 30.0), (-4.0, 4.0)] {
+        let (x, got) = sweep(UnaryOp::GeluTanh, 64, lo, hi);
+        for (&x, &y) in x.iter().zip(&got) {
+            let want = UnaryOp::GeluTanh.eval(x);
+            assert!((y - want).abs() <= 2e-6 * want.abs().max(1e-3), "gelu_tanh({x}) = {y}, want {want}");
         }
     }
 }

@@ -131,7 +131,30 @@ fn rms_norm_odd_width() {
     for h in [10u64, 13, 1, 64] {
         run_op(10, h, -3.0, 3.0, 80 + h, |b, x| {
             let w = b.weight("norm", &[h], 0.5, 1.5);
-            b.node(Op::RmsNorm { eps: 1e-6 }, vec![x, w])
+            b.node(Op::RmsNorm { eps: 1e-6, group: None }, vec![x, w])
+        });
+    }
+}
+
+#[test]
+fn rms_norm_in_groups() {
+    // Qwen3's per-head norm: groups of head_dim features, one weight shared by all groups.
+    for (h, group) in [(12u64, 3u32), (48, 24), (10, 5), (7, 7), (26, 13)] {
+        run_op(10, h, -3.0, 3.0, 130 + h, |b, x| {
+            let w = b.weight("norm", &[u64::from(group)], 0.5, 1.5);
+            b.node(Op::RmsNorm { eps: 1e-6, group: Some(group) }, vec![x, w])
+        });
+    }
+}
+
+#[test]
+fn layer_norm_odd_width() {
+    for h in [10u64, 13, 1, 64, 3] {
+        // Inputs offset from zero so the mean matters.
+        run_op(10, h, 1.0, 4.0, 140 + h, |b, x| {
+            let w = b.weight("ln_w", &[h], 0.5, 1.5);
+            let bias = b.weight("ln_b", &[h], -0.5, 0.5);
+            b.node(Op::LayerNorm { eps: 1e-5 }, vec![x, w, bias])
         });
     }
 }

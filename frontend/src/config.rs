@@ -9,17 +9,128 @@ use edgec_ir::RopeScaling;
 use serde_json::{Map, Value};
 use std::path::Path;
 
-/// What distinguishes one architecture family from another. Adding a family (Qwen2 biases,
-/// Mistral's sliding window, ...) means adding a description here and teaching the one
-/// decoder-layer builder the new switches.
+/// Which normalization a family uses (for every norm of the model).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NormKind {
+    /// `RMSNorm` with a weight; eps from `rms_norm_eps`.
+    Rms,
+    /// `LayerNorm` with a weight and a bias; eps from `layer_norm_eps`.
+    Layer,
+}
+
+/// The MLP's shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MlpKind {
+    /// `down(act(gate(x)) * up(x))` (SwiGLU); `gate_proj`/`up_proj`/`down_proj`, or one fused
+    /// `gate_up_proj` (gate rows first) when `fused` is set.
+    Gated { fused: bool },
+    /// `fc2(act(fc1(x)))`.
+    Plain,
+}
+
+/// Which layers use `sliding_window` when config.json has no `layer_types` list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlidingRule {
+    /// The family has no sliding-window attention.
+    Never,
+    /// Every layer, when `sliding_window` is set (Mistral, Phi-3).
+    AllLayers,
+    /// Layers `>= max_window_layers`, when `use_sliding_window` is true (Qwen2, Qwen3).
+    FromMaxWindowLayers,
+}
+
+/// Which projections carry a bias.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Biases {
+    pub qkv: bool,
+    /// The attention output projection.
+    pub o: bool,
+    pub mlp: bool,
+    pub lm_head: bool,
+}
+
+/// What distinguishes one architecture family from another: a small description that the one
+/// decoder-layer builder (`decoder.rs`) follows. Tensor names are HuggingFace's, relative to
+/// `model.layers.N.`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Family {
     /// The `architectures` entry of config.json.
     pub architecture: &'static str,
+    pub norm: NormKind,
+    /// Attention and MLP both read the one `input_layernorm` output and are added to the
+    /// residual together (Phi-2); otherwise the MLP reads `post_attention_layernorm` of the
+    /// updated residual.
+    pub parallel: bool,
+    /// One `self_attn.qkv_proj` (q rows, then k, then v) instead of `q_proj`/`k_proj`/`v_proj`.
+    pub fused_qkv: bool,
+    /// The attention output projection: `o_proj`, or `dense` (Phi-2).
+    pub o_proj: &'static str,
+    pub mlp: MlpKind,
+    /// Biases the family always has.
+    pub biases: Biases,
+    /// Per-head RMSNorm of q and k (`self_attn.q_norm`/`k_norm`, over head_dim, before rope).
+    pub qk_norm: bool,
+    /// `partial_rotary_factor` is honoured (only the first features of each head rotate).
+    pub partial_rotary: bool,
+    pub sliding: SlidingRule,
+    /// The final norm: `model.norm` or `model.final_layernorm`.
+    pub final_norm: &'static str,
 }
 
-/// The families this frontend builds.
-pub const FAMILIES: &[Family] = &[Family { architecture: "LlamaForCausalLM" }];
+const LLAMA: Family = Family {
+    architecture: "LlamaForCausalLM",
+    norm: NormKind::Rms,
+    parallel: false,
+    fused_qkv: false,
+    o_proj: "o_proj",
+    mlp: MlpKind::Gated { fused: false },
+    biases: Biases { qkv: false, o: false, mlp: false, lm_head: false },
+    qk_norm: false,
+    partial_rotary: false,
+    sliding: SlidingRule::Never,
+    final_norm: "model.norm",
+};
+
+/// The families this frontend builds. Each one is checked against PyTorch by a fixture.
+pub const FAMILIES: &[Family] = &[
+    LLAMA,
+    Family { architecture: "MistralForCausalLM", sliding: SlidingRule::AllLayers, ..LLAMA },
+    Family {
+        architecture: "Qwen2ForCausalLM",
+        biases: Biases { qkv: true, ..LLAMA.biases },
+        sliding: SlidingRule::FromMaxWindowLayers,
+        ..LLAMA
+    },
+    Family { architecture: "Qwen3ForCausalLM", qk_norm: true, sliding: SlidingRule::FromMaxWindowLayers, ..LLAMA },
+    Family {
+        architecture: "Phi3ForCausalLM",
+        fused_qkv: true,
+        mlp: MlpKind::Gated { fused: true },
+        partial_rotary: true,
+        sliding: SlidingRule::AllLayers,
+        ..LLAMA
+    },
+    Family {
+        architecture: "PhiForCausalLM",
+        norm: NormKind::Layer,
+        parallel: true,
+        o_proj: "dense",
+        mlp: MlpKind::Plain,
+        biases: Biases { qkv: true, o: true, mlp: true, lm_head: true },
+        partial_rotary: true,
+        final_norm: "model.final_layernorm",
+        ..LLAMA
+    },
+];
+
+/// The MLP activation (`hidden_act`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    /// `silu` / `swish`.
+    Silu,
+    /// `gelu_new` / `gelu_pytorch_tanh`: the tanh approximation of GELU.
+    GeluTanh,
+}
 
 /// A decoder-only transformer's hyperparameters, validated.
 #[derive(Clone, Debug, PartialEq)]
@@ -33,10 +144,18 @@ pub struct DecoderConfig {
     pub kv_heads: u32,
     pub head_dim: u32,
     pub vocab: u64,
-    pub rms_norm_eps: f32,
+    /// The epsilon of every norm (`rms_norm_eps`, or `layer_norm_eps` for LayerNorm families).
+    pub norm_eps: f32,
     pub tie_word_embeddings: bool,
     pub rope_theta: f64,
     pub rope_scaling: RopeScaling,
+    /// Features of each head that rotate (`head_dim * partial_rotary_factor`; even).
+    pub rotary_dim: u32,
+    pub activation: Activation,
+    /// The family's biases (config.json's `attention_bias`/`mlp_bias` must not ask for more).
+    pub biases: Biases,
+    /// Sliding-window attention of every layer (`None`: full causal attention).
+    pub sliding_window: Option<u64>,
     /// The `dtype` / `torch_dtype` the checkpoint claims (informational: tensor dtypes come
     /// from the safetensors headers).
     pub dtype: Option<String>,
@@ -166,22 +285,54 @@ impl DecoderConfig {
         u32::try_from(u64::from(heads) * u64::from(head_dim))
             .map_err(|_| f.invalid("num_attention_heads", "heads * head_dim is too large"))?;
         let vocab = f.positive("vocab_size")?;
-        let eps = f.opt_f64("rms_norm_eps")?.unwrap_or(1e-6);
+        let eps_field = match family.norm {
+            NormKind::Rms => "rms_norm_eps",
+            NormKind::Layer => "layer_norm_eps",
+        };
+        let eps = f.opt_f64(eps_field)?.unwrap_or(if family.norm == NormKind::Rms { 1e-6 } else { 1e-5 });
         if !(eps.is_finite() && eps >= 0.0) {
-            return Err(f.invalid("rms_norm_eps", format!("{eps} must be finite and non-negative")));
+            return Err(f.invalid(eps_field, format!("{eps} must be finite and non-negative")));
         }
         let tie_word_embeddings = f.opt_bool("tie_word_embeddings")?.unwrap_or(false);
 
-        let act = f.opt_str("hidden_act")?.unwrap_or("silu");
-        if act != "silu" {
-            return Err(f.unsupported("hidden_act", act, "supported: silu"));
-        }
+        let activation = match f.opt_str("hidden_act")?.unwrap_or("silu") {
+            "silu" | "swish" => Activation::Silu,
+            "gelu_new" | "gelu_pytorch_tanh" => Activation::GeluTanh,
+            other => {
+                return Err(f.unsupported("hidden_act", other, "supported: silu, gelu_new, gelu_pytorch_tanh"));
+            }
+        };
+        // Llama's and Qwen3's `attention_bias`/`mlp_bias` switches: no fixture checks them yet.
         for field in ["attention_bias", "mlp_bias"] {
             if f.opt_bool(field)? == Some(true) {
-                return Err(f.unsupported(field, true, "biases are not supported for LlamaForCausalLM yet"));
+                let note = format!("biases are not supported for {} yet", family.architecture);
+                return Err(f.unsupported(field, true, &note));
             }
         }
-        let (rope_theta, rope_scaling) = parse_rope(&f)?;
+        let biases = family.biases;
+        if f.opt_bool("qk_layernorm")? == Some(true) {
+            return Err(f.unsupported("qk_layernorm", true, "per-head LayerNorm of q and k is not supported yet"));
+        }
+        let (rope_theta, rope_scaling, partial) = parse_rope(&f)?;
+        let rotary_dim = match partial {
+            None => head_dim,
+            Some((field, p)) => {
+                if !family.partial_rotary {
+                    let note = format!("{} rotates the whole head", family.architecture);
+                    return Err(field.unsupported("partial_rotary_factor", p, &note));
+                }
+                // transformers: int(head_dim * partial_rotary_factor).
+                let r = (f64::from(head_dim) * p) as u32;
+                if !(p > 0.0 && p <= 1.0) || r == 0 || !r.is_multiple_of(2) {
+                    return Err(field.invalid(
+                        "partial_rotary_factor",
+                        format!("{p} gives {r} rotary features of {head_dim}; need an even number >= 2"),
+                    ));
+                }
+                r
+            }
+        };
+        let sliding_window = parse_sliding(&f, &family, layers)?;
         let dtype = match f.opt_str("dtype")? {
             Some(d) => Some(d.to_string()),
             None => f.opt_str("torch_dtype")?.map(str::to_string),
@@ -197,12 +348,75 @@ impl DecoderConfig {
             kv_heads,
             head_dim,
             vocab,
-            rms_norm_eps: eps as f32,
+            norm_eps: eps as f32,
             tie_word_embeddings,
             rope_theta,
             rope_scaling,
+            rotary_dim,
+            activation,
+            biases,
+            sliding_window,
             dtype,
         })
+    }
+}
+
+/// The window every layer uses, from `layer_types` when given, else from the family's rule.
+/// Mixed full/sliding layers are refused (the builder would honour them, but no fixture checks
+/// them against PyTorch yet).
+fn parse_sliding(f: &Fields, family: &Family, layers: u64) -> Result<Option<u64>, FrontendError> {
+    let window = f.opt_u64("sliding_window")?;
+    if window == Some(0) {
+        return Err(f.invalid("sliding_window", "must be positive"));
+    }
+    // Which layers slide, and the field that said so (for messages).
+    let (sliding, field): (Vec<bool>, &str) = if let Some(list) = f.get("layer_types") {
+        let kinds = list
+            .as_array()
+            .and_then(|a| a.iter().map(Value::as_str).collect::<Option<Vec<_>>>())
+            .ok_or_else(|| f.invalid("layer_types", format!("expected a list of strings, got {list}")))?;
+        if kinds.len() as u64 != layers {
+            return Err(f.invalid("layer_types", format!("has {} entries for {layers} layers", kinds.len())));
+        }
+        let sliding = kinds
+            .iter()
+            .map(|k| match *k {
+                "full_attention" => Ok(false),
+                "sliding_attention" => Ok(true),
+                other => Err(f.unsupported(
+                    "layer_types",
+                    format!("'{other}'"),
+                    "supported layer kinds: full_attention, sliding_attention",
+                )),
+            })
+            .collect::<Result<Vec<bool>, _>>()?;
+        (sliding, "layer_types")
+    } else {
+        match family.sliding {
+            SlidingRule::Never => (vec![false; layers as usize], "sliding_window"),
+            SlidingRule::AllLayers => (vec![window.is_some(); layers as usize], "sliding_window"),
+            SlidingRule::FromMaxWindowLayers => {
+                let on = f.opt_bool("use_sliding_window")?.unwrap_or(false) && window.is_some();
+                let first = f.opt_u64("max_window_layers")?.unwrap_or(28);
+                ((0..layers).map(|i| on && i >= first).collect(), "max_window_layers")
+            }
+        }
+    };
+    let n = sliding.iter().filter(|&&s| s).count();
+    if n == 0 {
+        return Ok(None);
+    }
+    if n != sliding.len() {
+        let value = if field == "layer_types" {
+            format!("{n} of {} layers sliding", sliding.len())
+        } else {
+            f.get(field).map_or("28".to_string(), Value::to_string)
+        };
+        return Err(f.unsupported(field, value, "mixed full and sliding-window layers are not supported yet"));
+    }
+    match window {
+        Some(w) => Ok(Some(w)),
+        None => Err(f.invalid("sliding_window", "layers use sliding_attention but sliding_window is null")),
     }
 }
 
@@ -221,8 +435,11 @@ fn parse_family(f: &Fields) -> Result<Family, FrontendError> {
     })
 }
 
-/// Rope base and scaling from either config layout.
-fn parse_rope(f: &Fields) -> Result<(f64, RopeScaling), FrontendError> {
+/// A `partial_rotary_factor` other than 1, with the object it was found in.
+type Partial<'a> = Option<(Fields<'a>, f64)>;
+
+/// Rope base, scaling and partial rotary factor from either config layout.
+fn parse_rope<'a>(f: &Fields<'a>) -> Result<(f64, RopeScaling, Partial<'a>), FrontendError> {
     let nested = |field: &'static str, prefix: &'static str| -> Result<Option<Fields<'_>>, FrontendError> {
         match f.get(field) {
             None => Ok(None),
@@ -246,15 +463,15 @@ fn parse_rope(f: &Fields) -> Result<(f64, RopeScaling), FrontendError> {
     if !(theta.is_finite() && theta > 0.0) {
         return Err(f.invalid("rope_theta", format!("{theta} must be positive")));
     }
-    for (where_, key) in [(Some(f), "partial_rotary_factor"), (params.as_ref(), "partial_rotary_factor")] {
-        if let Some(w) = where_
-            && let Some(p) = w.opt_f64(key)?
+    let mut partial = None;
+    for w in [Some(f), params.as_ref()].into_iter().flatten() {
+        if let Some(p) = w.opt_f64("partial_rotary_factor")?
             && p != 1.0
         {
-            return Err(w.unsupported(key, p, "LlamaForCausalLM rotates the whole head"));
+            partial = Some((Fields { path: w.path, obj: w.obj, prefix: w.prefix }, p));
         }
     }
-    let Some(p) = params else { return Ok((theta, RopeScaling::None)) };
+    let Some(p) = params else { return Ok((theta, RopeScaling::None, partial)) };
     let (type_field, kind) = match p.opt_str("rope_type")? {
         Some(t) => ("rope_type", Some(t)),
         None => ("type", p.opt_str("type")?),
@@ -266,7 +483,7 @@ fn parse_rope(f: &Fields) -> Result<(f64, RopeScaling), FrontendError> {
         None => return Err(p.missing("rope_type")),
     };
     match kind {
-        "default" => Ok((theta, RopeScaling::None)),
+        "default" => Ok((theta, RopeScaling::None, partial)),
         "llama3" => {
             let factor = p.f64("factor")?;
             let low_freq_factor = p.f64("low_freq_factor")?;
@@ -281,7 +498,8 @@ fn parse_rope(f: &Fields) -> Result<(f64, RopeScaling), FrontendError> {
                     format!("{high_freq_factor} must exceed low_freq_factor {low_freq_factor} > 0"),
                 ));
             }
-            Ok((theta, RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_positions }))
+            let scaling = RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_positions };
+            Ok((theta, scaling, partial))
         }
         other => Err(p.unsupported(type_field, format!("'{other}'"), "supported: default, llama3")),
     }

@@ -34,6 +34,12 @@ pub enum FrontendError {
     InvalidSafetensors { path: PathBuf, message: String },
     #[error("{}: bad index: {message}", path.display())]
     BadIndex { path: PathBuf, message: String },
+    #[error("{file}: tensor '{tensor}' has type {ty}, which edgec does not read (supported: {supported})")]
+    UnsupportedTensorType { file: String, tensor: String, ty: String, supported: &'static str },
+    #[error("{}: invalid GGUF file: {message}", path.display())]
+    InvalidGguf { path: PathBuf, message: String },
+    #[error("{}: {message}", path.display())]
+    Onnx { path: PathBuf, message: String },
     #[error("building the graph: {0}")]
     Graph(#[from] edgec_ir::IrError),
 }

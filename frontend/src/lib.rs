@@ -8,10 +8,13 @@ pub mod checkpoint;
 pub mod config;
 mod decoder;
 pub mod error;
+pub mod gguf;
+pub mod onnx;
 
 pub use checkpoint::{Checkpoint, TensorEntry};
-pub use config::{DecoderConfig, FAMILIES, Family};
+pub use config::{Activation, Biases, DecoderConfig, FAMILIES, Family, MlpKind, NormKind, SlidingRule};
 pub use error::FrontendError;
+pub use gguf::{GgufFile, GgufTokenizer, load_gguf};
 
 use std::path::Path;
 
@@ -48,13 +51,33 @@ impl LoadOptions {
     }
 }
 
+/// Reads a model and builds its graph: a GGUF file (recognized by its magic) or a HuggingFace
+/// checkpoint directory.
+pub fn load_model(path: &Path, opts: &LoadOptions) -> Result<Graph, FrontendError> {
+    if path.is_file() && gguf::is_gguf(path) {
+        load_gguf(path, opts)
+    } else if path.is_file() && path.extension().is_some_and(|e| e == "gguf") {
+        Err(FrontendError::InvalidGguf { path: path.to_path_buf(), message: "bad magic: not a GGUF file".into() })
+    } else {
+        load_checkpoint(path, opts)
+    }
+}
+
 /// Reads a HuggingFace checkpoint directory and builds its graph: inputs `ids: i32[seq]`,
 /// `pos: i32[]`; output `logits: f32[seq, vocab]`; one K and one V cache state per layer.
 pub fn load_checkpoint(dir: &Path, opts: &LoadOptions) -> Result<Graph, FrontendError> {
     opts.validate()?;
     let cfg = DecoderConfig::load(&dir.join("config.json"))?;
     let ckpt = Checkpoint::open(dir)?;
-    decoder::build(&cfg, &ckpt, opts)
+    decoder::build(&cfg, decoder::Weights::Checkpoint(&ckpt), opts)
+}
+
+/// Builds the graph a checkpoint with this config would give, from the config alone: every
+/// weight is a placeholder reference (an empty path), so the graph can be typed, counted and
+/// memory-planned but not run or compiled. Used by `edgec inspect`.
+pub fn build_from_config(cfg: &DecoderConfig, opts: &LoadOptions) -> Result<Graph, FrontendError> {
+    opts.validate()?;
+    decoder::build(cfg, decoder::Weights::Placeholder, opts)
 }
 
 use edgec_ir::Graph;

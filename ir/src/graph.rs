@@ -56,14 +56,89 @@ pub enum WeightSource {
     Rope { part: RopePart, theta: f64, rotary_dim: u32, scaling: RopeScaling },
     /// Small literal values, stored as f32 and converted to the weight's dtype.
     Literal(Vec<f32>),
+    /// Block-quantized elements at `offset` in `path` (ggml's layouts, see [`BlockFormat`]),
+    /// row-major with the weight's shape: the innermost dim is a multiple of the block size and
+    /// each row is its blocks in order. Dequantized to the weight's dtype when materialized.
+    Blocks { path: PathBuf, offset: u64, format: BlockFormat },
 }
 
-/// A constant tensor.
+/// A block-quantized storage format, as ggml defines it (`ggml-common.h`): blocks of
+/// [`BlockFormat::BLOCK`] consecutive elements of a row, each with its own scale.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BlockFormat {
+    /// `block_q8_0`: f16 `d`, 32 × i8 `q`; `x = q * d`. 34 bytes.
+    Q8_0,
+    /// `block_q4_0`: f16 `d`, 16 bytes of nibbles; element `j < 16` is the low nibble of byte
+    /// `j`, element `j + 16` its high nibble; `x = (q - 8) * d`. 18 bytes.
+    Q4_0,
+    /// `block_q4_1`: f16 `d`, f16 `m`, 16 bytes of nibbles laid out as in Q4_0; `x = q * d + m`.
+    /// 20 bytes.
+    Q4_1,
+}
+
+impl BlockFormat {
+    pub const ALL: [BlockFormat; 3] = [BlockFormat::Q8_0, BlockFormat::Q4_0, BlockFormat::Q4_1];
+    /// Elements per block.
+    pub const BLOCK: u64 = 32;
+
+    /// Bytes per block.
+    pub fn block_bytes(self) -> u64 {
+        match self {
+            BlockFormat::Q8_0 => 34,
+            BlockFormat::Q4_0 => 18,
+            BlockFormat::Q4_1 => 20,
+        }
+    }
+
+    /// The name used by the text form (`q8_0`, `q4_0`, `q4_1`).
+    pub fn name(self) -> &'static str {
+        match self {
+            BlockFormat::Q8_0 => "q8_0",
+            BlockFormat::Q4_0 => "q4_0",
+            BlockFormat::Q4_1 => "q4_1",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<BlockFormat> {
+        BlockFormat::ALL.into_iter().find(|f| f.name() == s)
+    }
+
+    /// Bytes of `elements` elements (a multiple of [`BlockFormat::BLOCK`]), overflow checked.
+    pub fn bytes_for(self, elements: u64) -> Option<u64> {
+        if elements % Self::BLOCK != 0 {
+            return None;
+        }
+        (elements / Self::BLOCK).checked_mul(self.block_bytes())
+    }
+}
+
+/// A step applied to a weight's values after its source is read, in order. Recorded in the
+/// graph (and its text form) rather than done by a frontend, so weights stay references until
+/// they are materialized, tensor by tensor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Transform {
+    /// Views the values as a row-major tensor of `dims` (whose product is the element count)
+    /// and permutes its axes: axis `i` of the result is axis `perm[i]` of the view. The result
+    /// is flattened row-major back into the weight's shape. A matrix transpose is
+    /// `dims=[R, C] perm=[1, 0]`; undoing GGUF's Q/K rope row order is
+    /// `dims=[heads, head_dim / 2, 2, cols] perm=[0, 2, 1, 3]`.
+    Permute { dims: Vec<u64>, perm: Vec<u32> },
+}
+
+/// A constant tensor: its source, then `transforms` applied in order.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Weight {
     pub name: String,
     pub ty: TensorType,
     pub source: WeightSource,
+    pub transforms: Vec<Transform>,
+}
+
+impl Weight {
+    /// A weight read straight from its source.
+    pub fn new(name: impl Into<String>, ty: TensorType, source: WeightSource) -> Weight {
+        Weight { name: name.into(), ty, source, transforms: Vec::new() }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -107,7 +182,19 @@ impl Graph {
     }
 
     pub fn add_weight(&mut self, name: impl Into<String>, ty: TensorType, source: WeightSource) -> ValueRef {
-        self.weights.push(Weight { name: name.into(), ty, source });
+        self.weights.push(Weight::new(name, ty, source));
+        ValueRef::Weight(self.weights.len() as u32 - 1)
+    }
+
+    /// Adds a weight whose values are its source's after `transforms`.
+    pub fn add_weight_transformed(
+        &mut self,
+        name: impl Into<String>,
+        ty: TensorType,
+        source: WeightSource,
+        transforms: Vec<Transform>,
+    ) -> ValueRef {
+        self.weights.push(Weight { name: name.into(), ty, source, transforms });
         ValueRef::Weight(self.weights.len() as u32 - 1)
     }
 

@@ -58,11 +58,29 @@ pub fn infer_type(g: &Graph, op: &Op, args: &[&TensorType]) -> Result<TensorType
             same_dim(dims(0)[1], k_b, "inner dims differ")?;
             Ok(TensorType::new(args[0].dtype, Shape(vec![dims(0)[0], n])))
         }
-        Op::RmsNorm { .. } => {
+        Op::RmsNorm { group, .. } => {
             rank(0, 2)?;
             rank(1, 1)?;
             float_same(op, args)?;
+            match group {
+                None => same_dim(dims(0)[1], dims(1)[0], "weight length differs from features")?,
+                Some(gs) => {
+                    let features = dims(0)[1].as_const().ok_or_else(|| err(op, "feature dim must be constant"))?;
+                    if *gs == 0 || features % u64::from(*gs) != 0 {
+                        return Err(err(op, format!("features {features} are not a multiple of group {gs}")));
+                    }
+                    same_dim(dims(1)[0], Dim::Const(u64::from(*gs)), "weight length differs from group")?;
+                }
+            }
+            Ok(args[0].clone())
+        }
+        Op::LayerNorm { .. } => {
+            rank(0, 2)?;
+            rank(1, 1)?;
+            rank(2, 1)?;
+            float_same(op, args)?;
             same_dim(dims(0)[1], dims(1)[0], "weight length differs from features")?;
+            same_dim(dims(0)[1], dims(2)[0], "bias length differs from features")?;
             Ok(args[0].clone())
         }
         Op::Rope { head_dim, rotary_dim } => {

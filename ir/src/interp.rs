@@ -342,19 +342,37 @@ impl<'g> Interpreter<'g> {
                 }
                 Tensor::f32(vec![m, n], out)
             }
-            Op::RmsNorm { eps } => {
+            Op::RmsNorm { eps, group } => {
                 let (s, h) = dims2(&a[0].shape).map_err(here)?;
                 let (x, w) = (f(0)?, f(1)?);
-                if w.len() != h {
-                    return Err(here(format!("weight has {} values for {h} features", w.len())));
+                let gs = group.map_or(h, |g| g as usize);
+                if gs == 0 || h % gs != 0 || w.len() != gs {
+                    return Err(here(format!("weight has {} values for {h} features in groups of {gs}", w.len())));
+                }
+                let mut out = vec![0f32; s * h];
+                for (r, row) in x.chunks_exact(gs).enumerate() {
+                    let ms = row.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>() / gs as f64;
+                    let inv = 1.0 / (ms + f64::from(eps)).sqrt();
+                    for c in 0..gs {
+                        out[r * gs + c] = (f64::from(row[c]) * inv) as f32 * w[c];
+                    }
+                }
+                Tensor::f32(vec![s, h], out)
+            }
+            Op::LayerNorm { eps } => {
+                let (s, h) = dims2(&a[0].shape).map_err(here)?;
+                let (x, w, bias) = (f(0)?, f(1)?, f(2)?);
+                if w.len() != h || bias.len() != h {
+                    return Err(here(format!("weight/bias have {}/{} values for {h} features", w.len(), bias.len())));
                 }
                 let mut out = vec![0f32; s * h];
                 for r in 0..s {
                     let row = &x[r * h..(r + 1) * h];
-                    let ms = row.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>() / h as f64;
-                    let inv = 1.0 / (ms + f64::from(eps)).sqrt();
+                    let mean = row.iter().map(|&v| f64::from(v)).sum::<f64>() / h as f64;
+                    let var = row.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / h as f64;
+                    let inv = 1.0 / (var + f64::from(eps)).sqrt();
                     for c in 0..h {
-                        out[r * h + c] = (f64::from(row[c]) * inv) as f32 * w[c];
+                        out[r * h + c] = ((f64::from(row[c]) - mean) * inv) as f32 * w[c] + bias[c];
                     }
                 }
                 Tensor::f32(vec![s, h], out)

@@ -14,7 +14,9 @@ pub mod types;
 pub mod verify;
 pub mod weights;
 
-pub use graph::{Graph, Input, Node, Output, RopePart, RopeScaling, State, ValueRef, Weight, WeightSource};
+pub use graph::{
+    BlockFormat, Graph, Input, Node, Output, RopePart, RopeScaling, State, Transform, ValueRef, Weight, WeightSource,
+};
 pub use op::{BinaryOp, Op, ReduceOp, UnaryOp};
 pub use types::{DType, Dim, Shape, Symbol, SymbolId, TensorType};
 

@@ -16,6 +16,9 @@ pub enum UnaryOp {
     /// x * sigmoid(x)
     Silu,
     Sigmoid,
+    /// The tanh form of GELU (HF `gelu_new`, `gelu_pytorch_tanh`):
+    /// `0.5 * x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 * x³)))`.
+    GeluTanh,
 }
 
 /// Elementwise function of two operands with numpy broadcasting.
@@ -45,8 +48,15 @@ pub enum Op {
     /// `(a [M, K], b) -> [M, N]` with `b` being `[N, K]` when `transpose_b` (the layout of a
     /// HuggingFace `Linear` weight), else `[K, N]`.
     MatMul { transpose_b: bool },
-    /// `(x [S, H], weight [H]) -> [S, H]`: `x / sqrt(mean(x²) + eps) * weight`, in f32.
-    RmsNorm { eps: f32 },
+    /// `(x [S, H], weight [G]) -> [S, H]`: `x / sqrt(mean(x²) + eps) * weight`, in f32, where
+    /// the mean runs over each contiguous group of `G` features. `group: None` normalizes the
+    /// whole row (`G = H`); `group: Some(G)` needs `H % G == 0` and normalizes every group with
+    /// the same weight (Qwen3's per-head q/k norm: `G = head_dim`).
+    RmsNorm { eps: f32, group: Option<u32> },
+    /// `(x [S, H], weight [H], bias [H]) -> [S, H]`:
+    /// `(x - mean(x)) / sqrt(var(x) + eps) * weight + bias`, with the biased (population)
+    /// variance over the row, in f32.
+    LayerNorm { eps: f32 },
     /// `(x [S, heads * head_dim], cos [P, rotary_dim / 2], sin [P, rotary_dim / 2], pos i32 [])
     /// -> [S, heads * head_dim]`. Rotate-half rotary embedding of the first `rotary_dim` features
     /// of every head; row `s` is at absolute position `pos + s` and reads row `pos + s` of the
@@ -71,7 +81,7 @@ pub enum Op {
 }
 
 impl UnaryOp {
-    pub const ALL: [UnaryOp; 7] = [
+    pub const ALL: [UnaryOp; 8] = [
         UnaryOp::Neg,
         UnaryOp::Exp,
         UnaryOp::Sqrt,
@@ -79,6 +89,7 @@ impl UnaryOp {
         UnaryOp::Recip,
         UnaryOp::Silu,
         UnaryOp::Sigmoid,
+        UnaryOp::GeluTanh,
     ];
     pub fn name(self) -> &'static str {
         match self {
@@ -89,6 +100,7 @@ impl UnaryOp {
             UnaryOp::Recip => "recip",
             UnaryOp::Silu => "silu",
             UnaryOp::Sigmoid => "sigmoid",
+            UnaryOp::GeluTanh => "gelu_tanh",
         }
     }
     /// The reference definition, used by the interpreter and by backend tests.
@@ -101,6 +113,11 @@ impl UnaryOp {
             UnaryOp::Recip => 1.0 / x,
             UnaryOp::Silu => x / (1.0 + (-x).exp()),
             UnaryOp::Sigmoid => 1.0 / (1.0 + (-x).exp()),
+            UnaryOp::GeluTanh => {
+                let x = f64::from(x);
+                let u = (2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x);
+                (0.5 * x * (1.0 + u.tanh())) as f32
+            }
         }
     }
 }
@@ -148,6 +165,7 @@ impl Op {
             Op::Gather => "gather",
             Op::MatMul { .. } => "matmul",
             Op::RmsNorm { .. } => "rms_norm",
+            Op::LayerNorm { .. } => "layer_norm",
             Op::Rope { .. } => "rope",
             Op::CacheWrite => "cache_write",
             Op::Attention { .. } => "attention",
@@ -163,7 +181,7 @@ impl Op {
         match self {
             Op::Unary(_) | Op::Softmax | Op::Reduce(_) => 1,
             Op::Gather | Op::MatMul { .. } | Op::RmsNorm { .. } | Op::Binary(_) => 2,
-            Op::CacheWrite => 3,
+            Op::CacheWrite | Op::LayerNorm { .. } => 3,
             Op::Rope { .. } | Op::Attention { .. } => 4,
         }
     }

@@ -16,11 +16,13 @@
 //!
 //! - `TYPE` is `dtype[dim, ...]` (`f32[seq, 8]`, a scalar is `i32[]`); a dim is a number or a
 //!   symbol's name.
-//! - `SOURCE` is one of `file "PATH" @ OFFSET as DTYPE`, `rope cos|sin theta=F rotary_dim=N`
-//!   optionally followed by `llama3(factor=F, low_freq_factor=F, high_freq_factor=F,
-//!   original_max_positions=N)`, or `literal [F, ...]`.
+//! - `SOURCE` is one of `file "PATH" @ OFFSET as DTYPE`, `file "PATH" @ OFFSET as q8_0|q4_0|q4_1`
+//!   (ggml block-quantized), `rope cos|sin theta=F rotary_dim=N` optionally followed by
+//!   `llama3(factor=F, low_freq_factor=F, high_freq_factor=F, original_max_positions=N)`, or
+//!   `literal [F, ...]`. Any number of `then TRANSFORM` may follow, applied in order; the one
+//!   transform is `permute dims=[N, ...] perm=[N, ...]` (see [`crate::Transform`]).
 //! - `ATTRS` are `key=value` pairs (any order when parsing), or the bare flag `transpose_b` of
-//!   `matmul`. `attention`'s `window` is omitted when there is none.
+//!   `matmul`. `attention`'s `window` and `rms_norm`'s `group` are omitted when there is none.
 //! - `OPERAND` is `%N` or the name of an input, weight or state.
 //! - Names are identifiers `[A-Za-z_][A-Za-z0-9_.]*`, unique across inputs, weights and states.
 //! - Floats print with Rust's shortest exact representation (`{:?}`), so they round-trip.
@@ -31,7 +33,9 @@
 //! [`crate::infer::infer_type`]; the remaining rules (state writes, weight sources, symbol
 //! bounds) are the [`crate::verify`]er's.
 
-use crate::graph::{Graph, Input, Node, Output, RopePart, RopeScaling, State, ValueRef, Weight, WeightSource};
+use crate::graph::{
+    BlockFormat, Graph, Input, Node, Output, RopePart, RopeScaling, State, Transform, ValueRef, Weight, WeightSource,
+};
 use crate::op::{BinaryOp, Op, ReduceOp, UnaryOp};
 use crate::types::{DType, Dim, Shape, Symbol, SymbolId, TensorType};
 use std::collections::{HashMap, HashSet};
@@ -83,7 +87,11 @@ fn print_into(out: &mut String, g: &Graph) -> std::fmt::Result {
         writeln!(out, "  input {}: {}", i.name, type_to_string(g, &i.ty))?;
     }
     for w in &g.weights {
-        writeln!(out, "  weight {}: {} = {}", w.name, type_to_string(g, &w.ty), source_to_string(&w.source))?;
+        write!(out, "  weight {}: {} = {}", w.name, type_to_string(g, &w.ty), source_to_string(&w.source))?;
+        for t in &w.transforms {
+            write!(out, " then {}", transform_to_string(t))?;
+        }
+        writeln!(out)?;
     }
     for s in &g.states {
         writeln!(out, "  state {}: {}", s.name, type_to_string(g, &s.ty))?;
@@ -111,7 +119,8 @@ pub fn node_to_string(g: &Graph, index: usize, n: &Node) -> String {
 fn op_attrs(op: &Op) -> String {
     match op {
         Op::MatMul { transpose_b: true } => "(transpose_b)".to_string(),
-        Op::RmsNorm { eps } => format!("(eps={eps:?})"),
+        Op::RmsNorm { eps, group: None } | Op::LayerNorm { eps } => format!("(eps={eps:?})"),
+        Op::RmsNorm { eps, group: Some(g) } => format!("(eps={eps:?}, group={g})"),
         Op::Rope { head_dim, rotary_dim } => format!("(head_dim={head_dim}, rotary_dim={rotary_dim})"),
         Op::Attention { heads, kv_heads, head_dim, scale, window } => {
             let mut s = format!("(heads={heads}, kv_heads={kv_heads}, head_dim={head_dim}, scale={scale:?}");
@@ -149,6 +158,21 @@ fn source_to_string(src: &WeightSource) -> String {
             let vals: Vec<String> = values.iter().map(|v| format!("{v:?}")).collect();
             format!("literal [{}]", vals.join(", "))
         }
+        WeightSource::Blocks { path, offset, format } => {
+            format!("file {} @ {offset} as {}", quote(&path.to_string_lossy()), format.name())
+        }
+    }
+}
+
+/// One transform as written after `then`: `permute dims=[9, 32, 2, 576] perm=[0, 2, 1, 3]`.
+pub fn transform_to_string(t: &Transform) -> String {
+    let list = |v: &mut dyn Iterator<Item = String>| v.collect::<Vec<_>>().join(", ");
+    match t {
+        Transform::Permute { dims, perm } => format!(
+            "permute dims=[{}] perm=[{}]",
+            list(&mut dims.iter().map(u64::to_string)),
+            list(&mut perm.iter().map(u32::to_string))
+        ),
     }
 }
 
@@ -594,9 +618,14 @@ impl Parser {
         let (name, ty) = self.decl(c, "weight")?;
         c.expect('=', "after the weight's type")?;
         let source = self.source(c)?;
+        let mut transforms = Vec::new();
+        while c.peek().is_some() {
+            c.keyword("then", "before a weight transform")?;
+            transforms.push(self.transform(c)?);
+        }
         let v = ValueRef::Weight(Self::index(self.g.weights.len(), "weights")?);
         self.values.insert(name.clone(), v);
-        self.g.weights.push(Weight { name, ty, source });
+        self.g.weights.push(Weight { name, ty, source, transforms });
         Ok(())
     }
 
@@ -622,6 +651,12 @@ impl Parser {
                 c.expect('@', "after the file path")?;
                 let offset = parse_u64(&c.word("an offset")?, "offset")?;
                 c.keyword("as", "after the offset")?;
+                if let Some(Tok::Word(w)) = c.peek()
+                    && let Some(format) = BlockFormat::from_name(w)
+                {
+                    c.bump();
+                    return Ok(WeightSource::Blocks { path: PathBuf::from(path), offset, format });
+                }
                 let dtype = self.dtype(c)?;
                 Ok(WeightSource::File { path: PathBuf::from(path), offset, dtype })
             }
@@ -639,6 +674,7 @@ impl Parser {
                 let rotary_dim = parse_u32(&c.word("rotary_dim")?, "rotary_dim")?;
                 let scaling = match c.peek() {
                     None => RopeScaling::None,
+                    Some(Tok::Word(w)) if w == "then" => RopeScaling::None,
                     Some(Tok::Word(w)) if w == "llama3" => {
                         c.bump();
                         let mut a = Attrs::parse(c, "llama3")?;
@@ -670,6 +706,38 @@ impl Parser {
                 Ok(WeightSource::Literal(values))
             }
             w => Err(format!("unknown weight source '{w}' (expected file, rope or literal)")),
+        }
+    }
+
+    /// `permute dims=[N, ...] perm=[N, ...]`.
+    fn transform(&mut self, c: &mut Cursor) -> Result<Transform, String> {
+        let kind = c.word("a transform (permute)")?;
+        match kind.as_str() {
+            "permute" => {
+                let mut list = |key: &str| -> Result<Vec<u64>, String> {
+                    c.keyword(key, "in permute")?;
+                    c.expect('=', &format!("after '{key}'"))?;
+                    c.expect('[', &format!("after '{key}='"))?;
+                    let mut v = Vec::new();
+                    if !c.eat(']') {
+                        loop {
+                            v.push(parse_u64(&c.word("a number")?, key)?);
+                            if c.eat(']') {
+                                break;
+                            }
+                            c.expect(',', &format!("in '{key}'"))?;
+                        }
+                    }
+                    Ok(v)
+                };
+                let dims = list("dims")?;
+                let perm = list("perm")?
+                    .into_iter()
+                    .map(|p| u32::try_from(p).map_err(|_| format!("perm entry {p} is out of range")))
+                    .collect::<Result<Vec<u32>, String>>()?;
+                Ok(Transform::Permute { dims, perm })
+            }
+            w => Err(format!("unknown weight transform '{w}' (expected permute)")),
         }
     }
 
@@ -765,7 +833,11 @@ impl Parser {
         let mut a = Attrs::parse(c, owner.name())?;
         let op = match owner {
             Op::MatMul { .. } => Op::MatMul { transpose_b: a.flag("transpose_b")? },
-            Op::RmsNorm { .. } => Op::RmsNorm { eps: a.f32("eps")? },
+            Op::RmsNorm { .. } => Op::RmsNorm {
+                eps: a.f32("eps")?,
+                group: a.value("group")?.map(|g| parse_u32(&g, "group")).transpose()?,
+            },
+            Op::LayerNorm { .. } => Op::LayerNorm { eps: a.f32("eps")? },
             Op::Rope { .. } => Op::Rope { head_dim: a.u32("head_dim")?, rotary_dim: a.u32("rotary_dim")? },
             Op::Attention { .. } => Op::Attention {
                 heads: a.u32("heads")?,
@@ -797,7 +869,8 @@ fn op_by_name(name: &str) -> Option<Op> {
     let fixed = [
         Op::Gather,
         Op::MatMul { transpose_b: false },
-        Op::RmsNorm { eps: 0.0 },
+        Op::RmsNorm { eps: 0.0, group: None },
+        Op::LayerNorm { eps: 0.0 },
         Op::Rope { head_dim: 0, rotary_dim: 0 },
         Op::CacheWrite,
         Op::Attention { heads: 0, kv_heads: 0, head_dim: 0, scale: 0.0, window: None },

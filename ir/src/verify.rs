@@ -18,7 +18,7 @@
 //! 7. outputs refer to existing values.
 
 use crate::IrError;
-use crate::graph::{Graph, ValueRef, WeightSource};
+use crate::graph::{BlockFormat, Graph, ValueRef, WeightSource};
 use crate::op::Op;
 use crate::text::{is_identifier, strip_op_prefix, type_to_string};
 use crate::types::{DType, Dim, TensorType};
@@ -164,6 +164,25 @@ fn check_weights(g: &Graph) -> Result<(), IrError> {
                     return fail(format!("{what}: file range at offset {offset} overflows 64 bits"));
                 }
             }
+            WeightSource::Blocks { offset, format, .. } => {
+                let row = dims.last().copied().unwrap_or(1);
+                if row % BlockFormat::BLOCK != 0 {
+                    return fail(format!(
+                        "{what}: {} rows must be whole blocks of {} elements, got {show}",
+                        format.name(),
+                        BlockFormat::BLOCK
+                    ));
+                }
+                if !w.ty.dtype.is_float() {
+                    return fail(format!("{what}: {} dequantizes to a float dtype, got {show}", format.name()));
+                }
+                if format.bytes_for(elements).and_then(|b| b.checked_add(*offset)).is_none() {
+                    return fail(format!("{what}: file range at offset {offset} overflows 64 bits"));
+                }
+            }
+        }
+        if let Err(m) = crate::weights::check_transforms(elements, &w.transforms) {
+            return fail(format!("{what}: {m}"));
         }
     }
     Ok(())

@@ -4,9 +4,10 @@
 //! Only the weight's own byte range of a file is read.
 
 use crate::IrError;
-use crate::graph::{RopePart, RopeScaling, Weight, WeightSource};
+use crate::graph::{BlockFormat, RopePart, RopeScaling, Transform, Weight, WeightSource};
 use crate::types::{DType, Dim};
 use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
 
 /// The number of elements of a weight (its shape must be constant), with overflow checked.
 pub fn weight_elements(w: &Weight) -> Result<u64, IrError> {
@@ -18,8 +19,128 @@ pub fn weight_elements(w: &Weight) -> Result<u64, IrError> {
     })
 }
 
-/// The weight's values as f32, row-major.
+/// The weight's values as f32, row-major: its source, then its transforms in order.
 pub fn materialize_f32(w: &Weight) -> Result<Vec<f32>, IrError> {
+    let values = source_f32(w)?;
+    if w.transforms.is_empty() {
+        return Ok(values);
+    }
+    apply_transforms(&values, &w.transforms).map_err(|m| IrError::new(format!("weight '{}': {m}", w.name)))
+}
+
+/// Checks that `transforms` apply to `elements` values: each permutation's dims multiply to
+/// the element count and its `perm` is a permutation of its axes.
+pub fn check_transforms(elements: u64, transforms: &[Transform]) -> Result<(), String> {
+    for t in transforms {
+        match t {
+            Transform::Permute { dims, perm } => {
+                let product = dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d));
+                if product != Some(elements) {
+                    return Err(format!(
+                        "permute dims {dims:?} hold {} elements, the weight has {elements}",
+                        product.map_or("too many".to_string(), |p| p.to_string())
+                    ));
+                }
+                let mut seen = vec![false; dims.len()];
+                if perm.len() != dims.len()
+                    || !perm.iter().all(|&p| seen.get_mut(p as usize).is_some_and(|s| !std::mem::replace(s, true)))
+                {
+                    return Err(format!("permute perm {perm:?} is not a permutation of {} axes", dims.len()));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Applies `transforms` to row-major `values`, in order.
+pub fn apply_transforms(values: &[f32], transforms: &[Transform]) -> Result<Vec<f32>, String> {
+    check_transforms(values.len() as u64, transforms)?;
+    let mut cur = values.to_vec();
+    for t in transforms {
+        match t {
+            Transform::Permute { dims, perm } => cur = permute(&cur, dims, perm),
+        }
+    }
+    Ok(cur)
+}
+
+/// `values` viewed as row-major `dims`, axes permuted by `perm` (checked by the caller).
+fn permute(values: &[f32], dims: &[u64], perm: &[u32]) -> Vec<f32> {
+    let rank = dims.len();
+    // Strides of the input view, and the output's dims and their input strides.
+    let mut in_strides = vec![1usize; rank];
+    for i in (0..rank.saturating_sub(1)).rev() {
+        in_strides[i] = in_strides[i + 1] * dims[i + 1] as usize;
+    }
+    let out_dims: Vec<usize> = perm.iter().map(|&p| dims[p as usize] as usize).collect();
+    let strides: Vec<usize> = perm.iter().map(|&p| in_strides[p as usize]).collect();
+    let mut out = Vec::with_capacity(values.len());
+    let mut idx = vec![0usize; rank];
+    let mut src = 0usize;
+    for _ in 0..values.len() {
+        out.push(values[src]);
+        // Advance the output index (row-major), keeping `src` in step.
+        for a in (0..rank).rev() {
+            idx[a] += 1;
+            src += strides[a];
+            if idx[a] < out_dims[a] {
+                break;
+            }
+            src -= strides[a] * idx[a];
+            idx[a] = 0;
+        }
+    }
+    out
+}
+
+/// Dequantizes whole blocks of `format` (`bytes.len()` a multiple of the block size) into f32,
+/// as ggml's reference `dequantize_row_q8_0`, `_q4_0` and `_q4_1` define it: f16 scales
+/// widened to f32, then `q * d` (Q4_0: `(q - 8) * d`) or `q * d + m` per element.
+pub fn dequantize_blocks(format: BlockFormat, bytes: &[u8], out: &mut Vec<f32>) -> Result<(), String> {
+    let bb = format.block_bytes() as usize;
+    if bytes.len() % bb != 0 {
+        return Err(format!("{} bytes are not whole {} blocks of {bb} bytes", bytes.len(), format.name()));
+    }
+    let f16 = |b: &[u8]| half::f16::from_le_bytes([b[0], b[1]]).to_f32();
+    for block in bytes.chunks_exact(bb) {
+        match format {
+            BlockFormat::Q8_0 => {
+                let d = f16(&block[0..2]);
+                out.extend(block[2..34].iter().map(|&q| f32::from(q as i8) * d));
+            }
+            BlockFormat::Q4_0 => {
+                let d = f16(&block[0..2]);
+                let qs = &block[2..18];
+                out.extend(qs.iter().map(|&q| f32::from((q & 0x0f) as i8 - 8) * d));
+                out.extend(qs.iter().map(|&q| f32::from((q >> 4) as i8 - 8) * d));
+            }
+            BlockFormat::Q4_1 => {
+                let (d, m) = (f16(&block[0..2]), f16(&block[2..4]));
+                let qs = &block[4..20];
+                out.extend(qs.iter().map(|&q| f32::from(q & 0x0f) * d + m));
+                out.extend(qs.iter().map(|&q| f32::from(q >> 4) * d + m));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads `bytes` bytes at `offset` of `path`; `fail` words the error.
+fn read_range(path: &Path, offset: u64, bytes: usize, fail: &dyn Fn(String) -> IrError) -> Result<Vec<u8>, IrError> {
+    let mut file = std::fs::File::open(path).map_err(|e| fail(format!("cannot open: {e}")))?;
+    file.seek(SeekFrom::Start(offset)).map_err(|e| fail(format!("cannot seek to {offset}: {e}")))?;
+    let mut buf = Vec::new();
+    buf.try_reserve_exact(bytes).map_err(|_| fail(format!("cannot allocate {bytes} bytes")))?;
+    let read = file.take(bytes as u64).read_to_end(&mut buf).map_err(|e| fail(format!("cannot read: {e}")))?;
+    if read != bytes {
+        return Err(fail(format!("file too short: wanted {bytes} bytes at offset {offset}, got {read}")));
+    }
+    Ok(buf)
+}
+
+/// The source's values as f32, before transforms.
+fn source_f32(w: &Weight) -> Result<Vec<f32>, IrError> {
     let elements = weight_elements(w)?;
     let n = usize::try_from(elements)
         .map_err(|_| IrError::new(format!("weight '{}': {elements} elements do not fit in memory", w.name)))?;
@@ -40,15 +161,28 @@ pub fn materialize_f32(w: &Weight) -> Result<Vec<f32>, IrError> {
                 .checked_mul(dtype.size())
                 .and_then(|b| usize::try_from(b).ok())
                 .ok_or_else(|| fail("byte size overflows".into()))?;
-            let mut file = std::fs::File::open(path).map_err(|e| fail(format!("cannot open: {e}")))?;
-            file.seek(SeekFrom::Start(*offset)).map_err(|e| fail(format!("cannot seek to {offset}: {e}")))?;
-            let mut buf = Vec::new();
-            buf.try_reserve_exact(bytes).map_err(|_| fail(format!("cannot allocate {bytes} bytes")))?;
-            let read = file.take(bytes as u64).read_to_end(&mut buf).map_err(|e| fail(format!("cannot read: {e}")))?;
-            if read != bytes {
-                return Err(fail(format!("file too short: wanted {bytes} bytes at offset {offset}, got {read}")));
-            }
+            let buf = read_range(path, *offset, bytes, &fail)?;
             decode_le(&buf, *dtype).map_err(fail)
+        }
+        WeightSource::Blocks { path, offset, format } => {
+            let fail = |what: String| IrError::new(format!("weight '{}' in {}: {what}", w.name, path.display()));
+            let innermost = w.ty.shape.last().and_then(|d| d.as_const()).unwrap_or(1);
+            if innermost % BlockFormat::BLOCK != 0 {
+                return Err(fail(format!(
+                    "{} rows of {innermost} elements are not whole blocks of {}",
+                    format.name(),
+                    BlockFormat::BLOCK
+                )));
+            }
+            let bytes = format
+                .bytes_for(elements)
+                .and_then(|b| usize::try_from(b).ok())
+                .ok_or_else(|| fail("byte size overflows".into()))?;
+            let buf = read_range(path, *offset, bytes, &fail)?;
+            let mut out = Vec::new();
+            out.try_reserve_exact(n).map_err(|_| fail(format!("cannot allocate {n} values")))?;
+            dequantize_blocks(*format, &buf, &mut out).map_err(fail)?;
+            Ok(out)
         }
         WeightSource::Rope { part, theta, rotary_dim, scaling } => {
             let dims = &w.ty.shape.0;

@@ -164,7 +164,7 @@ fn rms_norm_matches_naive() {
     let mut g = Graph::new("t");
     let xv = g.add_input("x", f32ty(&[2, 4]));
     let wv = lit(&mut g, "w", &[4], w.clone());
-    let y = g.add_node(Op::RmsNorm { eps: 1e-5 }, vec![xv, wv]).unwrap();
+    let y = g.add_node(Op::RmsNorm { eps: 1e-5, group: None }, vec![xv, wv]).unwrap();
     g.add_output("y", y);
     let y = run1(&g, &[Tensor::f32(vec![2, 4], x.clone())]);
     let mut want = Vec::new();
@@ -222,11 +222,11 @@ fn symbols_are_bound_and_checked() {
 }
 
 fn rope_weight(part: RopePart, positions: u64, theta: f64, rotary_dim: u32, scaling: RopeScaling) -> Weight {
-    Weight {
-        name: "rope".into(),
-        ty: f32ty(&[positions, u64::from(rotary_dim / 2)]),
-        source: WeightSource::Rope { part, theta, rotary_dim, scaling },
-    }
+    Weight::new(
+        "rope",
+        f32ty(&[positions, u64::from(rotary_dim / 2)]),
+        WeightSource::Rope { part, theta, rotary_dim, scaling },
+    )
 }
 
 #[test]
@@ -472,11 +472,11 @@ fn file_weights_read_only_their_range() {
         }
         bytes.extend([0x55u8; 7]); // junk after
         let path = temp_file(dtype.name(), &bytes);
-        let w = Weight {
-            name: "w".into(),
-            ty: TensorType::new(DType::F32, shape.clone()),
-            source: WeightSource::File { path: path.clone(), offset: 13, dtype },
-        };
+        let w = Weight::new(
+            "w",
+            TensorType::new(DType::F32, shape.clone()),
+            WeightSource::File { path: path.clone(), offset: 13, dtype },
+        );
         let got = materialize_f32(&w).unwrap();
         let want: Vec<f32> = values
             .iter()

@@ -472,7 +472,7 @@ fn random_graph(rng: &mut Rng, seed: u64) -> Graph {
                 let r = g.add_node(Op::Reduce(rng.pick(&ReduceOp::ALL)), vec![a]).unwrap();
                 g.add_node(Op::Binary(rng.pick(&BinaryOp::ALL)), vec![r, a]).unwrap()
             }
-            4 => g.add_node(Op::RmsNorm { eps: rng.f32() }, vec![a, norm]).unwrap(),
+            4 => g.add_node(Op::RmsNorm { eps: rng.f32(), group: None }, vec![a, norm]).unwrap(),
             5 => g.add_node(Op::MatMul { transpose_b }, vec![a, wsq]).unwrap(),
             6 => g.add_node(Op::Rope { head_dim, rotary_dim }, vec![a, cos, sin, pos]).unwrap(),
             7 => {

@@ -57,6 +57,14 @@ typedef struct edgec_sampler_params {
 int32_t edgec_session_new(const edgec_model_info *info, edgec_forward_fn forward,
                           const char *weights_path, uint32_t threads, edgec_session **out);
 
+/* Like edgec_session_new, over weights already in memory: the model object's embedded
+ * <name>_weights (compiled with --embed-weights; size = info->weights_size) or a copy of a
+ * weights file. Checked like a file (magic, ABI version, size, content hash); used in place
+ * when 64-byte aligned, copied otherwise. The memory must outlive the session. */
+int32_t edgec_session_new_from_memory(const edgec_model_info *info, edgec_forward_fn forward,
+                                      const void *weights, uint64_t size, uint32_t threads,
+                                      edgec_session **out);
+
 /* Frees the session and joins its threads. NULL is accepted. */
 int32_t edgec_session_free(edgec_session *session);
 

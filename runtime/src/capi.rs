@@ -159,6 +159,51 @@ pub unsafe extern "C" fn edgec_session_new(
     })
 }
 
+/// Creates a session over weights already in memory: the object's embedded `<name>_weights`
+/// (`edgec compile --embed-weights`; `size` is `info->weights_size`) or a caller's copy of a
+/// weights file. Checked like a file (magic, ABI version, size, content hash); used in place
+/// when 64-byte aligned, copied otherwise.
+///
+/// # Safety
+/// As [`edgec_session_new`]; `weights` points to `size` readable bytes that stay valid and
+/// unchanged for the session's life (static in practice).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn edgec_session_new_from_memory(
+    info: *const ModelInfo,
+    forward: Option<ForwardFn>,
+    weights: *const u8,
+    size: u64,
+    threads: u32,
+    out: *mut *mut edgec_session,
+) -> i32 {
+    guard_global(|| {
+        if out.is_null() {
+            return Err(null("out"));
+        }
+        // SAFETY: checked non-NULL, writable by contract.
+        unsafe { *out = std::ptr::null_mut() };
+        if info.is_null() {
+            return Err(null("info"));
+        }
+        let forward = forward.ok_or_else(|| null("forward"))?;
+        if weights.is_null() {
+            return Err(null("weights"));
+        }
+        let len = usize::try_from(size)
+            .map_err(|_| Error::InvalidArgument(format!("weights size {size} does not fit in memory")))?;
+        // SAFETY: `size` readable bytes that outlive the session, by contract.
+        let bytes: &'static [u8] = unsafe { std::slice::from_raw_parts(weights, len) };
+        // SAFETY: lives as long as the session by contract (static in practice).
+        let info: &'static ModelInfo = unsafe { &*info };
+        let options = SessionOptions { threads: threads as usize, ..Default::default() };
+        let session = Session::from_static(Model { info, forward }, bytes, options)?;
+        let boxed = Box::new(edgec_session { session, last_error: CString::default() });
+        // SAFETY: checked non-NULL above.
+        unsafe { *out = Box::into_raw(boxed) };
+        Ok(())
+    })
+}
+
 /// Frees a session; NULL is accepted and ignored (like `free`).
 ///
 /// # Safety

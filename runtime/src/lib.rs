@@ -10,9 +10,11 @@ pub mod mem;
 pub mod pool;
 pub mod sample;
 pub mod session;
+pub mod tokenizer;
 pub mod weights;
 
 pub use error::Error;
 pub use sample::{Sampler, SamplerConfig};
 pub use session::{Generation, Model, Session, SessionOptions, StopReason};
+pub use tokenizer::Tokenizer;
 pub use weights::{LoadMode, Weights};

@@ -59,7 +59,32 @@ pub struct Session {
 
 impl Session {
     pub fn new(model: Model, weights_path: &Path, options: SessionOptions) -> Result<Session, Error> {
+        Session::check_info(model.info)?;
+        let weights = Weights::open_with(weights_path, model.info, options.load)?;
+        Session::with_weights(model, weights, options)
+    }
+
+    /// A session over weights already in memory: the object's embedded image (declared by the
+    /// generated header as `NAME_weights`, `info.weights_size` bytes, with `--embed-weights`)
+    /// or any `'static` copy of a weights file. The header, size and content hash are checked
+    /// exactly as for a file; `options.load` does not apply.
+    pub fn from_static(model: Model, weights: &'static [u8], options: SessionOptions) -> Result<Session, Error> {
+        Session::check_info(model.info)?;
+        let weights = Weights::from_static(weights, model.info, "embedded weights")?;
+        Session::with_weights(model, weights, options)
+    }
+
+    fn with_weights(model: Model, weights: Weights, options: SessionOptions) -> Result<Session, Error> {
         let info = model.info;
+        let arena = AlignedBuf::zeroed(info.arena_size, "arena")?;
+        let state = AlignedBuf::zeroed(info.state_size, "state")?;
+        let pool = ThreadPool::new(options.threads).map_err(|e| {
+            Error::InvalidArgument(format!("cannot start {} threads: {e}", options.threads))
+        })?;
+        Ok(Session { model, pool, weights, arena, state, pos: 0, ids: Vec::new() })
+    }
+
+    fn check_info(info: &ModelInfo) -> Result<(), Error> {
         if info.abi_version != ABI_VERSION {
             return Err(Error::AbiVersion { found: info.abi_version, expected: ABI_VERSION });
         }
@@ -72,13 +97,7 @@ impl Session {
         if info.max_context == 0 {
             return Err(Error::BadModelInfo("max_context is 0".into()));
         }
-        let weights = Weights::open_with(weights_path, info, options.load)?;
-        let arena = AlignedBuf::zeroed(info.arena_size, "arena")?;
-        let state = AlignedBuf::zeroed(info.state_size, "state")?;
-        let pool = ThreadPool::new(options.threads).map_err(|e| {
-            Error::InvalidArgument(format!("cannot start {} threads: {e}", options.threads))
-        })?;
-        Ok(Session { model, pool, weights, arena, state, pos: 0, ids: Vec::new() })
+        Ok(())
     }
 
     pub fn info(&self) -> &'static ModelInfo {

@@ -42,6 +42,8 @@ enum Backing {
     #[cfg(all(unix, target_pointer_width = "64"))]
     Mapped { addr: *mut std::ffi::c_void, len: usize },
     Heap(AlignedBuf),
+    /// Borrowed for the whole program: weights embedded in the model object (`NAME_weights`).
+    Static(&'static [u8]),
 }
 
 /// A validated weights file in memory: its base is 64-byte aligned and it is read-only.
@@ -90,12 +92,30 @@ impl Weights {
         Ok(w)
     }
 
+    /// Weights already in memory for the whole program, normally the object's embedded
+    /// `NAME_weights` image (`edgec compile --embed-weights`); checked against `info` like a
+    /// file. `name` labels errors. Used in place when 64-byte aligned, copied otherwise.
+    pub fn from_static(bytes: &'static [u8], info: &ModelInfo, name: &str) -> Result<Weights, Error> {
+        let path = PathBuf::from(name);
+        let backing = if (bytes.as_ptr() as usize).is_multiple_of(ALIGN) {
+            Backing::Static(bytes)
+        } else {
+            let mut buf = AlignedBuf::zeroed(bytes.len() as u64, "weights")?;
+            buf.as_mut_slice().copy_from_slice(bytes);
+            Backing::Heap(buf)
+        };
+        let w = Weights { backing, len: bytes.len(), path };
+        validate_weights(w.bytes(), info, &w.path)?;
+        Ok(w)
+    }
+
     /// The start of the file (its header included), 64-byte aligned.
     pub fn as_ptr(&self) -> *const u8 {
         match &self.backing {
             #[cfg(all(unix, target_pointer_width = "64"))]
             Backing::Mapped { addr, .. } => *addr as *const u8,
             Backing::Heap(b) => b.as_ptr(),
+            Backing::Static(b) => b.as_ptr(),
         }
     }
 
@@ -112,9 +132,14 @@ impl Weights {
         self.len == 0
     }
 
-    /// True if the file is memory-mapped rather than read into the heap.
+    /// True if the file is memory-mapped rather than read into the heap or borrowed.
     pub fn is_mapped(&self) -> bool {
-        !matches!(self.backing, Backing::Heap(_))
+        !matches!(self.backing, Backing::Heap(_) | Backing::Static(_))
+    }
+
+    /// True if the weights are used in place from static memory ([`Weights::from_static`]).
+    pub fn is_static(&self) -> bool {
+        matches!(self.backing, Backing::Static(_))
     }
 
     pub fn path(&self) -> &Path {

@@ -62,6 +62,7 @@ pub(crate) fn apply_unary(b: &mut FunctionBuilder, op: UnaryOp, x: Value, ty: Ty
         }
         UnaryOp::Silu => math::silu(b, x),
         UnaryOp::Sigmoid => math::sigmoid(b, x),
+        UnaryOp::GeluTanh => math::gelu_tanh(b, x),
     }
 }
 

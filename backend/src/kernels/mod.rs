@@ -40,8 +40,11 @@ pub(crate) enum KernelSpec {
     MatMulT { k: u64, n: u64 },
     /// `matmul` without transpose (`x[M,K]·B[K,N]`): task = 4 output columns, every row.
     MatMulN { k: u64, n: u64 },
-    /// `rms_norm`: task = one row.
-    RmsNorm { h: u64, eps: f32 },
+    /// `rms_norm`: task = one row (normalized in groups of `group` features; `group == h` for
+    /// the whole row).
+    RmsNorm { h: u64, group: u64, eps: f32 },
+    /// `layer_norm`: task = one row.
+    LayerNorm { h: u64, eps: f32 },
     /// `rope`: task = one row (all its heads).
     Rope { width: u64, head_dim: u64, rotary_dim: u64 },
     /// `cache_write`: task = one written row.
@@ -90,7 +93,14 @@ impl KernelSpec {
                 let n = cdim(if *transpose_b { bd[0] } else { bd[1] }, "output width")?;
                 if *transpose_b { KernelSpec::MatMulT { k, n } } else { KernelSpec::MatMulN { k, n } }
             }
-            Op::RmsNorm { eps } => KernelSpec::RmsNorm { h: rc.cols, eps: *eps },
+            Op::RmsNorm { eps, group } => {
+                let group = group.map_or(rc.cols, u64::from);
+                if group == 0 || rc.cols % group != 0 {
+                    return Err(nerr("features must be a multiple of the norm group"));
+                }
+                KernelSpec::RmsNorm { h: rc.cols, group, eps: *eps }
+            }
+            Op::LayerNorm { eps } => KernelSpec::LayerNorm { h: rc.cols, eps: *eps },
             Op::Rope { head_dim, rotary_dim } => {
                 if node.args[3] != edgec_ir::ValueRef::Input(1) {
                     return Err(nerr("rope position must be the `pos` input"));
@@ -148,6 +158,7 @@ impl KernelSpec {
             KernelSpec::MatMulT { .. } => "matmul_t".into(),
             KernelSpec::MatMulN { .. } => "matmul".into(),
             KernelSpec::RmsNorm { .. } => "rms_norm".into(),
+            KernelSpec::LayerNorm { .. } => "layer_norm".into(),
             KernelSpec::Rope { .. } => "rope".into(),
             KernelSpec::CacheWrite { .. } => "cache_write".into(),
             KernelSpec::Attention { .. } => "attention".into(),
@@ -173,7 +184,8 @@ impl KernelSpec {
             KernelSpec::Gather { h } => elementwise::gather(b, k, *h),
             KernelSpec::MatMulT { k: kk, n } => matmul::matmul_t(b, k, *kk, *n),
             KernelSpec::MatMulN { k: kk, n } => matmul::matmul_n(b, k, *kk, *n),
-            KernelSpec::RmsNorm { h, eps } => norm::rms_norm(b, k, *h, *eps),
+            KernelSpec::RmsNorm { h, group, eps } => norm::rms_norm(b, k, *h, *group, *eps),
+            KernelSpec::LayerNorm { h, eps } => norm::layer_norm(b, k, *h, *eps),
             KernelSpec::Rope { width, head_dim, rotary_dim } => rope::rope(b, k, *width, *head_dim, *rotary_dim),
             KernelSpec::CacheWrite { w } => elementwise::cache_write(b, k, *w),
             KernelSpec::Attention { heads, kv_heads, head_dim, scale, window } => {

@@ -1,40 +1,102 @@
-//! Row-wise kernels: `rms_norm`, `softmax`, reductions over the last axis.
+//! Row-wise kernels: `rms_norm`, `layer_norm`, `softmax`, reductions over the last axis.
 
 use super::{Ext, Kargs, each_chunk, each_task, fold_row, ro, rw};
 use crate::math;
-use cranelift_codegen::ir::{InstBuilder, types};
+use cranelift_codegen::ir::{InstBuilder, Value, types};
 use cranelift_frontend::FunctionBuilder;
 use edgec_ir::ReduceOp;
 
-/// Lowers `rms_norm`: task = one row; `x / sqrt(mean(x²) + eps) * weight`.
-pub(crate) fn rms_norm(b: &mut FunctionBuilder, k: &Kargs, h: u64, eps: f32) {
+/// Lowers `rms_norm`: task = one row of `h` features, normalized in groups of `group` features
+/// (`group == h` for the whole row); `x / sqrt(mean(x²) + eps) * weight`, with the weight of
+/// length `group` reused by every group.
+pub(crate) fn rms_norm(b: &mut FunctionBuilder, k: &Kargs, h: u64, group: u64, eps: f32) {
     let x = k.ptr(b, 0);
     let w = k.ptr(b, 1);
     let out = k.ptr(b, 2);
+    let groups = h / group;
+    each_task(b, k, |b, t| {
+        let xrow = b.addr(x, t, h as i64 * 4);
+        let orow = b.addr(out, t, h as i64 * 4);
+        let lo = b.c64(0);
+        let hi = b.c64(groups as i64);
+        // A loop over groups (one iteration for a whole-row norm).
+        b.for_range(lo, hi, 1, |b, gi| {
+            let xr = b.addr(xrow, gi, group as i64 * 4);
+            let or = b.addr(orow, gi, group as i64 * 4);
+            rms_norm_span(b, xr, w, or, group, eps);
+        });
+    });
+}
+
+/// One normalized span of `h` features at `xr`, written to `or`.
+fn rms_norm_span(b: &mut FunctionBuilder, xr: Value, w: Value, or: Value, h: u64, eps: f32) {
+    let ss = fold_row(b, h, false, |b, off, ty| {
+        let a = b.ins().iadd(xr, off);
+        let v = b.ins().load(ty, ro(), a, 0);
+        b.ins().fmul(v, v)
+    });
+    let inv_h = math::fconst(b, types::F32, 1.0 / h as f32);
+    let mean = b.ins().fmul(ss, inv_h);
+    let e = math::fconst(b, types::F32, eps);
+    let d = b.ins().fadd(mean, e);
+    let s = b.ins().sqrt(d);
+    let one = math::fconst(b, types::F32, 1.0);
+    let inv = b.ins().fdiv(one, s);
+    let invv = b.ins().splat(super::F32X4, inv);
+    each_chunk(b, h, |b, off, ty| {
+        let a = b.ins().iadd(xr, off);
+        let v = b.ins().load(ty, ro(), a, 0);
+        let wa = b.ins().iadd(w, off);
+        let wv = b.ins().load(ty, ro(), wa, 0);
+        let sc = if ty.is_vector() { invv } else { inv };
+        let r = b.ins().fmul(v, sc);
+        let r = b.ins().fmul(r, wv);
+        let d = b.ins().iadd(or, off);
+        b.ins().store(rw(), r, d, 0);
+    });
+}
+
+/// Lowers `layer_norm`: task = one row; mean pass, variance pass (of `x - mean`), then
+/// `(x - mean) / sqrt(var + eps) * weight + bias`.
+pub(crate) fn layer_norm(b: &mut FunctionBuilder, k: &Kargs, h: u64, eps: f32) {
+    let x = k.ptr(b, 0);
+    let w = k.ptr(b, 1);
+    let bias = k.ptr(b, 2);
+    let out = k.ptr(b, 3);
     each_task(b, k, |b, t| {
         let xr = b.addr(x, t, h as i64 * 4);
         let or = b.addr(out, t, h as i64 * 4);
+        let sum = fold_row(b, h, false, |b, off, ty| {
+            let a = b.ins().iadd(xr, off);
+            b.ins().load(ty, ro(), a, 0)
+        });
+        let inv_h = math::fconst(b, types::F32, 1.0 / h as f32);
+        let mean = b.ins().fmul(sum, inv_h);
+        let meanv = b.ins().splat(super::F32X4, mean);
         let ss = fold_row(b, h, false, |b, off, ty| {
             let a = b.ins().iadd(xr, off);
             let v = b.ins().load(ty, ro(), a, 0);
-            b.ins().fmul(v, v)
+            let d = b.ins().fsub(v, if ty.is_vector() { meanv } else { mean });
+            b.ins().fmul(d, d)
         });
-        let inv_h = math::fconst(b, types::F32, 1.0 / h as f32);
-        let mean = b.ins().fmul(ss, inv_h);
+        let var = b.ins().fmul(ss, inv_h);
         let e = math::fconst(b, types::F32, eps);
-        let d = b.ins().fadd(mean, e);
+        let d = b.ins().fadd(var, e);
         let s = b.ins().sqrt(d);
         let one = math::fconst(b, types::F32, 1.0);
         let inv = b.ins().fdiv(one, s);
         let invv = b.ins().splat(super::F32X4, inv);
         each_chunk(b, h, |b, off, ty| {
+            let vec = ty.is_vector();
             let a = b.ins().iadd(xr, off);
             let v = b.ins().load(ty, ro(), a, 0);
+            let c = b.ins().fsub(v, if vec { meanv } else { mean });
+            let r = b.ins().fmul(c, if vec { invv } else { inv });
             let wa = b.ins().iadd(w, off);
             let wv = b.ins().load(ty, ro(), wa, 0);
-            let sc = if ty.is_vector() { invv } else { inv };
-            let r = b.ins().fmul(v, sc);
-            let r = b.ins().fmul(r, wv);
+            let ba = b.ins().iadd(bias, off);
+            let bv = b.ins().load(ty, ro(), ba, 0);
+            let r = b.ins().fma(r, wv, bv);
             let d = b.ins().iadd(or, off);
             b.ins().store(rw(), r, d, 0);
         });

@@ -365,7 +365,7 @@ pub fn llama_graph(c: LlamaCfg, seed: u64) -> Graph {
         let wd = b.weight(&format!("l{l}.wd"), &[h, i], -s(i), s(i));
         let kst = b.state(&format!("l{l}.k"), c.max_context, kvw);
         let vst = b.state(&format!("l{l}.v"), c.max_context, kvw);
-        let hn = b.node(Op::RmsNorm { eps: 1e-5 }, vec![x, ln1]);
+        let hn = b.node(Op::RmsNorm { eps: 1e-5, group: None }, vec![x, ln1]);
         let q = b.node(Op::MatMul { transpose_b: true }, vec![hn, wq]);
         let k = b.node(Op::MatMul { transpose_b: true }, vec![hn, wk]);
         let vv = b.node(Op::MatMul { transpose_b: true }, vec![hn, wv]);
@@ -384,7 +384,7 @@ pub fn llama_graph(c: LlamaCfg, seed: u64) -> Graph {
         let a = b.node(att, vec![q, kc, vc, pos]);
         let o = b.node(Op::MatMul { transpose_b: true }, vec![a, wo]);
         x = b.node(Op::Binary(BinaryOp::Add), vec![x, o]);
-        let hn = b.node(Op::RmsNorm { eps: 1e-5 }, vec![x, ln2]);
+        let hn = b.node(Op::RmsNorm { eps: 1e-5, group: None }, vec![x, ln2]);
         let gg = b.node(Op::MatMul { transpose_b: true }, vec![hn, wg]);
         let uu = b.node(Op::MatMul { transpose_b: true }, vec![hn, wu]);
         let sg = b.node(Op::Unary(UnaryOp::Silu), vec![gg]);
@@ -394,7 +394,7 @@ pub fn llama_graph(c: LlamaCfg, seed: u64) -> Graph {
     }
     let lnf = b.weight("lnf", &[h], 0.5, 1.5);
     let head = b.weight("lm_head", &[v, h], -s(h), s(h));
-    let xn = b.node(Op::RmsNorm { eps: 1e-5 }, vec![x, lnf]);
+    let xn = b.node(Op::RmsNorm { eps: 1e-5, group: None }, vec![x, lnf]);
     let logits = b.node(Op::MatMul { transpose_b: true }, vec![xn, head]);
     b.finish(logits)
 }

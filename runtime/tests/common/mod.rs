@@ -25,8 +25,8 @@ pub static INFO: ModelInfo = ModelInfo {
     state_size: MAX_CONTEXT as u64 * 4,
     weights_size: WEIGHTS_SIZE,
     content_hash: [
-        0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24,
-        25, 26, 27, 28, 29, 30, 31,
+        0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29,
+        30, 31,
     ],
 };
 
@@ -50,11 +50,8 @@ struct RowArgs {
 unsafe extern "C" fn row_kernel(args: *const u8, begin: u64, end: u64) {
     let a = unsafe { &*(args as *const RowArgs) };
     for j in begin..end {
-        let v = if j as u32 == a.target {
-            10.0
-        } else {
-            ((a.id * 31 + a.pos * 17 + j as u32 * 13) % 101) as f32 / 101.0
-        };
+        let v =
+            if j as u32 == a.target { 10.0 } else { ((a.id * 31 + a.pos * 17 + j as u32 * 13) % 101) as f32 / 101.0 };
         unsafe { *a.row.add(j as usize) = v };
     }
 }
@@ -62,9 +59,7 @@ unsafe extern "C" fn row_kernel(args: *const u8, begin: u64, end: u64) {
 /// The expected logits row for `id` at `pos` after `prev` (sum of earlier ids).
 pub fn expected_row(id: u32, pos: u32, prev: u32) -> Vec<f32> {
     let target = (id * 7 + pos * 3 + prev + SALT) % VOCAB;
-    (0..VOCAB)
-        .map(|j| if j == target { 10.0 } else { ((id * 31 + pos * 17 + j * 13) % 101) as f32 / 101.0 })
-        .collect()
+    (0..VOCAB).map(|j| if j == target { 10.0 } else { ((id * 31 + pos * 17 + j * 13) % 101) as f32 / 101.0 }).collect()
 }
 
 /// Logits for a whole sequence run from position 0.
@@ -137,13 +132,7 @@ pub unsafe extern "C" fn fake_forward(
     abi::STATUS_OK
 }
 
-pub unsafe extern "C" fn failing_forward(
-    _: *const Context,
-    _: *const i32,
-    _: u32,
-    _: u32,
-    _: *mut f32,
-) -> i32 {
+pub unsafe extern "C" fn failing_forward(_: *const Context, _: *const i32, _: u32, _: u32, _: *mut f32) -> i32 {
     7
 }
 

@@ -1,0 +1,163 @@
+//! `edgec inspect`: what a model costs, from its config.json alone (no weights needed).
+//!
+//! The graph is built from the config with placeholder weight references
+//! ([`edgec_frontend::build_from_config`]), run through the default pass pipeline and
+//! memory-planned exactly as a compile would, so the arena figure is the one a compile prints.
+
+use anyhow::{Context, Result};
+use edgec_frontend::{DecoderConfig, LoadOptions};
+use edgec_ir::WeightSource;
+use edgec_passes::{OptLevel, PassManager, plan::plan_memory};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+/// The figures `edgec inspect` prints.
+#[derive(Clone, Debug)]
+pub struct Inspection {
+    pub config_path: PathBuf,
+    pub config: DecoderConfig,
+    /// Elements of every checkpoint weight (tied embeddings counted once; rope tables, which the
+    /// compiler computes, not counted).
+    pub parameters: u64,
+    /// f32 bytes of the rotary tables the weights file also holds at this `max_context`.
+    pub rope_table_bytes: u64,
+    /// f32 KV cache bytes per position (all layers, K and V).
+    pub kv_bytes_per_token: u64,
+    pub max_tokens: u64,
+    pub max_context: u64,
+    pub arena_size: u64,
+    pub arena_lower_bound: u64,
+    pub state_size: u64,
+}
+
+/// `path` is a config.json or a directory holding one.
+pub fn inspect(path: &Path, max_context: u64, max_tokens: Option<u64>) -> Result<Inspection> {
+    let config_path = if path.is_dir() { path.join("config.json") } else { path.to_path_buf() };
+    let config = DecoderConfig::load(&config_path)?;
+    let max_tokens = max_tokens.unwrap_or(crate::compile::DEFAULT_MAX_TOKENS.min(max_context));
+    let opts = LoadOptions { max_context, max_tokens };
+    let mut graph = edgec_frontend::build_from_config(&config, &opts)?;
+    let mut parameters = 0u64;
+    let mut rope_table_bytes = 0u64;
+    for w in &graph.weights {
+        let n = edgec_ir::weights::weight_elements(w)?;
+        match w.source {
+            WeightSource::Rope { .. } => rope_table_bytes += n * 4,
+            _ => parameters += n,
+        }
+    }
+    PassManager::preset(OptLevel::O2).run(&mut graph, &mut |_, _| {})?;
+    let plan = plan_memory(&graph).context("planning memory")?;
+    let kv_width = u64::from(config.kv_heads) * u64::from(config.head_dim);
+    Ok(Inspection {
+        config_path,
+        kv_bytes_per_token: config.layers * 2 * kv_width * 4,
+        config,
+        parameters,
+        rope_table_bytes,
+        max_tokens,
+        max_context,
+        arena_size: plan.arena_size,
+        arena_lower_bound: plan.lower_bound,
+        state_size: plan.state_size,
+    })
+}
+
+/// `1234567` as `1,234,567`.
+fn grouped(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Bytes with a binary unit.
+fn size(n: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < units.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 { format!("{n} B") } else { format!("{v:.2} {}", units[u]) }
+}
+
+impl Inspection {
+    pub fn to_text(&self) -> String {
+        let c = &self.config;
+        let mut s = String::new();
+        let mut line = |k: &str, v: String| {
+            let _ = writeln!(s, "{k:<13}{v}");
+        };
+        line("config", self.config_path.display().to_string());
+        line("architecture", format!("{} (model_type {})", c.family.architecture, c.model_type));
+        line(
+            "shape",
+            format!(
+                "{} layers, hidden {}, {} heads / {} KV heads of {}, MLP {}, vocab {}{}",
+                c.layers,
+                c.hidden,
+                c.heads,
+                c.kv_heads,
+                c.head_dim,
+                c.intermediate,
+                c.vocab,
+                if c.tie_word_embeddings { ", tied embeddings" } else { "" }
+            ),
+        );
+        let window = match c.sliding_window {
+            Some(w) if w < self.max_context => format!("sliding window {w}"),
+            Some(w) => format!("full causal (sliding window {w} >= max context)"),
+            None => "full causal".into(),
+        };
+        line(
+            "attention",
+            format!("{window}; rope theta {} over {} of {} features", c.rope_theta, c.rotary_dim, c.head_dim),
+        );
+        let p = self.parameters;
+        line("parameters", format!("{} ({:.2} B)", grouped(p), p as f64 / 1e9));
+        line("weights f32", format!("{} (what `edgec compile` writes today)", size(p * 4)));
+        line(
+            "weights f16",
+            format!(
+                "{} (f16/bf16 storage, as in a half-precision checkpoint; compiled weights are f32 today)",
+                size(p * 2)
+            ),
+        );
+        line(
+            "rope tables",
+            format!(
+                "{} (f32, computed at compile time for max context {})",
+                size(self.rope_table_bytes),
+                self.max_context
+            ),
+        );
+        line(
+            "KV cache",
+            format!(
+                "{} per token, {} per 1k tokens (f32); {} for max context {}",
+                size(self.kv_bytes_per_token),
+                size(self.kv_bytes_per_token * 1024),
+                size(self.state_size),
+                self.max_context
+            ),
+        );
+        line(
+            "arena",
+            format!(
+                "{} bytes ({}) for max tokens {} per call (lower bound {} bytes)",
+                grouped(self.arena_size),
+                size(self.arena_size),
+                self.max_tokens,
+                grouped(self.arena_lower_bound)
+            ),
+        );
+        s
+    }
+}

@@ -1,0 +1,64 @@
+//! `edgec inspect` from config.json alone: parameter counts of real-size published models
+//! against their published sizes, and the CLI's printout.
+
+mod common;
+use common::*;
+use std::path::{Path, PathBuf};
+
+fn config(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/configs").join(name)
+}
+
+#[test]
+fn parameter_counts_match_the_published_sizes() {
+    // Published sizes (model cards), in billions.
+    for (file, arch, published) in [
+        ("phi-2.json", "PhiForCausalLM", 2.78),
+        ("qwen2-7b.json", "Qwen2ForCausalLM", 7.62),
+        ("llama-3-8b.json", "LlamaForCausalLM", 8.03),
+        ("phi-3-mini-4k.json", "Phi3ForCausalLM", 3.82),
+    ] {
+        let i = edgec::inspect::inspect(&config(file), 2048, None).unwrap();
+        assert_eq!(i.config.family.architecture, arch);
+        let billions = i.parameters as f64 / 1e9;
+        let rel = (billions - published).abs() / published;
+        eprintln!("{file}: {} parameters ({billions:.3} B, published {published} B)", i.parameters);
+        assert!(rel < 0.01, "{file}: {billions} B vs published {published} B");
+        // The planner ran: activations for 128 tokens need some MiB, and the plan is never
+        // below its lower bound.
+        assert!(i.arena_size >= i.arena_lower_bound && i.arena_lower_bound > 1 << 20, "{i:?}");
+        assert_eq!(i.state_size, i.kv_bytes_per_token * 2048);
+    }
+    // Exact counts, computed by hand from the configs.
+    let exact = |f: &str| edgec::inspect::inspect(&config(f), 2048, None).unwrap().parameters;
+    assert_eq!(exact("llama-3-8b.json"), 8_030_261_248);
+    assert_eq!(exact("phi-2.json"), 2_779_683_840);
+}
+
+#[test]
+fn inspect_prints_the_figures_for_a_dir_or_a_file() {
+    let o = edgec(&["inspect", config("llama-3-8b.json").to_str().unwrap(), "--max-tokens", "64"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8_lossy(&o.stdout);
+    for want in ["LlamaForCausalLM", "8,030,261,248", "f16/bf16", "per 1k tokens", "256.00 MiB", "max tokens 64"] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
+    // A checkpoint directory works too (its weights are not read).
+    let o = edgec(&["inspect", fixture("mistral").to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("sliding window 8"));
+}
+
+#[test]
+fn inspect_refuses_a_config_it_cannot_build() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(config("phi-2.json")).unwrap()).unwrap();
+    cfg["hidden_act"] = "gelu".into();
+    let path = dir.path().join("config.json");
+    std::fs::write(&path, cfg.to_string()).unwrap();
+    let o = edgec(&["inspect", path.to_str().unwrap()]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("hidden_act = gelu") && err.lines().count() == 1, "{err}");
+}
