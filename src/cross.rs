@@ -21,6 +21,13 @@ pub fn run(dir: &Path, m: &Manifest, target: &Triple, req: &RunRequest) -> Resul
     if req.sampling.temperature > 0.0 {
         bail!("sampling is supported on the host only; the {target} driver decodes greedily");
     }
+    if !m.weights(dir).is_file() {
+        bail!(
+            "{} has no {}: the C driver reads a weights file, so compile without --embed-weights to run under qemu",
+            dir.display(),
+            m.weights(dir).display()
+        );
+    }
     let scratch = tempfile::Builder::new().prefix("edgec-cross-").tempdir().context("cannot create a temporary directory")?;
     let s = scratch.path();
     std::fs::write(s.join("edgec_abi.h"), edgec_runtime::abi::ABI_C_HEADER)?;

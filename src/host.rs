@@ -40,7 +40,23 @@ pub fn run(dir: &Path, m: &Manifest, req: &RunRequest) -> Result<RunOutput> {
     };
 
     let options = SessionOptions { threads: req.threads, ..SessionOptions::default() };
-    let mut session = Session::new(Model { info, forward }, &m.weights(dir), options)?;
+    let model = Model { info, forward };
+    let weights_file = m.weights(dir);
+    let mut session = if weights_file.is_file() {
+        Session::new(model, &weights_file, options)?
+    } else {
+        // Compiled with --embed-weights: the weights file image is the object's NAME_weights.
+        let symbol = format!("{}_weights", m.name);
+        // SAFETY: NAME_weights is a read-only array of `weights_size` bytes in the loaded
+        // library, which stays loaded for the whole process; the runtime checks its header.
+        let bytes: &'static [u8] = unsafe {
+            let base = *lib.get::<*const u8>(symbol.as_bytes()).with_context(|| {
+                format!("{} has no {} and the object has no embedded weights ({symbol})", dir.display(), weights_file.display())
+            })?;
+            std::slice::from_raw_parts(base, usize::try_from(info.weights_size)?)
+        };
+        Session::from_static(model, bytes, options)?
+    };
     let mut sampler = Sampler::new(req.sampling)?;
     // Stepwise: every prompt token but the last goes in its own call; generation then starts
     // from the last one, so each prompt position is computed by a one-token call.

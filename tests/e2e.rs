@@ -38,46 +38,6 @@ fn check(fixture_name: &str, target: &str, stepwise: bool) {
     assert_eq!(got.generated_ids, r.greedy_ids, "{fixture_name} on {target}: greedy tokens differ from PyTorch");
 }
 
-#[test]
-fn llama_x86_64_prefill() {
-    check("llama", "x86_64-unknown-linux-gnu", false);
-}
-
-#[test]
-fn llama_x86_64_stepwise() {
-    check("llama", "x86_64-unknown-linux-gnu", true);
-}
-
-#[test]
-fn llama3_x86_64_prefill() {
-    check("llama3", "x86_64-unknown-linux-gnu", false);
-}
-
-#[test]
-fn llama3_x86_64_stepwise() {
-    check("llama3", "x86_64-unknown-linux-gnu", true);
-}
-
-#[test]
-fn llama_aarch64_prefill() {
-    check("llama", "aarch64-unknown-linux-gnu", false);
-}
-
-#[test]
-fn llama_aarch64_stepwise() {
-    check("llama", "aarch64-unknown-linux-gnu", true);
-}
-
-#[test]
-fn llama3_aarch64_prefill() {
-    check("llama3", "aarch64-unknown-linux-gnu", false);
-}
-
-#[test]
-fn llama3_aarch64_stepwise() {
-    check("llama3", "aarch64-unknown-linux-gnu", true);
-}
-
 /// Four tests per fixture: x86_64 and aarch64 (qemu), one-call prefill and token by token.
 macro_rules! family_tests {
     ($($name:ident => $fixture:literal),* $(,)?) => {
@@ -106,10 +66,13 @@ macro_rules! family_tests {
     };
 }
 
+// Llama: GQA 4/2. Llama 3: rope scaling, one KV head, tied embeddings, theta 5e5.
 // Qwen2: q/k/v biases, theta 1e6. Phi-2: parallel block, LayerNorm with bias, partial rotary,
 // gelu_new, biased dense layers and head. Phi-3: fused qkv and gate_up. Mistral: sliding window
 // 8 inside the 16-token prompt. Qwen3: per-head q/k RMSNorm, head_dim 24, tied embeddings.
 family_tests! {
+    llama => "llama",
+    llama3 => "llama3",
     qwen2 => "qwen2",
     phi2 => "phi",
     phi3 => "phi3",
@@ -174,4 +137,20 @@ fn compile_writes_object_weights_header_and_manifest() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let expected: Vec<String> = r.greedy_ids.iter().map(i64::to_string).collect();
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), expected.join(","));
+}
+
+#[test]
+fn a_model_with_embedded_weights_runs_from_its_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let model = fixture("llama3");
+    let o = edgec(&["compile", model.to_str().unwrap(), "-o", out.to_str().unwrap(), "--max-context", "32", "--embed-weights"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!out.join("llama3.weights").exists(), "the weights are in the object");
+    let r = reference("llama3");
+    let ids: Vec<String> = r.input_ids.iter().map(i64::to_string).collect();
+    let o = edgec(&["run", out.to_str().unwrap(), "--ids", &ids.join(","), "--max-new-tokens", "8"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let expected: Vec<String> = r.greedy_ids.iter().map(i64::to_string).collect();
+    assert_eq!(String::from_utf8_lossy(&o.stdout).lines().next().unwrap(), expected.join(","));
 }
