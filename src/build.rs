@@ -223,8 +223,9 @@ impl Build {
                 passes: None,
                 print_after: Vec::new(),
                 emit_ir: false,
+                quant: edgec_ir::quant::Preset::F32,
             };
-            let emit = Emit { obj: false, staticlib: true, header: true, weights: !self.embed_weights };
+            let emit = Emit { obj: false, staticlib: true, header: true, weights: !self.embed_weights, report: false };
             let pkg = Packaging { emit, embed_weights: self.embed_weights };
             compile_with(&req, &pkg, &mut std::io::sink())
                 .with_context(|| format!("compiling {} for {target}", model.display()))?;

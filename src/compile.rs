@@ -29,6 +29,8 @@ pub struct CompileRequest {
     pub print_after: Vec<String>,
     /// Also write `NAME.ir` (the graph after passes) and `NAME.plan` (the memory plan).
     pub emit_ir: bool,
+    /// How matmul weights and embedding tables are stored (`--quant`); f32 by default.
+    pub quant: edgec_ir::quant::Preset,
 }
 
 /// What a compile produced.
@@ -39,8 +41,49 @@ pub struct Compiled {
     pub arena_size: u64,
     pub state_size: u64,
     pub lower_bound: u64,
+    /// The memory planner's winning strategy (`greedy-by-size`, ...).
+    pub plan_strategy: &'static str,
     pub weights_size: u64,
     pub timings: Vec<PassTiming>,
+    /// Per weight: storage format, bytes and quantization error (`--report`).
+    pub weights: Vec<edgec_backend::WeightStat>,
+}
+
+impl Compiled {
+    /// The per-tensor weights report: format, bits per weight, relative quantization error
+    /// ‖W − Ŵ‖ / ‖W‖, then totals per format.
+    pub fn weights_report(&self) -> String {
+        use std::fmt::Write as _;
+        let mut s = String::from("weights: tensor, format, elements, bytes, bits/weight, rel. error\n");
+        let width = self.weights.iter().map(|w| w.name.len()).max().unwrap_or(0);
+        let mut totals: Vec<(String, u64, u64)> = Vec::new();
+        for w in &self.weights {
+            let how = if w.kept && w.storage != edgec_ir::Storage::F32 { " (kept)" } else { "" };
+            let _ = writeln!(
+                s,
+                "  {:<width$}  {:<8} {:>12} {:>12} {:>6.2}  {:.2e}{how}",
+                w.name,
+                w.storage.name(),
+                w.elements,
+                w.bytes,
+                w.bits_per_weight(),
+                w.rel_error
+            );
+            let name = w.storage.name();
+            match totals.iter_mut().find(|t| t.0 == name) {
+                Some(t) => {
+                    t.1 += w.elements;
+                    t.2 += w.bytes;
+                }
+                None => totals.push((name, w.elements, w.bytes)),
+            }
+        }
+        for (name, elements, bytes) in totals {
+            let bits = if elements == 0 { 0.0 } else { bytes as f64 * 8.0 / elements as f64 };
+            let _ = writeln!(s, "  total {name}: {elements} weights in {bytes} bytes ({bits:.2} bits/weight)");
+        }
+        s
+    }
 }
 
 pub const DEFAULT_MAX_TOKENS: u64 = 128;
@@ -56,27 +99,31 @@ pub struct Emit {
     pub header: bool,
     /// `NAME.weights` (never with `--embed-weights`).
     pub weights: bool,
+    /// `report.md`, `report.json` and `memory.svg`: kernels, memory plan, KV state, weights by
+    /// storage format, estimated peak DRAM, and the arena as a timeline of buffers.
+    pub report: bool,
 }
 
 impl Default for Emit {
     /// obj, weights, header.
     fn default() -> Emit {
-        Emit { obj: true, staticlib: false, header: true, weights: true }
+        Emit { obj: true, staticlib: false, header: true, weights: true, report: false }
     }
 }
 
 impl Emit {
-    pub const KINDS: &'static str = "obj, staticlib, header, weights";
+    pub const KINDS: &'static str = "obj, staticlib, header, weights, report";
 
-    /// Parses a comma-separated list of `obj`, `staticlib`, `header`, `weights`.
+    /// Parses a comma-separated list of `obj`, `staticlib`, `header`, `weights`, `report`.
     pub fn parse(list: &str) -> Result<Emit> {
-        let mut e = Emit { obj: false, staticlib: false, header: false, weights: false };
+        let mut e = Emit { obj: false, staticlib: false, header: false, weights: false, report: false };
         for kind in list.split(',').map(str::trim) {
             match kind {
                 "obj" => e.obj = true,
                 "staticlib" => e.staticlib = true,
                 "header" => e.header = true,
                 "weights" => e.weights = true,
+                "report" => e.report = true,
                 _ => bail!("--emit: unknown kind '{kind}' (expected a comma-separated list of {})", Emit::KINDS),
             }
         }
@@ -131,6 +178,10 @@ pub fn compile_with(req: &CompileRequest, pkg: &Packaging, log: &mut dyn Write) 
         }
     })?;
     print_err?;
+    if req.quant != edgec_ir::quant::Preset::F32 {
+        edgec_ir::quant::apply_preset(&mut graph, req.quant);
+        edgec_ir::verify::verify(&graph).context("after --quant")?;
+    }
 
     let plan = plan_memory(&graph)?;
     let opts = edgec_backend::CompileOptions { triple: req.target.clone(), name: name.clone() };
@@ -147,16 +198,16 @@ pub fn compile_with(req: &CompileRequest, pkg: &Packaging, log: &mut dyn Write) 
     };
     let mut files = AtomicFiles::default();
     let mut image = None;
-    let hash = if pkg.embed_weights {
+    let (hash, weight_stats) = if pkg.embed_weights {
         let mut buf = std::io::Cursor::new(Vec::new());
-        let hash = edgec_backend::write_weights(&graph, &layout, &mut buf)?;
+        let hash = edgec_backend::write_weights_with_stats(&graph, &layout, &mut buf)?;
         image = Some(buf.into_inner());
         hash
     } else {
         // Without `weights` in --emit the file is still streamed (for the hash), then dropped.
         let weights_file = files.create(&manifest.weights(&req.out_dir))?;
         let mut writer = std::io::BufWriter::new(weights_file.as_file_mut());
-        let hash = edgec_backend::write_weights(&graph, &layout, &mut writer)?;
+        let hash = edgec_backend::write_weights_with_stats(&graph, &layout, &mut writer)?;
         writer.flush().context("cannot write the weights file")?;
         drop(writer);
         if !pkg.emit.weights {
@@ -185,6 +236,23 @@ pub fn compile_with(req: &CompileRequest, pkg: &Packaging, log: &mut dyn Write) 
         files.write(&req.out_dir.join(format!("{name}.ir")), edgec_ir::text::print(&graph).as_bytes())?;
         files.write(&req.out_dir.join(format!("{name}.plan")), plan.to_text(&graph).as_bytes())?;
     }
+    if pkg.emit.report {
+        use crate::report;
+        let r = report::build(
+            &graph,
+            &plan,
+            &manifest.target,
+            max_tokens,
+            req.max_context,
+            u64::from(manifest.vocab),
+            &layout.offsets,
+            layout.file_size,
+            object.len() as u64,
+        );
+        files.write(&req.out_dir.join(report::MARKDOWN), r.to_markdown().as_bytes())?;
+        files.write(&req.out_dir.join(report::JSON), r.to_json().as_bytes())?;
+        files.write(&req.out_dir.join(report::SVG), report::memory_svg(&graph, &plan).as_bytes())?;
+    }
     if let Some(t) = &tokenizer {
         files.write(&req.out_dir.join(crate::tokenizer::file_name(&name)), &t.to_bytes())?;
     }
@@ -197,8 +265,10 @@ pub fn compile_with(req: &CompileRequest, pkg: &Packaging, log: &mut dyn Write) 
         arena_size: plan.arena_size,
         state_size: plan.state_size,
         lower_bound: plan.lower_bound,
+        plan_strategy: plan.strategy.name(),
         weights_size: layout.file_size,
         timings,
+        weights: weight_stats,
     })
 }
 

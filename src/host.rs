@@ -10,9 +10,30 @@ use std::path::Path;
 use std::process::Command;
 
 pub fn run(dir: &Path, m: &Manifest, req: &RunRequest) -> Result<RunOutput> {
+    let mut session = open_session(dir, m, req.threads, req.linker.as_deref())?;
+    let info = session.info();
+    let mut sampler = Sampler::new(req.sampling)?;
+    // Stepwise: every prompt token but the last goes in its own call; generation then starts
+    // from the last one, so each prompt position is computed by a one-token call.
+    let (head, last) = req.ids.split_at(if req.stepwise { req.ids.len() - 1 } else { 0 });
+    let mut logits = Vec::with_capacity(req.ids.len() * info.vocab as usize);
+    let mut row = Vec::new();
+    for &id in head {
+        session.forward(&[id], &mut row)?;
+        logits.extend_from_slice(&row);
+    }
+    let generation = session.generate(last, req.max_new_tokens, &mut sampler, |_| true)?;
+    logits.extend_from_slice(&generation.prompt_logits);
+    Ok(RunOutput { vocab: info.vocab as usize, logits, generated: generation.tokens })
+}
+
+/// Links the compiled object in `dir` into a shared library (with `linker`, default `cc`),
+/// loads it for the rest of the process, and opens a session over its weights (the weights
+/// file, or the object's embedded image) with `threads` threads (0: the runtime's default).
+pub fn open_session(dir: &Path, m: &Manifest, threads: usize, linker: Option<&str>) -> Result<Session> {
     let scratch = tempfile::Builder::new().prefix("edgec-host-").tempdir().context("cannot create a temporary directory")?;
     let lib_path = scratch.path().join(format!("lib{}.so", m.name));
-    let linker = req.linker.as_deref().unwrap_or("cc");
+    let linker = linker.unwrap_or("cc");
     let status = Command::new(linker)
         .arg("-shared")
         .arg("-o")
@@ -39,10 +60,10 @@ pub fn run(dir: &Path, m: &Manifest, req: &RunRequest) -> Result<RunOutput> {
             .with_context(|| format!("{} has no symbol {}_forward", lib_path.display(), m.name))?
     };
 
-    let options = SessionOptions { threads: req.threads, ..SessionOptions::default() };
+    let options = SessionOptions { threads, ..SessionOptions::default() };
     let model = Model { info, forward };
     let weights_file = m.weights(dir);
-    let mut session = if weights_file.is_file() {
+    let session = if weights_file.is_file() {
         Session::new(model, &weights_file, options)?
     } else {
         // Compiled with --embed-weights: the weights file image is the object's NAME_weights.
@@ -57,17 +78,5 @@ pub fn run(dir: &Path, m: &Manifest, req: &RunRequest) -> Result<RunOutput> {
         };
         Session::from_static(model, bytes, options)?
     };
-    let mut sampler = Sampler::new(req.sampling)?;
-    // Stepwise: every prompt token but the last goes in its own call; generation then starts
-    // from the last one, so each prompt position is computed by a one-token call.
-    let (head, last) = req.ids.split_at(if req.stepwise { req.ids.len() - 1 } else { 0 });
-    let mut logits = Vec::with_capacity(req.ids.len() * info.vocab as usize);
-    let mut row = Vec::new();
-    for &id in head {
-        session.forward(&[id], &mut row)?;
-        logits.extend_from_slice(&row);
-    }
-    let generation = session.generate(last, req.max_new_tokens, &mut sampler, |_| true)?;
-    logits.extend_from_slice(&generation.prompt_logits);
-    Ok(RunOutput { vocab: info.vocab as usize, logits, generated: generation.tokens })
+    Ok(session)
 }

@@ -27,6 +27,10 @@ pub struct Inspection {
     pub max_context: u64,
     pub arena_size: u64,
     pub arena_lower_bound: u64,
+    /// The memory planner's winning strategy.
+    pub plan_strategy: &'static str,
+    /// Nodes computed in place over a dying operand.
+    pub in_place: usize,
     pub state_size: u64,
 }
 
@@ -59,6 +63,8 @@ pub fn inspect(path: &Path, max_context: u64, max_tokens: Option<u64>) -> Result
         max_context,
         arena_size: plan.arena_size,
         arena_lower_bound: plan.lower_bound,
+        plan_strategy: plan.strategy.name(),
+        in_place: plan.in_place.iter().filter(|x| x.is_some()).count(),
         state_size: plan.state_size,
     })
 }
@@ -151,11 +157,26 @@ impl Inspection {
         line(
             "arena",
             format!(
-                "{} bytes ({}) for max tokens {} per call (lower bound {} bytes)",
+                "{} bytes ({}) for max tokens {} per call (lower bound {} bytes; {}, {} nodes in place)",
                 grouped(self.arena_size),
                 size(self.arena_size),
                 self.max_tokens,
-                grouped(self.arena_lower_bound)
+                grouped(self.arena_lower_bound),
+                self.plan_strategy,
+                self.in_place
+            ),
+        );
+        let weights = p * 4 + self.rope_table_bytes;
+        let logits = self.max_tokens * c.vocab * 4;
+        let runtime = crate::report::RUNTIME_OVERHEAD_ESTIMATE;
+        line(
+            "peak DRAM",
+            format!(
+                "{} estimated: weights {} (f32, mapped) + arena + KV cache + logits {} + runtime {} (code not counted)",
+                size(weights + self.arena_size + self.state_size + logits + runtime),
+                size(weights),
+                size(logits),
+                size(runtime)
             ),
         );
         s

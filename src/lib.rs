@@ -4,13 +4,16 @@
 //! The CLI (`src/main.rs`) is a thin layer over this library.
 
 pub mod atomic;
+pub mod bench;
 pub mod build;
 pub mod compile;
 pub mod cross;
 pub mod host;
 pub mod inspect;
 pub mod manifest;
+pub mod report;
 pub mod run;
+pub mod synth;
 pub mod tokenizer;
 
 pub use build::{Build, Built};

@@ -46,6 +46,61 @@ Passes (for --passes and --print-after):\n{passes}")]
     /// Show what a model costs, from its config.json alone (no weights needed): architecture,
     /// parameter count, weights size, KV cache per 1k tokens and the planned arena.
     Inspect(InspectArgs),
+    /// Write a random-weight HuggingFace checkpoint (config.json + safetensors) for a config of
+    /// any supported architecture and size, streaming tensor by tensor.
+    Synth(SynthArgs),
+    /// Measure a model on this machine: prefill and decode tokens/s, decode weight bytes/s as a
+    /// share of the measured memory read bandwidth, prefill FLOP/s as a share of the measured
+    /// FMA peak (compiles a checkpoint for the host first).
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct SynthArgs {
+    /// The config.json to synthesize weights for (e.g. benches/configs/llama-110m.json).
+    #[arg(long, value_name = "CONFIG.json")]
+    config: PathBuf,
+    /// Output directory; created if missing.
+    #[arg(short, long, value_name = "DIR")]
+    output: PathBuf,
+    /// Stored dtype: f32, f16 or bf16.
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+    /// Seed; the same seed gives byte-identical files.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Largest safetensors shard (e.g. 5GB, 500MB); above it the checkpoint is sharded with
+    /// model.safetensors.index.json.
+    #[arg(long, default_value = "5GB", value_name = "SIZE")]
+    shard_size: String,
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// A checkpoint directory (compiled for the host first), or an OUTDIR compiled for the host.
+    model: PathBuf,
+    /// Threads, the caller's included; 0 uses the runtime's default.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    threads: usize,
+    /// Prompt tokens, fed as one prefill.
+    #[arg(long, default_value_t = 128, value_name = "N")]
+    prompt_len: usize,
+    /// Tokens decoded one at a time after the prompt.
+    #[arg(long, default_value_t = 128, value_name = "N")]
+    gen_len: usize,
+    /// Timed rounds (after one warm-up); medians are reported.
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    repeats: usize,
+    /// Print every figure as one JSON object on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Size of the buffer the read bandwidth is measured on, in MiB. Default: 16 x the
+    /// last-level cache, within 1-4 GiB.
+    #[arg(long, value_name = "MIB")]
+    bandwidth_mib: Option<u64>,
+    /// Linker for the shared library the object is loaded from.
+    #[arg(long, value_name = "CMD")]
+    linker: Option<String>,
 }
 
 #[derive(Args)]
@@ -87,7 +142,8 @@ struct CompileArgs {
     /// Print how long each pass took.
     #[arg(long)]
     time_passes: bool,
-    /// Artifacts to write: a comma-separated list of obj, staticlib (libNAME.a), header, weights.
+    /// Artifacts to write: a comma-separated list of obj, staticlib (libNAME.a), header, weights,
+    /// report (report.md, report.json and memory.svg: kernels, memory plan, peak DRAM estimate).
     /// Default: obj,weights,header (obj,header with --embed-weights).
     #[arg(long, value_name = "KIND,...")]
     emit: Option<String>,
@@ -95,6 +151,27 @@ struct CompileArgs {
     /// separate NAME.weights file; for small models.
     #[arg(long)]
     embed_weights: bool,
+    #[command(flatten)]
+    quant: QuantArgs,
+    /// Print per weight tensor its storage format, size, bits per weight and relative
+    /// quantization error ||W - W'|| / ||W||.
+    #[arg(long)]
+    report: bool,
+}
+
+#[derive(Args)]
+struct QuantArgs {
+    /// How matmul weights and embedding tables are stored: f32 (default), f16, q8 (int8 per
+    /// output channel), q4 (int4 groups of 32 with f16 scale and min, clipping searched), q4-g128
+    /// (groups of 128), or keep (a GGUF's Q8_0/Q4_0/Q4_1 blocks and f16/bf16 tensors as they
+    /// are). Rows too short for a group fall back to smaller groups, then q8. Activations stay f32.
+    #[arg(long, value_name = "PRESET", default_value = "f32", value_parser = parse_quant)]
+    quant: edgec_ir::quant::Preset,
+}
+
+fn parse_quant(s: &str) -> Result<edgec_ir::quant::Preset, String> {
+    edgec_ir::quant::Preset::from_name(s)
+        .ok_or_else(|| format!("'{s}' is not a quantization preset ({})", edgec_ir::quant::Preset::NAMES))
 }
 
 #[derive(Args)]
@@ -186,6 +263,13 @@ struct RunArgs {
     /// Seed for sampling; the same seed gives the same tokens.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// For checkpoints: weight storage, as for `edgec compile --quant`.
+    #[command(flatten)]
+    quant: QuantArgs,
+    /// Print the run's peak resident memory (VmHWM) to stderr, split into the mapped weights,
+    /// the arena, the KV state and the rest (host targets).
+    #[arg(long)]
+    memory: bool,
 }
 
 fn parse_opt_level(s: &str) -> Result<OptLevel, String> {
@@ -231,6 +315,45 @@ fn execute(cli: Cli) -> Result<()> {
             print!("{}", edgec::inspect::inspect(&a.config, a.max_context, a.max_tokens)?.to_text());
             Ok(())
         }
+        Command::Synth(a) => {
+            let req = edgec::synth::SynthRequest {
+                config: a.config,
+                out_dir: a.output,
+                dtype: edgec::synth::SynthDtype::parse(&a.dtype)?,
+                seed: a.seed,
+                shard_size: edgec::synth::parse_size(&a.shard_size)?,
+            };
+            let s = edgec::synth::synth(&req)?;
+            println!(
+                "wrote {} tensors, {} parameters ({} bytes of {}) into {} ({} safetensors file{})",
+                s.tensors,
+                s.parameters,
+                s.bytes,
+                a.dtype,
+                req.out_dir.display(),
+                s.files.len(),
+                if s.files.len() == 1 { "" } else { "s" }
+            );
+            Ok(())
+        }
+        Command::Bench(a) => {
+            let req = edgec::bench::BenchRequest {
+                model: a.model,
+                threads: a.threads,
+                prompt_len: a.prompt_len,
+                gen_len: a.gen_len,
+                repeats: a.repeats,
+                linker: a.linker,
+                bandwidth_buffer: a.bandwidth_mib.map(|m| m << 20),
+            };
+            let report = edgec::bench::bench(&req, &mut std::io::stderr())?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&report.to_json())?);
+            } else {
+                print!("{}", report.to_text());
+            }
+            Ok(())
+        }
         Command::Targets => {
             print!("{}", edgec_backend::target::listing());
             Ok(())
@@ -252,6 +375,7 @@ fn execute(cli: Cli) -> Result<()> {
                 passes: a.passes.passes,
                 print_after: a.passes.print_after,
                 emit_ir: a.emit_ir,
+                quant: a.quant.quant,
             };
             let c = edgec::compile_with(&req, &packaging, &mut std::io::stderr())?;
             if a.time_passes {
@@ -262,9 +386,20 @@ fn execute(cli: Cli) -> Result<()> {
             let m = &c.manifest;
             println!("compiled {} for {} into {}", m.name, m.target, c.dir.display());
             println!(
-                "  weights {} bytes, arena {} bytes (lower bound {}), KV state {} bytes, max context {}, max tokens per call {}",
-                c.weights_size, c.arena_size, c.lower_bound, c.state_size, m.max_context, m.max_tokens
+                "  weights {} bytes, arena {} bytes (lower bound {}, {}), KV state {} bytes, max context {}, max tokens per call {}",
+                c.weights_size, c.arena_size, c.lower_bound, c.plan_strategy, c.state_size, m.max_context, m.max_tokens
             );
+            let mut formats: Vec<String> = Vec::new();
+            for w in &c.weights {
+                let name = w.storage.name();
+                if !formats.contains(&name) {
+                    formats.push(name);
+                }
+            }
+            println!("  weights stored as {} (--quant {})", formats.join(", "), a.quant.quant.name());
+            if a.report {
+                print!("{}", c.weights_report());
+            }
             Ok(())
         }
         Command::Run(a) => {
@@ -293,8 +428,15 @@ fn execute(cli: Cli) -> Result<()> {
                 linker: a.linker,
                 runner: a.runner,
                 sampling: SamplerConfig { temperature: a.temperature, top_k: a.top_k, top_p: a.top_p, seed: a.seed },
+                quant: a.quant.quant,
             };
-            let out = edgec::run::run(&req)?;
+            let (out, memory) = edgec::run::run_measured(&req)?;
+            if a.memory {
+                match &memory {
+                    Some(m) => eprintln!("{}", m.to_text()),
+                    None => eprintln!("memory: not measured (only host runs are)"),
+                }
+            }
             if let Some(path) = &a.output {
                 edgec::run::write_output(path, &out).with_context(|| format!("cannot write {}", path.display()))?;
             }

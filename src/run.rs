@@ -26,6 +26,8 @@ pub struct RunRequest {
     pub runner: Option<String>,
     /// Greedy unless a temperature is set.
     pub sampling: SamplerConfig,
+    /// For checkpoints: how weights are stored (`--quant`).
+    pub quant: edgec_ir::quant::Preset,
 }
 
 /// Logits of every prompt position and the generated ids.
@@ -38,6 +40,62 @@ pub struct RunOutput {
 }
 
 pub fn run(req: &RunRequest) -> Result<RunOutput> {
+    run_measured(req).map(|(out, _)| out)
+}
+
+/// Peak resident memory of a host run and the parts of it whose sizes are known.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemoryUse {
+    /// VmHWM of this process, reset after any compile (`/proc/self/clear_refs`), so it covers
+    /// loading and running the model, plus whatever the edgec process already held.
+    pub peak_rss: u64,
+    /// The weights file (mapped; a forward pass touches all of it), or the object for
+    /// embedded weights.
+    pub weights: u64,
+    /// From `NAME.h` (`None` without a header).
+    pub arena: Option<u64>,
+    pub kv_state: Option<u64>,
+}
+
+impl MemoryUse {
+    /// The peak not explained by the known parts: the runtime, code, heap (logits, sampler),
+    /// thread stacks and the edgec process itself.
+    pub fn rest(&self) -> u64 {
+        self.peak_rss.saturating_sub(self.weights + self.arena.unwrap_or(0) + self.kv_state.unwrap_or(0))
+    }
+
+    pub fn to_text(&self) -> String {
+        use crate::report::human;
+        let known = |v: Option<u64>| v.map_or("unknown".to_string(), human);
+        format!(
+            "memory: peak RSS {} (VmHWM of the run) = weights {} (mapped) + arena {} + KV state {} + rest {} (runtime, code, heap, threads, the edgec process)",
+            human(self.peak_rss),
+            human(self.weights),
+            known(self.arena),
+            known(self.kv_state),
+            human(self.rest())
+        )
+    }
+}
+
+/// `key   N bytes` from the generated header's comment block.
+fn header_size(header: &str, key: &str) -> Option<u64> {
+    header.lines().find_map(|l| {
+        let rest = l.trim_start_matches([' ', '*']).strip_prefix(key)?;
+        rest.trim().strip_suffix("bytes")?.trim().parse().ok()
+    })
+}
+
+/// This process's peak resident set (VmHWM), in bytes.
+fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: u64 = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.trim().strip_suffix("kB")?.trim().parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Runs like [`run`] and measures the peak resident memory of a host run (`None` for an
+/// emulated target, or where /proc is missing).
+pub fn run_measured(req: &RunRequest) -> Result<(RunOutput, Option<MemoryUse>)> {
     if req.ids.is_empty() {
         bail!("--ids is empty: give at least one prompt token id");
     }
@@ -45,9 +103,9 @@ pub fn run(req: &RunRequest) -> Result<RunOutput> {
     let mut _scratch = None;
     let (dir, manifest) = if req.model.join(manifest::FILE_NAME).is_file() {
         let m = Manifest::read(&req.model)?;
-        if req.max_context.is_some() || req.max_tokens.is_some() {
+        if req.max_context.is_some() || req.max_tokens.is_some() || req.quant != edgec_ir::quant::Preset::F32 {
             bail!(
-                "{} is already compiled (max context {}); --max-context and --max-tokens apply only to checkpoints",
+                "{} is already compiled (max context {}); --max-context, --max-tokens and --quant apply only to checkpoints",
                 req.model.display(),
                 m.max_context
             );
@@ -68,6 +126,7 @@ pub fn run(req: &RunRequest) -> Result<RunOutput> {
                 passes: None,
                 print_after: Vec::new(),
                 emit_ir: false,
+                quant: req.quant,
             },
             &mut std::io::sink(),
         )?;
@@ -84,9 +143,22 @@ pub fn run(req: &RunRequest) -> Result<RunOutput> {
         bail!("{} was compiled for {target}, not {t}", dir.display());
     }
     if target == Triple::host() {
-        crate::host::run(&dir, &manifest, req)
+        // Reset the peak to the current RSS, so a compile before the run doesn't count.
+        let _ = std::fs::write("/proc/self/clear_refs", "5");
+        let out = crate::host::run(&dir, &manifest, req)?;
+        let header = std::fs::read_to_string(manifest.header(&dir)).unwrap_or_default();
+        let weights = std::fs::metadata(manifest.weights(&dir))
+            .or_else(|_| std::fs::metadata(manifest.object(&dir)))
+            .map_or(0, |m| m.len());
+        let memory = peak_rss().map(|peak_rss| MemoryUse {
+            peak_rss,
+            weights,
+            arena: header_size(&header, "arena_size"),
+            kv_state: header_size(&header, "state_size"),
+        });
+        Ok((out, memory))
     } else if crate::cross::can_run(&target) {
-        crate::cross::run(&dir, &manifest, &target, req)
+        Ok((crate::cross::run(&dir, &manifest, &target, req)?, None))
     } else {
         bail!(
             "cannot run {target} on this machine; `edgec run` supports the host ({}) and aarch64-unknown-linux-gnu under qemu",

@@ -165,6 +165,37 @@ fn paris_on_aarch64_under_qemu() {
     assert!((logit - PARIS_LOGIT).abs() < 0.1, "logit {logit}, expected {PARIS_LOGIT}");
 }
 
+/// `--quant keep`: the GGUF's Q4_1 matrices and Q8_0 embedding go into the weights file as they
+/// are (q4_g32 / q8_g32 are their layouts byte for byte; Q/K rows reordered whole) and the
+/// kernels dequantize them in registers: the file is about the GGUF's size instead of 538 MB
+/// of f32, and the answer is unchanged.
+#[test]
+fn paris_with_gguf_blocks_kept() {
+    let m = model();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("c");
+    let args = ["compile", m.to_str().unwrap(), "-o", out.to_str().unwrap(), "--max-context", "8", "--quant", "keep", "--report"];
+    let o = edgec(&args);
+    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "edgec {args:?} failed: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(stdout.contains("model.layers.0.self_attn.q_proj.weight") && stdout.contains("q4_g32") && stdout.contains("(kept)"), "{stdout}");
+    assert!(stdout.contains("model.embed_tokens.weight") && stdout.contains("q8_g32"), "{stdout}");
+    let weights = out.read_dir().unwrap().map(|e| e.unwrap().path()).find(|p| p.extension().is_some_and(|e| e == "weights"));
+    let size = std::fs::metadata(weights.unwrap()).unwrap().len();
+    eprintln!("smollm2 --quant keep: weights file {size} bytes");
+    assert!(size < 110_000_000, "weights file {size} bytes");
+    let run = ["run", out.to_str().unwrap(), "--prompt", PROMPT, "--top-logits", "1", "--max-new-tokens", "1"];
+    let o = edgec(&run);
+    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "edgec {run:?} failed: {}", String::from_utf8_lossy(&o.stderr));
+    let line = stdout.lines().find_map(|l| l.strip_prefix("top 1: ")).expect("a top-1 line");
+    let mut words = line.splitn(3, ' ');
+    let id: u32 = words.next().unwrap().parse().unwrap();
+    let logit: f32 = words.next().unwrap().parse().unwrap();
+    assert_eq!((id, words.next().unwrap_or("")), (PARIS, "\" Paris\""));
+    assert!((logit - PARIS_LOGIT).abs() < 0.1, "logit {logit}, expected {PARIS_LOGIT}");
+}
+
 /// Dequantized values against the `gguf` Python package (`tests/smollm2/dequant_reference.py`),
 /// when python3 has `gguf` and `numpy` (scripts/test installs them).
 #[test]

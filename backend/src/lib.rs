@@ -35,4 +35,4 @@ pub use header::{c_header, c_header_with};
 pub use object::{CompileOptions, emit_object, emit_object_with};
 pub use target::{ObjectFormat, Platform, SUPPORTED_TRIPLES, Target};
 pub use signature::model_info;
-pub use weights_file::{WeightsLayout, layout_weights, write_weights};
+pub use weights_file::{WeightStat, WeightsLayout, layout_weights, write_weights, write_weights_with_stats};

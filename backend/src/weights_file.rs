@@ -1,5 +1,7 @@
-//! The packed weights file: a 64-byte header, then every graph weight as little-endian f32 at a
-//! 64-aligned offset. Written streaming, one weight materialized at a time.
+//! The packed weights file: a 64-byte header, then every graph weight at a 64-aligned offset in
+//! its storage format (little-endian f32 by default; f16, bf16, int8 or int4 blocks when the
+//! weight records a `quantize`, laid out as `edgec_ir::quant` documents and the kernels stream
+//! them). Written streaming, one weight materialized and quantized at a time.
 
 use crate::error::BackendError;
 use edgec_ir::Graph;
@@ -30,7 +32,28 @@ fn weight_bytes(g: &Graph, i: usize) -> Result<u64, BackendError> {
         let d = d.as_const().ok_or_else(|| werr("shape must be constant"))?;
         n = n.checked_mul(d).ok_or_else(|| werr("size overflows"))?;
     }
-    n.checked_mul(4).ok_or_else(|| werr("size overflows"))
+    let (rows, cols) = edgec_ir::quant::rows_cols(w.ty.shape.dims()).ok_or_else(|| werr("shape must be constant"))?;
+    debug_assert_eq!(rows.checked_mul(cols), Some(n));
+    w.storage().bytes(rows, cols).ok_or_else(|| werr("size overflows"))
+}
+
+/// What the writer did with one weight (for `--report`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct WeightStat {
+    pub name: String,
+    pub storage: edgec_ir::Storage,
+    pub elements: u64,
+    pub bytes: u64,
+    /// ‖W − Ŵ‖ / ‖W‖ of storing it (0 for f32, and for source blocks kept as they are).
+    pub rel_error: f64,
+    /// The source's bytes were kept (GGUF blocks, f16 tensors), not converted.
+    pub kept: bool,
+}
+
+impl WeightStat {
+    pub fn bits_per_weight(&self) -> f64 {
+        if self.elements == 0 { 0.0 } else { self.bytes as f64 * 8.0 / self.elements as f64 }
+    }
 }
 
 /// Lays every weight out in graph order.
@@ -52,6 +75,15 @@ pub fn write_weights<W: Write + Seek>(
     layout: &WeightsLayout,
     out: &mut W,
 ) -> Result<[u8; 32], BackendError> {
+    write_weights_with_stats(g, layout, out).map(|(h, _)| h)
+}
+
+/// [`write_weights`], also returning per weight its storage, size and quantization error.
+pub fn write_weights_with_stats<W: Write + Seek>(
+    g: &Graph,
+    layout: &WeightsLayout,
+    out: &mut W,
+) -> Result<([u8; 32], Vec<WeightStat>), BackendError> {
     if layout.offsets.len() != g.weights.len() {
         return Err(BackendError::Plan(format!(
             "weights layout has {} entries, graph has {} weights",
@@ -67,6 +99,11 @@ pub fn write_weights<W: Write + Seek>(
         h.update(&(w.name.len() as u64).to_le_bytes());
         h.update(w.name.as_bytes());
         h.update(w.ty.dtype.name().as_bytes());
+        if w.storage() != edgec_ir::Storage::F32 {
+            // f32 weights hash as before, so unquantized outputs keep their hashes.
+            h.update(b"\0storage ");
+            h.update(w.storage().name().as_bytes());
+        }
         h.update(&(w.ty.shape.rank() as u64).to_le_bytes());
         for d in w.ty.shape.dims() {
             h.update(&d.as_const().unwrap_or(u64::MAX).to_le_bytes());
@@ -79,7 +116,7 @@ pub fn write_weights<W: Write + Seek>(
     out.write_all(&[0u8; WEIGHTS_HEADER_SIZE])?;
     let mut at = WEIGHTS_HEADER_SIZE as u64;
     let zeros = [0u8; ALIGN];
-    let mut buf = Vec::new();
+    let mut stats = Vec::with_capacity(g.weights.len());
     for (i, w) in g.weights.iter().enumerate() {
         let off = layout.offsets[i];
         let bytes = weight_bytes(g, i)?;
@@ -91,20 +128,27 @@ pub fn write_weights<W: Write + Seek>(
             out.write_all(&zeros[..n])?;
             at += n as u64;
         }
-        let data = edgec_ir::weights::materialize_f32(w)
+        let stored = edgec_ir::weights::stored_bytes(w)
             .map_err(|e| BackendError::Weight { name: w.name.clone(), message: e.to_string() })?;
-        if data.len() as u64 * 4 != bytes {
+        if stored.bytes.len() as u64 != bytes {
             return Err(BackendError::Weight {
                 name: w.name.clone(),
-                message: format!("materialized {} elements, shape needs {}", data.len(), bytes / 4),
+                message: format!("stored {} bytes, the layout needs {bytes}", stored.bytes.len()),
             });
         }
-        buf.clear();
-        buf.extend(data.iter().flat_map(|v| v.to_le_bytes()));
-        drop(data);
-        h.update(&buf);
-        out.write_all(&buf)?;
+        h.update(&stored.bytes);
+        out.write_all(&stored.bytes)?;
         at += bytes;
+        let elements = edgec_ir::weights::weight_elements(w)
+            .map_err(|e| BackendError::Weight { name: w.name.clone(), message: e.to_string() })?;
+        stats.push(WeightStat {
+            name: w.name.clone(),
+            storage: stored.storage,
+            elements,
+            bytes,
+            rel_error: stored.rel_error,
+            kept: stored.kept,
+        });
     }
     while at < layout.file_size {
         let n = ((layout.file_size - at) as usize).min(ALIGN);
@@ -124,5 +168,5 @@ pub fn write_weights<W: Write + Seek>(
     out.write_all(&header.to_bytes())?;
     out.seek(SeekFrom::Start(start + layout.file_size))?;
     out.flush()?;
-    Ok(hash)
+    Ok((hash, stats))
 }

@@ -41,7 +41,7 @@ fn all_ops_graph() -> edgec_ir::Graph {
         rng: Rng::new(5),
     };
     let mut x = out;
-    for u in UnaryOp::ALL {
+    for u in UnaryOp::ALL.into_iter().filter(|u| !matches!(u, UnaryOp::Erf | UnaryOp::Log | UnaryOp::IsNan)) {
         let y = b.node(Op::Unary(u), vec![x]);
         x = b.node(Op::Binary(BinaryOp::Max), vec![x, y]);
     }

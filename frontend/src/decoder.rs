@@ -23,6 +23,9 @@ pub(crate) enum Weights<'a> {
     Placeholder,
     /// Another format (GGUF, [`crate::gguf`]) that maps HuggingFace tensor names onto its own.
     Lookup(&'a dyn WeightLookup),
+    /// Like `Placeholder`, and records each checkpoint tensor's name and whole shape once, in
+    /// build order (`edgec synth` writes exactly these).
+    Record(&'a std::cell::RefCell<Vec<(String, Vec<u64>)>>),
 }
 
 /// A weight source other than a safetensors checkpoint: given a HuggingFace tensor name and
@@ -62,6 +65,14 @@ impl Builder<'_> {
         let ty = TensorType::new(DType::F32, Shape::of(&shape));
         let ckpt = match self.weights {
             Weights::Placeholder => {
+                let source = WeightSource::File { path: PathBuf::new(), offset: 0, dtype: DType::F32 };
+                return Ok(self.g.add_weight(label, ty, source));
+            }
+            Weights::Record(seen) => {
+                let mut seen = seen.borrow_mut();
+                if !seen.iter().any(|(n, _)| n == name) {
+                    seen.push((name.to_string(), full.to_vec()));
+                }
                 let source = WeightSource::File { path: PathBuf::new(), offset: 0, dtype: DType::F32 };
                 return Ok(self.g.add_weight(label, ty, source));
             }

@@ -80,4 +80,14 @@ pub fn build_from_config(cfg: &DecoderConfig, opts: &LoadOptions) -> Result<Grap
     decoder::build(cfg, decoder::Weights::Placeholder, opts)
 }
 
+/// The tensors a HuggingFace checkpoint with this config holds (name and shape, each once, in
+/// the order the builder asks for them): what [`load_checkpoint`] will look up. Rope tables
+/// are not included (the compiler computes them).
+pub fn checkpoint_tensors(cfg: &DecoderConfig) -> Result<Vec<(String, Vec<u64>)>, FrontendError> {
+    let seen = std::cell::RefCell::new(Vec::new());
+    let opts = LoadOptions { max_context: 1, max_tokens: 1 };
+    decoder::build(cfg, decoder::Weights::Record(&seen), &opts)?;
+    Ok(seen.into_inner())
+}
+
 use edgec_ir::Graph;

@@ -123,6 +123,10 @@ pub enum Transform {
     /// `dims=[R, C] perm=[1, 0]`; undoing GGUF's Q/K rope row order is
     /// `dims=[heads, head_dim / 2, 2, cols] perm=[0, 2, 1, 3]`.
     Permute { dims: Vec<u64>, perm: Vec<u32> },
+    /// Stores the values in the weights file as `Storage` (e.g. int4 groups), while the graph
+    /// still sees f32 values: those the stored bytes dequantize to
+    /// ([`crate::quant::decode`]). Only as the last transform. Printed `quantize q4_g32`.
+    Quantize(crate::quant::Storage),
 }
 
 /// A constant tensor: its source, then `transforms` applied in order.
@@ -138,6 +142,22 @@ impl Weight {
     /// A weight read straight from its source.
     pub fn new(name: impl Into<String>, ty: TensorType, source: WeightSource) -> Weight {
         Weight { name: name.into(), ty, source, transforms: Vec::new() }
+    }
+
+    /// How the weights file stores this weight: its trailing `quantize`, or f32.
+    pub fn storage(&self) -> crate::quant::Storage {
+        match self.transforms.last() {
+            Some(Transform::Quantize(s)) => *s,
+            _ => crate::quant::Storage::F32,
+        }
+    }
+
+    /// The transforms that change values (all but a trailing `quantize`).
+    pub fn value_transforms(&self) -> &[Transform] {
+        match self.transforms.last() {
+            Some(Transform::Quantize(_)) => &self.transforms[..self.transforms.len() - 1],
+            _ => &self.transforms,
+        }
     }
 }
 

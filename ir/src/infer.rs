@@ -151,7 +151,112 @@ pub fn infer_type(g: &Graph, op: &Op, args: &[&TensorType]) -> Result<TensorType
                 .ok_or_else(|| err(op, format!("cannot broadcast {} with {}", show(args[0]), show(args[1]))))?;
             Ok(TensorType::new(args[0].dtype, shape))
         }
+        Op::Reshape { shape } => {
+            if element_count(&args[0].shape) != element_count(shape) {
+                let to = TensorType::new(args[0].dtype, shape.clone());
+                return Err(err(op, format!("cannot reshape {} to {}: element counts differ", show(args[0]), show(&to))));
+            }
+            Ok(TensorType::new(args[0].dtype, shape.clone()))
+        }
+        Op::Expand { shape } => {
+            let to = TensorType::new(args[0].dtype, shape.clone());
+            if args[0].shape.rank() > shape.rank() || broadcast(&args[0].shape, shape).as_ref() != Some(shape) {
+                return Err(err(op, format!("cannot expand {} to {}", show(args[0]), show(&to))));
+            }
+            Ok(to)
+        }
+        Op::Transpose { perm } => {
+            let r = args[0].shape.rank();
+            let mut seen = vec![false; r];
+            for &p in perm {
+                match seen.get_mut(p as usize) {
+                    Some(s) if !*s => *s = true,
+                    _ => return Err(err(op, format!("perm {perm:?} is not a permutation of the {r} axes"))),
+                }
+            }
+            if perm.len() != r {
+                return Err(err(op, format!("perm {perm:?} is not a permutation of the {r} axes")));
+            }
+            let shape = Shape(perm.iter().map(|&p| dims(0)[p as usize]).collect());
+            Ok(TensorType::new(args[0].dtype, shape))
+        }
+        Op::Concat { axis } => {
+            let (r, ax) = (args[0].shape.rank(), *axis as usize);
+            if ax >= r || args[1].shape.rank() != r || args[0].dtype != args[1].dtype {
+                return Err(err(op, format!("cannot concatenate {} and {} along axis {ax}", show(args[0]), show(args[1]))));
+            }
+            for i in (0..r).filter(|&i| i != ax) {
+                same_dim(dims(0)[i], dims(1)[i], &format!("axis {i} differs"))?;
+            }
+            let joined = match (dims(0)[ax], dims(1)[ax]) {
+                (Dim::Const(a), Dim::Const(b)) => Dim::Const(a + b),
+                (Dim::Const(0), d) | (d, Dim::Const(0)) => d,
+                _ => return Err(err(op, "a symbolic dim plus another dim is not a dim the IR can express")),
+            };
+            let mut shape = args[0].shape.clone();
+            shape.0[ax] = joined;
+            Ok(TensorType::new(args[0].dtype, shape))
+        }
+        Op::Slice { axis, start, len } => {
+            let ax = *axis as usize;
+            let Some(&d) = dims(0).get(ax) else {
+                return Err(err(op, format!("axis {ax} is out of range for {}", show(args[0]))));
+            };
+            let fits = match (d, *len) {
+                (Dim::Const(n), l) => start.checked_add(g.dim_max(l)).is_some_and(|e| e <= n),
+                (Dim::Sym(_), l) => *start == 0 && l == d,
+            };
+            if !fits {
+                return Err(err(
+                    op,
+                    format!("elements {start}..{start}+{} of axis {ax} are not inside {}", dim_str(g, *len), show(args[0])),
+                ));
+            }
+            let mut shape = args[0].shape.clone();
+            shape.0[ax] = *len;
+            Ok(TensorType::new(args[0].dtype, shape))
+        }
+        Op::BatchMatMul => {
+            float_same(op, args)?;
+            let (ra, rb) = (args[0].shape.rank(), args[1].shape.rank());
+            if ra < 2 || rb < 2 {
+                return Err(err(op, format!("operands must have rank >= 2, got {} and {}", show(args[0]), show(args[1]))));
+            }
+            same_dim(dims(0)[ra - 1], dims(1)[rb - 2], "inner dims differ")?;
+            let lead = broadcast(&Shape(dims(0)[..ra - 2].to_vec()), &Shape(dims(1)[..rb - 2].to_vec()))
+                .ok_or_else(|| err(op, format!("cannot broadcast the leading dims of {} and {}", show(args[0]), show(args[1]))))?;
+            let mut shape = lead.0;
+            shape.extend([dims(0)[ra - 2], dims(1)[rb - 1]]);
+            Ok(TensorType::new(args[0].dtype, Shape(shape)))
+        }
+        Op::Select => {
+            float_same(op, args)?;
+            let shape = broadcast(&args[0].shape, &args[1].shape)
+                .and_then(|s| broadcast(&s, &args[2].shape))
+                .ok_or_else(|| {
+                    err(op, format!("cannot broadcast {}, {} and {}", show(args[0]), show(args[1]), show(args[2])))
+                })?;
+            Ok(TensorType::new(args[0].dtype, shape))
+        }
     }
+}
+
+/// A shape's element count as (product of the constant dims, sorted symbols), so counts with
+/// symbols compare exactly.
+fn element_count(s: &Shape) -> (u128, Vec<u32>) {
+    let mut c = 1u128;
+    let mut syms = Vec::new();
+    for &d in s.dims() {
+        match d {
+            Dim::Const(n) => c = c.saturating_mul(u128::from(n)),
+            Dim::Sym(id) => syms.push(id.0),
+        }
+    }
+    syms.sort_unstable();
+    if c == 0 {
+        syms.clear();
+    }
+    (c, syms)
 }
 
 /// All operands share one float dtype.

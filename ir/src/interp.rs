@@ -195,7 +195,7 @@ impl<'g> Interpreter<'g> {
         let mut values: Vec<Slot> = Vec::with_capacity(g.nodes.len());
         for (i, node) in g.nodes.iter().enumerate() {
             let expected = concrete(g, &node.ty.shape, &bound).map_err(|e| err(format!("%{i}: {}", e.message)))?;
-            let result = self.eval_node(i, &node.op, &node.args, &values, inputs)?;
+            let result = self.eval_node(i, &node.op, &node.args, &values, inputs, &expected)?;
             let shape = match &result {
                 Slot::Owned(t) => &t.shape,
                 Slot::State(s) => &self.states[*s as usize].shape,
@@ -260,6 +260,7 @@ impl<'g> Interpreter<'g> {
         args: &[ValueRef],
         values: &[Slot],
         inputs: &[Tensor],
+        expected: &[usize],
     ) -> Result<Slot, IrError> {
         let g = self.g;
         let here = |msg: String| err(format!("%{index} = {}: {msg}", op.name()));
@@ -518,6 +519,109 @@ impl<'g> Interpreter<'g> {
                 }
                 Tensor::f32(shape, out)
             }
+            Op::Reshape { .. } => {
+                if numel(expected) != Some(a[0].len()) {
+                    return Err(here(format!("cannot reshape {:?} to {expected:?}", a[0].shape)));
+                }
+                Tensor { shape: expected.to_vec(), data: a[0].data.clone() }
+            }
+            Op::Expand { .. } => {
+                if broadcast_shape(&a[0].shape, expected).as_deref() != Some(expected) {
+                    return Err(here(format!("cannot expand {:?} to {expected:?}", a[0].shape)));
+                }
+                let s = strides_for(&a[0].shape, expected.len());
+                remap(a[0], expected, |idx| dot(idx, &s))
+            }
+            Op::Transpose { ref perm } => {
+                let r = a[0].shape.len();
+                if perm.len() != r || perm.iter().any(|&p| p as usize >= r) {
+                    return Err(here(format!("perm {perm:?} does not fit shape {:?}", a[0].shape)));
+                }
+                let st = row_major_strides(&a[0].shape);
+                let shape: Vec<usize> = perm.iter().map(|&p| a[0].shape[p as usize]).collect();
+                let s: Vec<usize> = perm.iter().map(|&p| st[p as usize]).collect();
+                remap(a[0], &shape, |idx| dot(idx, &s))
+            }
+            Op::Concat { axis } => {
+                let ax = axis as usize;
+                let (sa, sb) = (&a[0].shape, &a[1].shape);
+                let same = sa.len() == sb.len() && ax < sa.len() && (0..sa.len()).all(|i| i == ax || sa[i] == sb[i]);
+                if !same || a[0].dtype_name() != a[1].dtype_name() {
+                    return Err(here(format!("cannot concatenate {sa:?} and {sb:?} along axis {ax}")));
+                }
+                let mut shape = sa.clone();
+                shape[ax] += sb[ax];
+                let (ta, tb) = (row_major_strides(sa), row_major_strides(sb));
+                let na = sa[ax];
+                // Offsets into the two operands' data laid end to end.
+                let both = Tensor { shape: vec![a[0].len() + a[1].len()], data: cat(&a[0].data, &a[1].data) };
+                let base = a[0].len();
+                remap(&both, &shape, |idx| {
+                    if idx[ax] < na {
+                        dot(idx, &ta)
+                    } else {
+                        base + idx.iter().enumerate().map(|(i, &x)| if i == ax { (x - na) * tb[i] } else { x * tb[i] }).sum::<usize>()
+                    }
+                })
+            }
+            Op::Slice { axis, start, .. } => {
+                let ax = axis as usize;
+                let start = start as usize;
+                let ok = a[0].shape.len() == expected.len()
+                    && ax < expected.len()
+                    && start + expected[ax] <= a[0].shape[ax]
+                    && (0..expected.len()).all(|i| i == ax || expected[i] == a[0].shape[i]);
+                if !ok {
+                    return Err(here(format!("cannot slice {:?} to {expected:?} from {start} on axis {ax}", a[0].shape)));
+                }
+                let st = row_major_strides(&a[0].shape);
+                remap(a[0], expected, |idx| dot(idx, &st) + start * st[ax])
+            }
+            Op::BatchMatMul => {
+                let (sa, sb) = (&a[0].shape, &a[1].shape);
+                let (ra, rb) = (sa.len(), sb.len());
+                if ra < 2 || rb < 2 || sa[ra - 1] != sb[rb - 2] {
+                    return Err(here(format!("cannot multiply {sa:?} by {sb:?}")));
+                }
+                let (m, k, n) = (sa[ra - 2], sa[ra - 1], sb[rb - 1]);
+                let lead = broadcast_shape(&sa[..ra - 2], &sb[..rb - 2])
+                    .ok_or_else(|| here(format!("cannot broadcast the leading dims of {sa:?} and {sb:?}")))?;
+                let (x, y) = (f(0)?, f(1)?);
+                let (la, lb) = (strides_for(&sa[..ra - 2], lead.len()), strides_for(&sb[..rb - 2], lead.len()));
+                let batches = numel(&lead).ok_or_else(|| here("size overflows".into()))?;
+                let mut out = Vec::with_capacity(batches * m * n);
+                let mut idx = vec![0usize; lead.len()];
+                for _ in 0..batches {
+                    let (oa, ob) = (dot(&idx, &la) * m * k, dot(&idx, &lb) * k * n);
+                    for i in 0..m {
+                        for j in 0..n {
+                            let acc: f64 =
+                                (0..k).map(|t| f64::from(x[oa + i * k + t]) * f64::from(y[ob + t * n + j])).sum();
+                            out.push(acc as f32);
+                        }
+                    }
+                    next_index(&mut idx, &lead);
+                }
+                let mut shape = lead;
+                shape.extend([m, n]);
+                Tensor::f32(shape, out)
+            }
+            Op::Select => {
+                let shape = broadcast_shape(&a[0].shape, &a[1].shape)
+                    .and_then(|s| broadcast_shape(&s, &a[2].shape))
+                    .ok_or_else(|| here(format!("cannot broadcast {:?}, {:?} and {:?}", a[0].shape, a[1].shape, a[2].shape)))?;
+                let (c, x, y) = (f(0)?, f(1)?, f(2)?);
+                let s: Vec<Vec<usize>> = (0..3).map(|i| strides_for(&a[i].shape, shape.len())).collect();
+                let n = numel(&shape).ok_or_else(|| here("size overflows".into()))?;
+                let mut out = Vec::with_capacity(n);
+                let mut idx = vec![0usize; shape.len()];
+                for _ in 0..n {
+                    let v = if c[dot(&idx, &s[0])] != 0.0 { x[dot(&idx, &s[1])] } else { y[dot(&idx, &s[2])] };
+                    out.push(v);
+                    next_index(&mut idx, &shape);
+                }
+                Tensor::f32(shape, out)
+            }
             Op::CacheWrite => unreachable!("handled above"),
         };
         Ok(Slot::Owned(out))
@@ -529,6 +633,55 @@ fn zeroed<T: Clone + Default>(n: usize, name: &str) -> Result<Vec<T>, IrError> {
     v.try_reserve_exact(n).map_err(|_| err(format!("state '{name}': cannot allocate {n} elements")))?;
     v.resize(n, T::default());
     Ok(v)
+}
+
+/// Plain row-major strides of `shape`.
+fn row_major_strides(shape: &[usize]) -> Vec<usize> {
+    let mut strides = vec![1usize; shape.len()];
+    for i in (0..shape.len().saturating_sub(1)).rev() {
+        strides[i] = strides[i + 1].saturating_mul(shape[i + 1]);
+    }
+    strides
+}
+
+fn dot(idx: &[usize], strides: &[usize]) -> usize {
+    idx.iter().zip(strides).map(|(i, s)| i * s).sum()
+}
+
+/// Advances a row-major multi-index over `shape` by one element.
+fn next_index(idx: &mut [usize], shape: &[usize]) {
+    for ax in (0..shape.len()).rev() {
+        idx[ax] += 1;
+        if idx[ax] < shape[ax] {
+            return;
+        }
+        idx[ax] = 0;
+    }
+}
+
+/// A tensor of `shape` whose element at each multi-index is `t`'s element at flat offset
+/// `src(index)` (any dtype).
+fn remap(t: &Tensor, shape: &[usize], src: impl Fn(&[usize]) -> usize) -> Tensor {
+    let n = numel(shape).unwrap_or(0);
+    let mut offsets = Vec::with_capacity(n);
+    let mut idx = vec![0usize; shape.len()];
+    for _ in 0..n {
+        offsets.push(src(&idx));
+        next_index(&mut idx, shape);
+    }
+    let data = match &t.data {
+        Data::F32(v) => Data::F32(offsets.iter().map(|&o| v[o]).collect()),
+        Data::I32(v) => Data::I32(offsets.iter().map(|&o| v[o]).collect()),
+    };
+    Tensor { shape: shape.to_vec(), data }
+}
+
+fn cat(a: &Data, b: &Data) -> Data {
+    match (a, b) {
+        (Data::F32(x), Data::F32(y)) => Data::F32([x.as_slice(), y].concat()),
+        (Data::I32(x), Data::I32(y)) => Data::I32([x.as_slice(), y].concat()),
+        _ => unreachable!("checked by the caller"),
+    }
 }
 
 /// Row-major strides of `shape` right-aligned into `rank` axes, 0 on broadcast (size-1) axes.

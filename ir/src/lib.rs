@@ -9,6 +9,7 @@ pub mod graph;
 pub mod infer;
 pub mod interp;
 pub mod op;
+pub mod quant;
 pub mod text;
 pub mod types;
 pub mod verify;
@@ -17,6 +18,7 @@ pub mod weights;
 pub use graph::{
     BlockFormat, Graph, Input, Node, Output, RopePart, RopeScaling, State, Transform, ValueRef, Weight, WeightSource,
 };
+pub use quant::Storage;
 pub use op::{BinaryOp, Op, ReduceOp, UnaryOp};
 pub use types::{DType, Dim, Shape, Symbol, SymbolId, TensorType};
 

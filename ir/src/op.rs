@@ -2,6 +2,11 @@
 //!
 //! Operand conventions are part of the IR contract: the verifier, the interpreter and every
 //! backend kernel rely on them. Activations are row-major `[rows, features]` unless stated.
+//! The layout ops (`reshape`, `expand`, `transpose`, `concat`, `slice`), `batch_matmul`,
+//! `select` and the unary/binary ops after `gelu_tanh` serve general (ONNX) graphs; the
+//! interpreter runs them all, the backend not all of them yet.
+
+use crate::types::{Dim, Shape};
 
 /// Elementwise function of one operand.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -19,6 +24,14 @@ pub enum UnaryOp {
     /// The tanh form of GELU (HF `gelu_new`, `gelu_pytorch_tanh`):
     /// `0.5 * x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 * x³)))`.
     GeluTanh,
+    Tanh,
+    /// The error function (exact GELU is `0.5 * x * (1 + erf(x / sqrt(2)))`).
+    Erf,
+    /// Natural logarithm.
+    Log,
+    Abs,
+    /// 1.0 where `x` is NaN, else 0.0 (run-time booleans are f32 0/1: the IR has no bool dtype).
+    IsNan,
 }
 
 /// Elementwise function of two operands with numpy broadcasting.
@@ -30,6 +43,8 @@ pub enum BinaryOp {
     Div,
     Max,
     Min,
+    /// `a` to the power `b` (`powf`).
+    Pow,
 }
 
 /// Reduction over the last axis, keeping it with size 1.
@@ -78,10 +93,30 @@ pub enum Op {
     Softmax,
     /// Reduction over the last axis; the result keeps that axis with size 1.
     Reduce(ReduceOp),
+    /// `(x) -> shape`: the same row-major elements with another shape of the same element count
+    /// (any dtype). The text form writes no attribute: `shape` is the node's written type.
+    Reshape { shape: Shape },
+    /// `(x) -> shape`: numpy broadcasting of `x` to `shape` (any dtype; `x`'s dims, aligned
+    /// from the right, equal the target's or are 1). The text form takes `shape` from the type.
+    Expand { shape: Shape },
+    /// `(x) -> y` with `y.dims[i] = x.dims[perm[i]]` (any dtype): an axis permutation.
+    Transpose { perm: Vec<u32> },
+    /// `(a, b) -> c`: `b` appended to `a` along `axis`; the other dims are equal (any dtype).
+    Concat { axis: u32 },
+    /// `(x) -> y`: elements `start..start + len` of `axis` (any dtype). `len` may be a symbol
+    /// (a table built for the symbol's maximum, cut to its run-time value). The text form
+    /// writes `slice(axis=A, start=S)` and takes `len` from the type.
+    Slice { axis: u32, start: u64, len: Dim },
+    /// `(a [B..., M, K], b [B..., K, N]) -> [B..., M, N]`: a matrix product per leading index,
+    /// the leading dims broadcast numpy-style (both operands rank >= 2).
+    BatchMatMul,
+    /// `(cond, a, b) -> cond != 0 ? a : b` elementwise with numpy broadcasting of all three
+    /// (float; `cond` is a 0/1 mask like [`UnaryOp::IsNan`]'s).
+    Select,
 }
 
 impl UnaryOp {
-    pub const ALL: [UnaryOp; 8] = [
+    pub const ALL: [UnaryOp; 13] = [
         UnaryOp::Neg,
         UnaryOp::Exp,
         UnaryOp::Sqrt,
@@ -90,6 +125,11 @@ impl UnaryOp {
         UnaryOp::Silu,
         UnaryOp::Sigmoid,
         UnaryOp::GeluTanh,
+        UnaryOp::Tanh,
+        UnaryOp::Erf,
+        UnaryOp::Log,
+        UnaryOp::Abs,
+        UnaryOp::IsNan,
     ];
     pub fn name(self) -> &'static str {
         match self {
@@ -101,6 +141,11 @@ impl UnaryOp {
             UnaryOp::Silu => "silu",
             UnaryOp::Sigmoid => "sigmoid",
             UnaryOp::GeluTanh => "gelu_tanh",
+            UnaryOp::Tanh => "tanh",
+            UnaryOp::Erf => "erf",
+            UnaryOp::Log => "log",
+            UnaryOp::Abs => "abs",
+            UnaryOp::IsNan => "is_nan",
         }
     }
     /// The reference definition, used by the interpreter and by backend tests.
@@ -118,13 +163,18 @@ impl UnaryOp {
                 let u = (2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x);
                 (0.5 * x * (1.0 + u.tanh())) as f32
             }
+            UnaryOp::Tanh => x.tanh(),
+            UnaryOp::Erf => erf(f64::from(x)) as f32,
+            UnaryOp::Log => x.ln(),
+            UnaryOp::Abs => x.abs(),
+            UnaryOp::IsNan => f32::from(u8::from(x.is_nan())),
         }
     }
 }
 
 impl BinaryOp {
-    pub const ALL: [BinaryOp; 6] =
-        [BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Div, BinaryOp::Max, BinaryOp::Min];
+    pub const ALL: [BinaryOp; 7] =
+        [BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Div, BinaryOp::Max, BinaryOp::Min, BinaryOp::Pow];
     pub fn name(self) -> &'static str {
         match self {
             BinaryOp::Add => "add",
@@ -133,6 +183,7 @@ impl BinaryOp {
             BinaryOp::Div => "div",
             BinaryOp::Max => "max",
             BinaryOp::Min => "min",
+            BinaryOp::Pow => "pow",
         }
     }
     pub fn eval(self, a: f32, b: f32) -> f32 {
@@ -143,6 +194,7 @@ impl BinaryOp {
             BinaryOp::Div => a / b,
             BinaryOp::Max => a.max(b),
             BinaryOp::Min => a.min(b),
+            BinaryOp::Pow => a.powf(b),
         }
     }
 }
@@ -173,15 +225,28 @@ impl Op {
             Op::Binary(b) => b.name(),
             Op::Softmax => "softmax",
             Op::Reduce(r) => r.name(),
+            Op::Reshape { .. } => "reshape",
+            Op::Expand { .. } => "expand",
+            Op::Transpose { .. } => "transpose",
+            Op::Concat { .. } => "concat",
+            Op::Slice { .. } => "slice",
+            Op::BatchMatMul => "batch_matmul",
+            Op::Select => "select",
         }
     }
 
     /// How many operands the op takes.
     pub fn arity(&self) -> usize {
         match self {
-            Op::Unary(_) | Op::Softmax | Op::Reduce(_) => 1,
-            Op::Gather | Op::MatMul { .. } | Op::RmsNorm { .. } | Op::Binary(_) => 2,
-            Op::CacheWrite | Op::LayerNorm { .. } => 3,
+            Op::Unary(_)
+            | Op::Softmax
+            | Op::Reduce(_)
+            | Op::Reshape { .. }
+            | Op::Expand { .. }
+            | Op::Transpose { .. }
+            | Op::Slice { .. } => 1,
+            Op::Gather | Op::MatMul { .. } | Op::RmsNorm { .. } | Op::Binary(_) | Op::Concat { .. } | Op::BatchMatMul => 2,
+            Op::CacheWrite | Op::LayerNorm { .. } | Op::Select => 3,
             Op::Rope { .. } | Op::Attention { .. } => 4,
         }
     }
@@ -190,4 +255,31 @@ impl Op {
     pub fn has_side_effect(&self) -> bool {
         matches!(self, Op::CacheWrite)
     }
+}
+
+/// The error function in f64: its Maclaurin series below |x| = 2.5, the continued fraction of
+/// erfc above (both far more accurate than an f32 result needs).
+fn erf(x: f64) -> f64 {
+    let a = x.abs();
+    let r = if a < 2.5 {
+        // Maclaurin series: 2/sqrt(pi) * sum (-1)^n x^(2n+1) / (n! (2n+1)).
+        let mut term = a;
+        let mut sum = a;
+        let x2 = a * a;
+        let mut n = 0.0;
+        while term.abs() > 1e-17 * sum.abs() {
+            n += 1.0;
+            term *= -x2 / n;
+            sum += term / (2.0 * n + 1.0);
+        }
+        sum * 2.0 / std::f64::consts::PI.sqrt()
+    } else {
+        // Continued fraction for erfc, evaluated bottom-up (Lentz is not needed at |x| >= 2.5).
+        let mut f = 0.0;
+        for k in (1..60).rev() {
+            f = f64::from(k) / 2.0 / (a + f);
+        }
+        1.0 - (-a * a).exp() / std::f64::consts::PI.sqrt() / (a + f)
+    };
+    r.copysign(x)
 }

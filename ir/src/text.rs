@@ -19,10 +19,15 @@
 //! - `SOURCE` is one of `file "PATH" @ OFFSET as DTYPE`, `file "PATH" @ OFFSET as q8_0|q4_0|q4_1`
 //!   (ggml block-quantized), `rope cos|sin theta=F rotary_dim=N` optionally followed by
 //!   `llama3(factor=F, low_freq_factor=F, high_freq_factor=F, original_max_positions=N)`, or
-//!   `literal [F, ...]`. Any number of `then TRANSFORM` may follow, applied in order; the one
-//!   transform is `permute dims=[N, ...] perm=[N, ...]` (see [`crate::Transform`]).
-//! - `ATTRS` are `key=value` pairs (any order when parsing), or the bare flag `transpose_b` of
-//!   `matmul`. `attention`'s `window` and `rms_norm`'s `group` are omitted when there is none.
+//!   `literal [F, ...]`. Any number of `then TRANSFORM` may follow, applied in order: `permute
+//!   dims=[N, ...] perm=[N, ...]`, and last `quantize FORMAT` (`f16`, `bf16`, `q8_c`, `q8_gG`,
+//!   `q4s_gG`, `q4_gG`: how the weights file stores it; see [`crate::Transform`] and
+//!   [`crate::quant`]).
+//! - `ATTRS` are `key=value` pairs (any order when parsing; a value may be a list `[N, ...]`),
+//!   or the bare flag `transpose_b` of `matmul`. `attention`'s `window` and `rms_norm`'s
+//!   `group` are omitted when there is none. `reshape` and `expand` have no written attribute
+//!   and `slice` writes only `axis` and `start`: their target shape (or length) is the node's
+//!   written type.
 //! - `OPERAND` is `%N` or the name of an input, weight or state.
 //! - Names are identifiers `[A-Za-z_][A-Za-z0-9_.]*`, unique across inputs, weights and states.
 //! - Floats print with Rust's shortest exact representation (`{:?}`), so they round-trip.
@@ -130,6 +135,12 @@ fn op_attrs(op: &Op) -> String {
             s.push(')');
             s
         }
+        Op::Transpose { perm } => {
+            let perm: Vec<String> = perm.iter().map(u32::to_string).collect();
+            format!("(perm=[{}])", perm.join(", "))
+        }
+        Op::Concat { axis } => format!("(axis={axis})"),
+        Op::Slice { axis, start, .. } => format!("(axis={axis}, start={start})"),
         _ => String::new(),
     }
 }
@@ -173,6 +184,7 @@ pub fn transform_to_string(t: &Transform) -> String {
             list(&mut dims.iter().map(u64::to_string)),
             list(&mut perm.iter().map(u32::to_string))
         ),
+        Transform::Quantize(storage) => format!("quantize {}", storage.name()),
     }
 }
 
@@ -437,7 +449,21 @@ impl Attrs {
                 if items.iter().any(|(k, _)| *k == key) {
                     return Err(format!("duplicate attribute '{key}' of {owner}"));
                 }
-                let value = if c.eat('=') { Some(c.word("attribute value")?) } else { None };
+                let value = if !c.eat('=') {
+                    None
+                } else if c.eat('[') {
+                    // A list value, kept as `a,b,c` for `Attrs::list`.
+                    let mut items = Vec::new();
+                    while !c.eat(']') {
+                        if !items.is_empty() {
+                            c.expect(',', "between list items")?;
+                        }
+                        items.push(c.word("a list item")?);
+                    }
+                    Some(items.join(","))
+                } else {
+                    Some(c.word("attribute value")?)
+                };
                 items.push((key, value));
                 if c.eat(')') {
                     break;
@@ -471,6 +497,11 @@ impl Attrs {
 
     fn u64(&mut self, key: &str) -> Result<u64, String> {
         parse_u64(&self.required(key)?, key)
+    }
+
+    fn list_u32(&mut self, key: &str) -> Result<Vec<u32>, String> {
+        let v = self.required(key)?;
+        v.split(',').filter(|w| !w.is_empty()).map(|w| parse_u32(w, key)).collect()
     }
 
     fn f32(&mut self, key: &str) -> Result<f32, String> {
@@ -711,7 +742,7 @@ impl Parser {
 
     /// `permute dims=[N, ...] perm=[N, ...]`.
     fn transform(&mut self, c: &mut Cursor) -> Result<Transform, String> {
-        let kind = c.word("a transform (permute)")?;
+        let kind = c.word("a transform (permute or quantize)")?;
         match kind.as_str() {
             "permute" => {
                 let mut list = |key: &str| -> Result<Vec<u64>, String> {
@@ -737,7 +768,13 @@ impl Parser {
                     .collect::<Result<Vec<u32>, String>>()?;
                 Ok(Transform::Permute { dims, perm })
             }
-            w => Err(format!("unknown weight transform '{w}' (expected permute)")),
+            "quantize" => {
+                let name = c.word("a storage format")?;
+                crate::quant::Storage::from_name(&name)
+                    .map(Transform::Quantize)
+                    .ok_or_else(|| format!("unknown storage format '{name}' (e.g. f16, bf16, q8_c, q8_g32, q4s_g32, q4_g32)"))
+            }
+            w => Err(format!("unknown weight transform '{w}' (expected permute or quantize)")),
         }
     }
 
@@ -797,7 +834,18 @@ impl Parser {
         c.expect(':', &format!("after {first}"))?;
         let ty = self.ty(c)?;
         c.expect('=', "after the node's type")?;
-        let op = self.op(c)?;
+        let op = match self.op(c)? {
+            // These ops' result shape is their attribute: the written type gives it.
+            Op::Reshape { .. } => Op::Reshape { shape: ty.shape.clone() },
+            Op::Expand { .. } => Op::Expand { shape: ty.shape.clone() },
+            Op::Slice { axis, start, .. } => {
+                let len = ty.shape.dims().get(axis as usize).copied().ok_or_else(|| {
+                    format!("slice axis {axis} is out of range for {}", type_to_string(&self.g, &ty))
+                })?;
+                Op::Slice { axis, start, len }
+            }
+            op => op,
+        };
         let mut args = Vec::new();
         if !c.at_end() {
             loop {
@@ -846,6 +894,9 @@ impl Parser {
                 scale: a.f32("scale")?,
                 window: a.value("window")?.map(|w| parse_u32(&w, "window")).transpose()?,
             },
+            Op::Transpose { .. } => Op::Transpose { perm: a.list_u32("perm")? },
+            Op::Concat { .. } => Op::Concat { axis: a.u32("axis")? },
+            Op::Slice { .. } => Op::Slice { axis: a.u32("axis")?, start: a.u64("start")?, len: Dim::Const(0) },
             op => op,
         };
         a.finish()?;
@@ -875,6 +926,13 @@ fn op_by_name(name: &str) -> Option<Op> {
         Op::CacheWrite,
         Op::Attention { heads: 0, kv_heads: 0, head_dim: 0, scale: 0.0, window: None },
         Op::Softmax,
+        Op::Reshape { shape: Shape::default() },
+        Op::Expand { shape: Shape::default() },
+        Op::Transpose { perm: Vec::new() },
+        Op::Concat { axis: 0 },
+        Op::Slice { axis: 0, start: 0, len: Dim::Const(0) },
+        Op::BatchMatMul,
+        Op::Select,
     ];
     fixed
         .into_iter()

@@ -184,6 +184,15 @@ fn check_weights(g: &Graph) -> Result<(), IrError> {
         if let Err(m) = crate::weights::check_transforms(elements, &w.transforms) {
             return fail(format!("{what}: {m}"));
         }
+        let storage = w.storage();
+        if matches!(w.transforms.last(), Some(crate::Transform::Quantize(_))) {
+            if w.ty.dtype != DType::F32 {
+                return fail(format!("{what}: quantize {} needs an f32 weight, got {show}", storage.name()));
+            }
+            if let Err(m) = crate::quant::check_storage(storage, w.ty.shape.dims()) {
+                return fail(format!("{what}: quantize {m}"));
+            }
+        }
     }
     Ok(())
 }

@@ -5,6 +5,7 @@
 
 use crate::IrError;
 use crate::graph::{BlockFormat, RopePart, RopeScaling, Transform, Weight, WeightSource};
+use crate::quant::{Storage, werr};
 use crate::types::{DType, Dim};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
@@ -19,20 +20,113 @@ pub fn weight_elements(w: &Weight) -> Result<u64, IrError> {
     })
 }
 
-/// The weight's values as f32, row-major: its source, then its transforms in order.
+/// The weight's values as f32, row-major: its source, then its transforms in order. A weight
+/// with a `quantize` storage yields the values its stored bytes dequantize to, exactly what the
+/// kernels read.
 pub fn materialize_f32(w: &Weight) -> Result<Vec<f32>, IrError> {
+    let storage = w.storage();
+    if storage != Storage::F32 {
+        let stored = stored_bytes(w)?;
+        let (rows, cols) = shape_rows_cols(w)?;
+        return crate::quant::decode(storage, rows, cols, &stored.bytes).map_err(|m| werr(&w.name, m));
+    }
+    value_f32(w)
+}
+
+/// Source then value transforms (not a trailing `quantize`).
+fn value_f32(w: &Weight) -> Result<Vec<f32>, IrError> {
     let values = source_f32(w)?;
-    if w.transforms.is_empty() {
+    let ts = w.value_transforms();
+    if ts.is_empty() {
         return Ok(values);
     }
-    apply_transforms(&values, &w.transforms).map_err(|m| IrError::new(format!("weight '{}': {m}", w.name)))
+    apply_transforms(&values, ts).map_err(|m| werr(&w.name, m))
+}
+
+fn shape_rows_cols(w: &Weight) -> Result<(u64, u64), IrError> {
+    crate::quant::rows_cols(w.ty.shape.dims()).ok_or_else(|| werr(&w.name, "shape must be constant"))
+}
+
+/// A weight's bytes as the weights file stores them.
+#[derive(Clone, Debug)]
+pub struct Stored {
+    pub storage: Storage,
+    pub bytes: Vec<u8>,
+    /// ‖W − Ŵ‖ / ‖W‖ between the values before storing and those the bytes decode to; 0 when
+    /// the source's bytes were kept as they are (GGUF blocks, f16 tensors).
+    pub rel_error: f64,
+    /// The source's bytes were copied (rows possibly reordered), not converted.
+    pub kept: bool,
+}
+
+/// The weight's bytes in its storage format ([`Weight::storage`]), one tensor at a time. When
+/// the source already holds that format (GGUF blocks, f16/bf16 files) and the transforms only
+/// reorder whole rows, the source's rows are copied without dequantizing; otherwise the values
+/// are materialized and quantized.
+pub fn stored_bytes(w: &Weight) -> Result<Stored, IrError> {
+    let storage = w.storage();
+    let (rows, cols) = shape_rows_cols(w)?;
+    let src_storage = match &w.source {
+        WeightSource::Blocks { format, .. } => Some(Storage::from_block(*format)),
+        WeightSource::File { dtype: DType::F32, .. } => Some(Storage::F32),
+        WeightSource::File { dtype: DType::F16, .. } => Some(Storage::F16),
+        WeightSource::File { dtype: DType::BF16, .. } => Some(Storage::BF16),
+        _ => None,
+    };
+    let row_perms: Option<Vec<(Vec<u64>, Vec<u32>)>> =
+        w.value_transforms().iter().map(|t| crate::quant::row_permutation_dims(t, cols)).collect();
+    if let (Some(src), Some(perms)) = (src_storage, row_perms)
+        && src == storage
+        && storage != Storage::Q8C
+        && storage.check_cols(cols).is_ok()
+    {
+        let (path, offset) = match &w.source {
+            WeightSource::Blocks { path, offset, .. } | WeightSource::File { path, offset, .. } => (path, *offset),
+            _ => unreachable!(),
+        };
+        let fail = |what: String| IrError::new(format!("weight '{}' in {}: {what}", w.name, path.display()));
+        let rb = storage.row_bytes(cols).ok_or_else(|| fail("byte size overflows".into()))? as usize;
+        let total = storage
+            .bytes(rows, cols)
+            .and_then(|b| usize::try_from(b).ok())
+            .ok_or_else(|| fail("byte size overflows".into()))?;
+        let mut bytes = read_range(path, offset, total, &fail)?;
+        if !perms.is_empty() {
+            let mut order: Vec<u32> = (0..rows as u32).collect();
+            for (dims, perm) in &perms {
+                check_transforms(rows, &[Transform::Permute { dims: dims.clone(), perm: perm.clone() }])
+                    .map_err(|m| werr(&w.name, m))?;
+                order = permute(&order, dims, perm);
+            }
+            let src = bytes;
+            bytes = Vec::with_capacity(total);
+            for &r in &order {
+                bytes.extend_from_slice(&src[r as usize * rb..(r as usize + 1) * rb]);
+            }
+        }
+        return Ok(Stored { storage, bytes, rel_error: 0.0, kept: true });
+    }
+    let values = value_f32(w)?;
+    let bytes = crate::quant::encode(storage, rows, cols, &values).map_err(|m| werr(&w.name, m))?;
+    let rel_error = if storage == Storage::F32 {
+        0.0
+    } else {
+        let back = crate::quant::decode(storage, rows, cols, &bytes).map_err(|m| werr(&w.name, m))?;
+        crate::quant::relative_error(&values, &back)
+    };
+    Ok(Stored { storage, bytes, rel_error, kept: false })
 }
 
 /// Checks that `transforms` apply to `elements` values: each permutation's dims multiply to
 /// the element count and its `perm` is a permutation of its axes.
 pub fn check_transforms(elements: u64, transforms: &[Transform]) -> Result<(), String> {
-    for t in transforms {
+    for (i, t) in transforms.iter().enumerate() {
         match t {
+            Transform::Quantize(_) => {
+                if i + 1 != transforms.len() {
+                    return Err("quantize must be the last transform".into());
+                }
+            }
             Transform::Permute { dims, perm } => {
                 let product = dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d));
                 if product != Some(elements) {
@@ -60,13 +154,16 @@ pub fn apply_transforms(values: &[f32], transforms: &[Transform]) -> Result<Vec<
     for t in transforms {
         match t {
             Transform::Permute { dims, perm } => cur = permute(&cur, dims, perm),
+            Transform::Quantize(s) => {
+                return Err(format!("quantize {} needs the weight's shape (use materialize_f32)", s.name()));
+            }
         }
     }
     Ok(cur)
 }
 
 /// `values` viewed as row-major `dims`, axes permuted by `perm` (checked by the caller).
-fn permute(values: &[f32], dims: &[u64], perm: &[u32]) -> Vec<f32> {
+fn permute<T: Copy>(values: &[T], dims: &[u64], perm: &[u32]) -> Vec<T> {
     let rank = dims.len();
     // Strides of the input view, and the output's dims and their input strides.
     let mut in_strides = vec![1usize; rank];

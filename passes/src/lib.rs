@@ -8,10 +8,12 @@ mod dce;
 mod infer_shapes;
 mod manager;
 pub mod plan;
+mod reorder;
 
 pub use dce::DeadCodeElimination;
 pub use infer_shapes::InferShapes;
 pub use manager::{OptLevel, PassManager, PassTiming, PASSES};
+pub use reorder::{memory_order, peak, ReorderForMemory};
 
 use edgec_ir::{Graph, IrError};
 

@@ -1,4 +1,4 @@
-use crate::{Changed, DeadCodeElimination, InferShapes, Pass, PassError};
+use crate::{Changed, DeadCodeElimination, InferShapes, Pass, PassError, ReorderForMemory};
 use edgec_ir::{verify::verify, Graph};
 use std::time::{Duration, Instant};
 
@@ -6,12 +6,14 @@ use std::time::{Duration, Instant};
 pub const PASSES: &[(&str, &str)] = &[
     ("infer-shapes", "recompute every node's type from its operands"),
     ("dce", "remove nodes no output needs and weights no node uses"),
+    ("reorder-for-memory", "run independent nodes in an order that lowers the arena's peak"),
 ];
 
 fn pass_by_name(name: &str) -> Option<Box<dyn Pass>> {
     match name {
         "infer-shapes" => Some(Box::new(InferShapes)),
         "dce" => Some(Box::new(DeadCodeElimination)),
+        "reorder-for-memory" => Some(Box::new(ReorderForMemory)),
         _ => None,
     }
 }
@@ -30,7 +32,8 @@ impl OptLevel {
     pub fn pipeline(self) -> &'static [&'static str] {
         match self {
             OptLevel::O0 => &[],
-            OptLevel::O1 | OptLevel::O2 | OptLevel::O3 => &["infer-shapes", "dce"],
+            OptLevel::O1 => &["infer-shapes", "dce"],
+            OptLevel::O2 | OptLevel::O3 => &["infer-shapes", "dce", "reorder-for-memory"],
         }
     }
 }

@@ -3,17 +3,18 @@
 //! A case file is:
 //! ```text
 //! ; what the case shows, in prose
-//! ; run: dce                 (passes, comma-separated, or `plan` for the memory plan)
+//! ; run: dce                 (passes, comma-separated; a last `plan [STRATEGY..] [no-in-place]`
+//!                             prints the memory plan after them)
 //! graph g { ... }            (the input, in the IR text form)
 //! ; output:
-//! graph g { ... }            (the graph after the passes, or the plan's table)
+//! graph g { ... }            (the graph after the passes, then the plan's table)
 //! ```
 //! Each case also checks that every pass kept the interpreter's outputs unchanged.
 //! `EDGEC_BLESS=1 cargo test -p edgec-passes --test golden` rewrites the expected outputs.
 
 use edgec_ir::interp::{Interpreter, Tensor};
 use edgec_ir::{text, Graph};
-use edgec_passes::plan::plan_memory;
+use edgec_passes::plan::{plan_memory_with, PlanOptions, Strategy};
 use edgec_passes::PassManager;
 use std::path::{Path, PathBuf};
 
@@ -70,17 +71,42 @@ fn outputs(g: &Graph) -> Vec<Tensor> {
     interp.run(&sample_inputs(g)).expect("interpreter runs the graph")
 }
 
+/// `plan` tries every strategy with in-place reuse; `plan greedy-by-breadth no-in-place` only
+/// the named strategies, without in-place reuse.
+fn plan_options(spec: &str) -> PlanOptions {
+    let mut opts = PlanOptions::default();
+    let words: Vec<&str> = spec.split_whitespace().skip(1).collect();
+    let named: Vec<Strategy> = words.iter().filter_map(|w| Strategy::from_name(w)).collect();
+    if !named.is_empty() {
+        opts.strategies = named;
+    }
+    for w in words {
+        match w {
+            "no-in-place" => opts.in_place = false,
+            _ => assert!(Strategy::from_name(w).is_some(), "unknown plan option '{w}'"),
+        }
+    }
+    opts
+}
+
 fn run_case(path: &Path) -> Option<String> {
     let case = parse_case(path);
     let mut g = text::parse(&case.input).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let actual = if case.run == ["plan"] {
-        plan_memory(&g).unwrap().to_text(&g)
-    } else {
-        let before = outputs(&g);
-        PassManager::from_names(&case.run).unwrap().verify_each(true).run(&mut g, &mut |_, _| {}).unwrap();
-        assert_eq!(outputs(&g), before, "{}: the passes changed the graph's outputs", path.display());
-        text::print(&g)
+    // A trailing `plan [STRATEGY...] [no-in-place]` plans memory after the passes.
+    let (passes, plan) = match case.run.split_last() {
+        Some((last, rest)) if last.split_whitespace().next() == Some("plan") => (rest, Some(plan_options(last))),
+        _ => (&case.run[..], None),
     };
+    let mut actual = String::new();
+    if !passes.is_empty() {
+        let before = outputs(&g);
+        PassManager::from_names(passes).unwrap().verify_each(true).run(&mut g, &mut |_, _| {}).unwrap();
+        assert_eq!(outputs(&g), before, "{}: the passes changed the graph's outputs", path.display());
+        actual += &text::print(&g);
+    }
+    if let Some(opts) = plan {
+        actual += &plan_memory_with(&g, &opts).unwrap().to_text(&g);
+    }
     if actual == case.expected {
         return None;
     }

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering:
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
-/// Upper bound for `threads = 0` (the machine's available parallelism, capped here).
+/// Upper bound for `threads = 0` (see [`default_threads`]).
 pub const MAX_AUTO_THREADS: usize = 8;
 /// Upper bound for an explicit thread count.
 pub const MAX_THREADS: usize = 1024;
@@ -237,7 +237,12 @@ pub struct ThreadPool {
 impl ThreadPool {
     /// A pool of `threads` threads in total, the caller's included (`0` = the available
     /// parallelism, at most [`MAX_AUTO_THREADS`]). `threads = 1` starts no worker.
+    ///
+    /// With `threads = 0` on Linux/Android, when the machine has slower cores (big.LITTLE), the
+    /// workers are also pinned to the faster cores (see [`default_threads`]); the caller's own
+    /// thread is the app's and is left alone.
     pub fn new(threads: usize) -> std::io::Result<ThreadPool> {
+        let pin = if threads == 0 { affinity::fast_subset() } else { None };
         let threads = resolve_threads(threads).min(MAX_THREADS);
         let shared = Arc::new(PoolShared {
             n_workers: threads - 1,
@@ -260,9 +265,15 @@ impl ThreadPool {
         let mut pool = ThreadPool { shared, workers: Vec::with_capacity(threads - 1) };
         for i in 1..threads {
             let s = Arc::clone(&pool.shared);
+            let pin = pin.clone();
             let h = std::thread::Builder::new()
                 .name(format!("edgec-worker-{i}"))
-                .spawn(move || s.worker_loop())?; // on error, drop joins those already started
+                .spawn(move || {
+                    if let Some(cpus) = pin {
+                        affinity::pin_current_thread(&cpus); // best effort: the OS may refuse
+                    }
+                    s.worker_loop()
+                })?; // on error, drop joins those already started
             pool.workers.push(h);
         }
         Ok(pool)
@@ -301,12 +312,122 @@ impl Drop for ThreadPool {
     }
 }
 
-/// `threads`, or the available parallelism capped at [`MAX_AUTO_THREADS`] when it is 0.
+/// `threads`, or [`default_threads`] when it is 0.
 pub fn resolve_threads(threads: usize) -> usize {
-    if threads == 0 {
-        std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_AUTO_THREADS)
-    } else {
-        threads
+    if threads == 0 { default_threads() } else { threads }
+}
+
+/// The thread count for `threads = 0`: the number of fast cores, at most the available
+/// parallelism (which honours the process's affinity mask and cgroup quota) and at most
+/// [`MAX_AUTO_THREADS`].
+///
+/// Why not every core: phones are big.LITTLE (e.g. 1 prime + 3 big + 4 little cores). A
+/// parallel region ends when its slowest chunk does, and chunks are split evenly, so a little
+/// core running a chunk at a third of the speed makes the whole region wait for it; decode is
+/// memory-bound and the big cores alone already saturate the memory bus. So the default is the
+/// cores that are not in the slowest cluster.
+///
+/// How: on Linux and Android, [`fast_cpus`] reads `/sys/devices/system/cpu/cpuN/cpufreq/
+/// cpuinfo_max_freq` for every online CPU. If all report the same maximum frequency (a
+/// desktop, a server, a VM) every CPU counts; otherwise the CPUs whose maximum is above the
+/// lowest maximum count (1+3+4 → 4, 2+6 → 2, 4+4 → 4). When sysfs does not tell (another OS, a
+/// CPU without cpufreq, a sandbox), the available parallelism is used. With this default the
+/// pool's workers are pinned to those fast CPUs with `sched_setaffinity` where the OS allows it
+/// (Android and Linux do for a thread's own mask; a failure is ignored). An explicit thread
+/// count never pins.
+pub fn default_threads() -> usize {
+    let avail = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let fast = affinity::system_fast_cpus().map_or(avail, |c| c.len().max(1));
+    fast.min(avail).min(MAX_AUTO_THREADS)
+}
+
+/// The fast CPUs (see [`default_threads`]) of a sysfs CPU tree such as
+/// `/sys/devices/system/cpu`, ascending; `None` when it does not tell.
+pub fn fast_cpus(root: &std::path::Path) -> Option<Vec<usize>> {
+    let read = |p: std::path::PathBuf| std::fs::read_to_string(p).ok();
+    let online: Vec<usize> = match read(root.join("online")) {
+        Some(list) => parse_cpu_list(&list)?,
+        None => {
+            let mut cpus: Vec<usize> = std::fs::read_dir(root)
+                .ok()?
+                .filter_map(|e| e.ok()?.file_name().to_str()?.strip_prefix("cpu")?.parse().ok())
+                .collect();
+            cpus.sort_unstable();
+            cpus
+        }
+    };
+    if online.is_empty() {
+        return None;
+    }
+    let mut freqs = Vec::with_capacity(online.len());
+    for &cpu in &online {
+        let text = read(root.join(format!("cpu{cpu}/cpufreq/cpuinfo_max_freq")))?;
+        freqs.push(text.trim().parse::<u64>().ok()?);
+    }
+    let slowest = *freqs.iter().min()?;
+    let fastest = *freqs.iter().max()?;
+    if slowest == fastest {
+        return Some(online);
+    }
+    Some(online.iter().zip(&freqs).filter(|&(_, &f)| f > slowest).map(|(&c, _)| c).collect())
+}
+
+/// Parses a sysfs CPU list such as `0-3,6,8-9`.
+pub fn parse_cpu_list(list: &str) -> Option<Vec<usize>> {
+    let mut cpus = Vec::new();
+    for part in list.trim().split(',').filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (usize, usize) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+                if b < a || b - a > 4096 {
+                    return None;
+                }
+                cpus.extend(a..=b);
+            }
+            None => cpus.push(part.trim().parse().ok()?),
+        }
+    }
+    Some(cpus)
+}
+
+/// CPU affinity by hand (`sched_setaffinity` is in every Linux and Android libc; the runtime
+/// links no crate for it).
+mod affinity {
+    /// The fast CPUs of this machine, on Linux/Android.
+    pub fn system_fast_cpus() -> Option<Vec<usize>> {
+        if cfg!(any(target_os = "linux", target_os = "android")) {
+            super::fast_cpus(std::path::Path::new("/sys/devices/system/cpu"))
+        } else {
+            None
+        }
+    }
+
+    /// The fast CPUs when they are a proper subset of the online ones (worth pinning to).
+    pub fn fast_subset() -> Option<Vec<usize>> {
+        let root = std::path::Path::new("/sys/devices/system/cpu");
+        let fast = system_fast_cpus()?;
+        let online = std::fs::read_to_string(root.join("online")).ok().and_then(|l| super::parse_cpu_list(&l))?;
+        (fast.len() < online.len()).then_some(fast)
+    }
+
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    pub fn pin_current_thread(cpus: &[usize]) -> bool {
+        unsafe extern "C" {
+            /// `int sched_setaffinity(pid_t pid, size_t cpusetsize, const cpu_set_t *mask)`.
+            fn sched_setaffinity(pid: i32, cpusetsize: usize, mask: *const u64) -> i32;
+        }
+        // A cpu_set_t: 1024 bits.
+        let mut mask = [0u64; 16];
+        for &c in cpus.iter().filter(|&&c| c < 1024) {
+            mask[c / 64] |= 1 << (c % 64);
+        }
+        // SAFETY: pid 0 is the calling thread; the mask is a valid 128-byte cpu_set_t.
+        unsafe { sched_setaffinity(0, std::mem::size_of_val(&mask), mask.as_ptr()) == 0 }
+    }
+
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    pub fn pin_current_thread(_cpus: &[usize]) -> bool {
+        false
     }
 }
 
@@ -331,4 +452,70 @@ pub unsafe extern "C" fn edgec_parallel_for(
     }
     // SAFETY: the caller's contract.
     unsafe { (*(pool as *const PoolShared)).parallel_for(kernel, args, n_tasks) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::{Path, PathBuf};
+
+    /// A fake `/sys/devices/system/cpu` with these max frequencies (`None`: no cpufreq).
+    fn sysfs(name: &str, online: Option<&str>, freqs: &[Option<u64>]) -> PathBuf {
+        let root = std::env::temp_dir().join(format!("edgec-sysfs-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        for (i, f) in freqs.iter().enumerate() {
+            let dir = root.join(format!("cpu{i}/cpufreq"));
+            std::fs::create_dir_all(&dir).unwrap();
+            if let Some(f) = f {
+                std::fs::write(dir.join("cpuinfo_max_freq"), format!("{f}\n")).unwrap();
+            }
+        }
+        std::fs::create_dir_all(root.join("cpufreq")).unwrap(); // not a cpuN directory
+        if let Some(o) = online {
+            std::fs::write(root.join("online"), format!("{o}\n")).unwrap();
+        }
+        root
+    }
+
+    fn check(name: &str, online: Option<&str>, freqs: &[Option<u64>], expected: Option<Vec<usize>>) {
+        let root = sysfs(name, online, freqs);
+        assert_eq!(fast_cpus(&root), expected, "{name}");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn fast_cores_from_sysfs() {
+        let k = |f: u64| Some(f * 1000);
+        // Snapdragon 8 Gen 2 style: 1 prime, 4 big (two speeds), 3 little.
+        let sd8 = [k(2016), k(2016), k(2016), k(2803), k(2803), k(2803), k(2803), k(3187)];
+        check("1+4+3", Some("0-7"), &sd8, Some(vec![3, 4, 5, 6, 7]));
+        // 2 big + 6 little, big cores numbered last.
+        let a = [k(1800), k(1800), k(1800), k(1800), k(1800), k(1800), k(2400), k(2400)];
+        check("2+6", Some("0-7"), &a, Some(vec![6, 7]));
+        // Homogeneous: every core.
+        check("4 equal", Some("0-3"), &[k(3000); 4], Some(vec![0, 1, 2, 3]));
+        // Offline cores are not counted; no `online` file means every cpuN directory.
+        check("offline", Some("0-1,3"), &[k(1000), k(2000), k(2000), k(2000)], Some(vec![1, 3]));
+        check("no online file", None, &[k(1000), k(2000)], Some(vec![1]));
+        // Missing or garbled cpufreq: sysfs does not tell.
+        check("no cpufreq", Some("0-1"), &[k(1000), None], None);
+        check("empty", Some(""), &[], None);
+        assert_eq!(fast_cpus(Path::new("/nonexistent/edgec/cpu")), None);
+    }
+
+    #[test]
+    fn cpu_lists_parse() {
+        assert_eq!(parse_cpu_list("0-3,6,8-9\n"), Some(vec![0, 1, 2, 3, 6, 8, 9]));
+        assert_eq!(parse_cpu_list("0"), Some(vec![0]));
+        assert_eq!(parse_cpu_list(""), Some(vec![]));
+        assert_eq!(parse_cpu_list("3-1"), None);
+        assert_eq!(parse_cpu_list("x"), None);
+    }
+
+    #[test]
+    fn default_is_within_bounds() {
+        let n = default_threads();
+        assert!((1..=MAX_AUTO_THREADS).contains(&n));
+        assert_eq!(resolve_threads(3), 3);
+    }
 }

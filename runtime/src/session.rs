@@ -18,8 +18,9 @@ pub struct Model {
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SessionOptions {
-    /// Threads running kernels, the caller's included; 0 = the available parallelism, capped
-    /// at [`crate::pool::MAX_AUTO_THREADS`].
+    /// Threads running kernels, the caller's included; 0 = [`crate::pool::default_threads`]
+    /// (the fast cores of a big.LITTLE phone, workers pinned to them; at most
+    /// [`crate::pool::MAX_AUTO_THREADS`]).
     pub threads: usize,
     /// How the weights file is brought into memory.
     pub load: LoadMode,

@@ -63,6 +63,9 @@ pub(crate) fn apply_unary(b: &mut FunctionBuilder, op: UnaryOp, x: Value, ty: Ty
         UnaryOp::Silu => math::silu(b, x),
         UnaryOp::Sigmoid => math::sigmoid(b, x),
         UnaryOp::GeluTanh => math::gelu_tanh(b, x),
+        UnaryOp::Tanh => math::tanh(b, x),
+        UnaryOp::Abs => b.ins().fabs(x),
+        UnaryOp::Erf | UnaryOp::Log | UnaryOp::IsNan => unreachable!("refused by KernelSpec::of_node"),
     }
 }
 
@@ -129,6 +132,7 @@ fn apply_binary(b: &mut FunctionBuilder, op: BinaryOp, x: Value, y: Value) -> Va
         BinaryOp::Div => b.ins().fdiv(x, y),
         BinaryOp::Max => math::max_num(b, x, y, false),
         BinaryOp::Min => math::max_num(b, x, y, true),
+        BinaryOp::Pow => unreachable!("refused by KernelSpec::of_node"),
     }
 }
 

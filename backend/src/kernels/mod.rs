@@ -9,6 +9,7 @@ mod attention;
 mod elementwise;
 mod matmul;
 mod norm;
+mod quant;
 mod rope;
 
 use crate::error::BackendError;
@@ -16,7 +17,7 @@ use crate::signature::rows_cols;
 use cranelift_codegen::ir::{AbiParam, InstBuilder, MemFlagsData, Signature, Type, Value, condcodes::IntCC, types};
 use cranelift_codegen::isa::CallConv;
 use cranelift_frontend::FunctionBuilder;
-use edgec_ir::{BinaryOp, Dim, Graph, Op, ReduceOp, UnaryOp};
+use edgec_ir::{BinaryOp, Dim, Graph, Op, ReduceOp, Storage, UnaryOp, ValueRef};
 
 pub(crate) use elementwise::Bcast;
 
@@ -33,11 +34,13 @@ pub(crate) const MATMUL_COLS_PER_TASK: u64 = 16;
 /// The static description of one kernel; its `Debug` text is the dedupe key.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum KernelSpec {
-    /// `gather`: task = one output row (copy a table row).
-    Gather { h: u64 },
+    /// `gather`: task = one output row (copy a table row, or decode it from the table's
+    /// storage `w`; `vocab` is the table's row count).
+    Gather { h: u64, vocab: u64, w: Storage },
     /// `matmul` with `transpose_b` (`x[M,K]·W[N,K]ᵀ`): task = a block of
-    /// [`MATMUL_COLS_PER_TASK`] output columns, every row.
-    MatMulT { k: u64, n: u64 },
+    /// [`MATMUL_COLS_PER_TASK`] output columns, every row. `w` is the weight's storage
+    /// (dequantized in registers when not f32).
+    MatMulT { k: u64, n: u64, w: Storage },
     /// `matmul` without transpose (`x[M,K]·B[K,N]`): task = 4 output columns, every row.
     MatMulN { k: u64, n: u64 },
     /// `rms_norm`: task = one row (normalized in groups of `group` features; `group == h` for
@@ -80,18 +83,37 @@ impl KernelSpec {
         let ty = |k: usize| g.type_of(node.args[k]);
         let cdim = |d: Dim, what: &str| d.as_const().ok_or_else(|| nerr(&format!("{what} must be a constant dim")));
         let rc = rows_cols(&node.ty).ok_or_else(|| nerr("last dim must be constant"))?;
+        // Stored (quantized, half) weights are read only by the kernels that decode them.
+        let storage_of = |k: usize| match node.args.get(k) {
+            Some(ValueRef::Weight(w)) => g.weights.get(*w as usize).map_or(Storage::F32, |w| w.storage()),
+            _ => Storage::F32,
+        };
+        for k in 0..node.args.len() {
+            let st = storage_of(k);
+            let reads_stored = matches!((&node.op, k), (Op::MatMul { transpose_b: true }, 1) | (Op::Gather, 0));
+            if st != Storage::F32 && !reads_stored {
+                return Err(nerr(&format!(
+                    "operand {k} is stored as {}; only matmul (transpose_b) weights and gather tables may be",
+                    st.name()
+                )));
+            }
+        }
         Ok(match &node.op {
             Op::Gather => {
                 if node.args[1] != edgec_ir::ValueRef::Input(0) {
                     return Err(nerr("gather indices must be the `ids` input"));
                 }
-                KernelSpec::Gather { h: cdim(ty(0).shape.dims()[1], "table width")? }
+                KernelSpec::Gather {
+                    h: cdim(ty(0).shape.dims()[1], "table width")?,
+                    vocab: cdim(ty(0).shape.dims()[0], "table rows")?,
+                    w: storage_of(0),
+                }
             }
             Op::MatMul { transpose_b } => {
                 let k = cdim(ty(0).shape.dims()[1], "inner dim")?;
                 let bd = ty(1).shape.dims();
                 let n = cdim(if *transpose_b { bd[0] } else { bd[1] }, "output width")?;
-                if *transpose_b { KernelSpec::MatMulT { k, n } } else { KernelSpec::MatMulN { k, n } }
+                if *transpose_b { KernelSpec::MatMulT { k, n, w: storage_of(1) } } else { KernelSpec::MatMulN { k, n } }
             }
             Op::RmsNorm { eps, group } => {
                 let group = group.map_or(rc.cols, u64::from);
@@ -131,7 +153,11 @@ impl KernelSpec {
                     window: *window,
                 }
             }
+            Op::Unary(op @ (UnaryOp::Erf | UnaryOp::Log | UnaryOp::IsNan)) => {
+                return Err(nerr(&format!("{} has no kernel yet (the interpreter runs it)", op.name())));
+            }
             Op::Unary(op) => KernelSpec::Unary { op: *op, cols: rc.cols },
+            Op::Binary(BinaryOp::Pow) => return Err(nerr("pow has no kernel yet (the interpreter runs it)")),
             Op::Binary(op) => {
                 let lhs = Bcast::classify(&ty(0).shape, &node.ty.shape)
                     .ok_or_else(|| nerr("unsupported broadcast pattern for operand 0 (supported: equal shapes, a trailing row [H], a column [S,1], a scalar)"))?;
@@ -140,6 +166,15 @@ impl KernelSpec {
                 KernelSpec::Binary { op: *op, cols: rc.cols, lhs, rhs }
             }
             Op::Softmax => KernelSpec::Softmax { cols: rc.cols },
+            Op::Reshape { .. }
+            | Op::Expand { .. }
+            | Op::Transpose { .. }
+            | Op::Concat { .. }
+            | Op::Slice { .. }
+            | Op::BatchMatMul
+            | Op::Select => {
+                return Err(nerr(&format!("{} has no kernel yet (the interpreter runs it)", node.op.name())));
+            }
             Op::Reduce(op) => {
                 let inner = rows_cols(ty(0)).ok_or_else(|| nerr("last dim must be constant"))?;
                 KernelSpec::Reduce { op: *op, cols: inner.cols }
@@ -181,8 +216,10 @@ impl KernelSpec {
     /// Emits the kernel body into `b` (whose entry block has params `args, begin, end`).
     pub fn build(&self, b: &mut FunctionBuilder, k: &Kargs) {
         match self {
-            KernelSpec::Gather { h } => elementwise::gather(b, k, *h),
-            KernelSpec::MatMulT { k: kk, n } => matmul::matmul_t(b, k, *kk, *n),
+            KernelSpec::Gather { h, w: Storage::F32, .. } => elementwise::gather(b, k, *h),
+            KernelSpec::Gather { h, vocab, w } => quant::gather_q(b, k, *h, *vocab, *w),
+            KernelSpec::MatMulT { k: kk, n, w: Storage::F32 } => matmul::matmul_t(b, k, *kk, *n),
+            KernelSpec::MatMulT { k: kk, n, w } => quant::matmul_tq(b, k, *kk, *n, *w),
             KernelSpec::MatMulN { k: kk, n } => matmul::matmul_n(b, k, *kk, *n),
             KernelSpec::RmsNorm { h, group, eps } => norm::rms_norm(b, k, *h, *group, *eps),
             KernelSpec::LayerNorm { h, eps } => norm::layer_norm(b, k, *h, *eps),

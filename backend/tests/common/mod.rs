@@ -7,7 +7,7 @@ use edgec_backend::{
 };
 use edgec_ir::interp::{Interpreter, Tensor};
 use edgec_ir::{DType, Dim, Graph, Op, Shape, TensorType, ValueRef, WeightSource};
-use edgec_passes::plan::{MemoryPlan, align_up, lives_outside_arena};
+use edgec_passes::plan::{MemoryPlan, Strategy, align_up, lives_outside_arena};
 use edgec_runtime::abi::{Context, ForwardFn, KernelFn};
 use std::alloc::{Layout, alloc_zeroed, dealloc};
 use std::path::{Path, PathBuf};
@@ -35,7 +35,19 @@ pub fn test_plan(g: &Graph) -> MemoryPlan {
         state_offsets.push(st);
         st += align_up(g.max_bytes(&s.ty).unwrap()).unwrap();
     }
-    MemoryPlan { offsets, sizes, arena_size: at, state_offsets, state_size: st, lower_bound: at }
+    let in_place = vec![None; g.nodes.len()];
+    let strategy = Strategy::FirstFitBySize;
+    MemoryPlan {
+        offsets,
+        sizes,
+        arena_size: at,
+        state_offsets,
+        state_size: st,
+        lower_bound: at,
+        in_place,
+        strategy,
+        candidates: vec![],
+    }
 }
 
 /// Deterministic pseudo-random numbers.

@@ -3,9 +3,13 @@
 //! The file is memory-mapped and decoded without copying tensor bytes: every `raw_data` field
 //! stays a slice of the map, so an initializer becomes a reference (file, offset) like a
 //! safetensors tensor. External data (`data_location = EXTERNAL`) is resolved relative to the
-//! model file and checked to lie inside it.
+//! model file and checked to lie inside it. [`import`] turns the graph into edgec IR.
 
+pub mod fold;
+pub mod import;
 pub mod proto;
+
+pub use import::{ImportOptions, import};
 
 use crate::FrontendError;
 use bytes::Bytes;

@@ -1,0 +1,347 @@
+//! Kernels that read stored weights (f16, bf16, int8 and int4 blocks; layouts in
+//! `edgec_ir::quant`) and dequantize them in registers: `matmul` with `transpose_b` and
+//! `gather`. The dequantized matrix is never materialized; activations stay f32.
+//!
+//! A weight row is a sequence of *units* (4 halves, 8 int8, or one group with its f16 scale
+//! and min), each decoded into f32x4 vectors of consecutive elements (`each_vec`); `q8_c`'s
+//! per-row scale multiplies the finished dot product instead. Rows whose length is not a whole
+//! number of units (only f16, bf16 and `q8_c` allow that) finish with scalar elements.
+
+use super::{Ext, F32X4, Kargs, MATMUL_COLS_PER_TASK, SLOT_ROWS, each_task, ro, rw};
+use crate::math;
+use cranelift_codegen::ir::{Endianness, InstBuilder, MemFlagsData, Value, condcodes::IntCC, types};
+use cranelift_frontend::{FunctionBuilder, Variable};
+use edgec_ir::Storage;
+
+/// Elements and bytes of one unit of a row.
+#[derive(Clone, Copy)]
+struct Unit {
+    elems: u64,
+    bytes: u64,
+}
+
+fn unit(st: Storage) -> Unit {
+    match st {
+        Storage::F32 => Unit { elems: 4, bytes: 16 },
+        Storage::F16 | Storage::BF16 => Unit { elems: 4, bytes: 8 },
+        Storage::Q8C => Unit { elems: 8, bytes: 8 },
+        Storage::Q8G { .. } | Storage::Q4G { .. } => {
+            Unit { elems: st.group().unwrap(), bytes: st.group_bytes().unwrap() }
+        }
+    }
+}
+
+fn flags_for(ty: types::Type) -> MemFlagsData {
+    if ty.is_vector() { MemFlagsData::new().with_endianness(Endianness::Little) } else { MemFlagsData::new() }
+}
+
+fn iconst32(b: &mut FunctionBuilder, vector: bool, v: i64) -> Value {
+    let s = b.ins().iconst(types::I32, v);
+    if vector { b.ins().splat(types::I32X4, s) } else { s }
+}
+
+/// IEEE half bits (low 16 bits of an i32 or of each i32x4 lane) to f32: the magnitude shifted
+/// into place and scaled by 2^112 (exact, subnormal halves included), then the sign or'ed in.
+/// Infinities and NaNs are not preserved (scales and weights are finite).
+fn half_to_f32(b: &mut FunctionBuilder, bits: Value) -> Value {
+    let ity = b.func.dfg.value_type(bits);
+    let vector = ity.is_vector();
+    let fty = if vector { F32X4 } else { types::F32 };
+    let fl = flags_for(ity);
+    let m = iconst32(b, vector, 0x7fff);
+    let mag = b.ins().band(bits, m);
+    let mag = b.ins().ishl_imm_u(mag, 13);
+    let sm = iconst32(b, vector, 0x8000);
+    let sign = b.ins().band(bits, sm);
+    let sign = b.ins().ishl_imm_u(sign, 16);
+    let f = b.ins().bitcast(fty, fl, mag);
+    let k = math::fconst(b, fty, f32::from_bits(0x7780_0000)); // 2^112
+    let f = b.ins().fmul(f, k);
+    let fi = b.ins().bitcast(ity, fl, f);
+    let r = b.ins().bor(fi, sign);
+    b.ins().bitcast(fty, fl, r)
+}
+
+/// Loads the f16 at `p + off` as a scalar f32.
+fn load_half(b: &mut FunctionBuilder, p: Value, off: i32) -> Value {
+    let h = b.ins().uload16(types::I32, ro(), p, off);
+    half_to_f32(b, h)
+}
+
+/// Decodes the unit at `p` into f32x4 vectors of consecutive elements; `f(b, j, w)` gets
+/// vector `j` (elements `4j..4j+4` of the unit). `q8_c` vectors are unscaled codes.
+fn each_vec(b: &mut FunctionBuilder, st: Storage, p: Value, mut f: impl FnMut(&mut FunctionBuilder, usize, Value)) {
+    let le = flags_for(types::I32X4);
+    match st {
+        Storage::F32 => {
+            let v = b.ins().load(F32X4, ro(), p, 0);
+            f(b, 0, v);
+        }
+        Storage::F16 => {
+            let h = b.ins().uload16x4(ro(), p, 0);
+            let v = half_to_f32(b, h);
+            f(b, 0, v);
+        }
+        Storage::BF16 => {
+            let h = b.ins().uload16x4(ro(), p, 0);
+            let h = b.ins().ishl_imm_u(h, 16);
+            let v = b.ins().bitcast(F32X4, le, h);
+            f(b, 0, v);
+        }
+        Storage::Q8C => {
+            let q = b.ins().sload8x8(ro(), p, 0);
+            let lo = b.ins().swiden_low(q);
+            let hi = b.ins().swiden_high(q);
+            let lo = b.ins().fcvt_from_sint(F32X4, lo);
+            f(b, 0, lo);
+            let hi = b.ins().fcvt_from_sint(F32X4, hi);
+            f(b, 1, hi);
+        }
+        Storage::Q8G { group } => {
+            let d = load_half(b, p, 0);
+            let dv = b.ins().splat(F32X4, d);
+            for s in 0..group as usize / 8 {
+                let q = b.ins().sload8x8(ro(), p, 2 + 8 * s as i32);
+                for (h, half) in [b.ins().swiden_low(q), b.ins().swiden_high(q)].into_iter().enumerate() {
+                    let v = b.ins().fcvt_from_sint(F32X4, half);
+                    let v = b.ins().fmul(v, dv);
+                    f(b, 2 * s + h, v);
+                }
+            }
+        }
+        Storage::Q4G { group, min } => {
+            let d = load_half(b, p, 0);
+            let m = if min {
+                load_half(b, p, 2)
+            } else {
+                let k = math::fconst(b, types::F32, -8.0);
+                b.ins().fmul(d, k)
+            };
+            let dv = b.ins().splat(F32X4, d);
+            let mv = b.ins().splat(F32X4, m);
+            let hdr = if min { 4 } else { 2 };
+            let mask = b.ins().iconst(types::I8, 0x0f);
+            let mask = b.ins().splat(types::I8X16, mask);
+            for s in 0..group as usize / 32 {
+                let raw = b.ins().load(types::I8X16, ro(), p, hdr + 16 * s as i32);
+                let lo = b.ins().band(raw, mask);
+                let hi = b.ins().ushr_imm_u(raw, 4);
+                for (nh, nib) in [lo, hi].into_iter().enumerate() {
+                    let w16 = [b.ins().uwiden_low(nib), b.ins().uwiden_high(nib)];
+                    for (q16, v16) in w16.into_iter().enumerate() {
+                        let w32 = [b.ins().uwiden_low(v16), b.ins().uwiden_high(v16)];
+                        for (q32, v32) in w32.into_iter().enumerate() {
+                            let v = b.ins().fcvt_from_sint(F32X4, v32);
+                            let v = b.ins().fma(v, dv, mv);
+                            f(b, 8 * s + 4 * nh + 2 * q16 + q32, v);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Element `i` of the row at `row` as a scalar f32 (tails of f16, bf16 and `q8_c` rows;
+/// `q8_c` unscaled).
+fn scalar_elem(b: &mut FunctionBuilder, st: Storage, row: Value, i: u64) -> Value {
+    match st {
+        Storage::F32 => b.ins().load(types::F32, ro(), row, i as i32 * 4),
+        Storage::F16 => load_half(b, row, i as i32 * 2),
+        Storage::BF16 => {
+            let h = b.ins().uload16(types::I32, ro(), row, i as i32 * 2);
+            let h = b.ins().ishl_imm_u(h, 16);
+            b.ins().bitcast(types::F32, MemFlagsData::new(), h)
+        }
+        Storage::Q8C => {
+            let q = b.ins().sload8(types::I32, ro(), row, i as i32);
+            b.ins().fcvt_from_sint(types::F32, q)
+        }
+        Storage::Q8G { .. } | Storage::Q4G { .. } => unreachable!("grouped rows are whole groups"),
+    }
+}
+
+/// `q8_c`'s scale of row `r` of a `[rows, k]` weight at `w`.
+fn q8c_scale(b: &mut FunctionBuilder, w: Value, rows: u64, k: u64, r: Value) -> Value {
+    let at = Storage::q8c_scales_offset(rows, k).expect("checked by the layout") as i64;
+    let base = b.ins().iadd_imm_s(w, at);
+    let a = b.addr(base, r, 4);
+    b.ins().load(types::F32, ro(), a, 0)
+}
+
+/// An `rt × ct` tile of `x[M,K]·W[N,K]ᵀ` with `W` stored as `st`.
+#[allow(clippy::too_many_arguments)]
+fn tile_q(
+    b: &mut FunctionBuilder,
+    st: Storage,
+    x: Value,
+    w: Value,
+    out: Value,
+    row0: Value,
+    col0: Value,
+    rt: usize,
+    ct: usize,
+    kk: u64,
+    n: u64,
+) {
+    let u = unit(st);
+    let rb = st.row_bytes(kk).expect("checked by the layout") as i64;
+    let units = kk / u.elems;
+    let xr: Vec<Value> = (0..rt)
+        .map(|r| {
+            let row = b.ins().iadd_imm_s(row0, r as i64);
+            b.addr(x, row, kk as i64 * 4)
+        })
+        .collect();
+    let wr: Vec<Value> = (0..ct)
+        .map(|c| {
+            let col = b.ins().iadd_imm_s(col0, c as i64);
+            b.addr(w, col, rb)
+        })
+        .collect();
+    let mut sums: Vec<Vec<Value>> = Vec::with_capacity(rt);
+    if units > 0 {
+        let zero = math::fconst(b, F32X4, 0.0);
+        let acc: Vec<Vec<Variable>> = (0..rt)
+            .map(|_| {
+                (0..ct)
+                    .map(|_| {
+                        let v = b.declare_var(F32X4);
+                        b.def_var(v, zero);
+                        v
+                    })
+                    .collect()
+            })
+            .collect();
+        let lo = b.c64(0);
+        let hi = b.c64(units as i64);
+        b.for_range(lo, hi, 1, |b, ui| {
+            let xa: Vec<Value> = xr.iter().map(|&p| b.addr(p, ui, u.elems as i64 * 4)).collect();
+            for (c, &wp) in wr.iter().enumerate() {
+                let p = b.addr(wp, ui, u.bytes as i64);
+                each_vec(b, st, p, |b, j, wv| {
+                    for (r, &xp) in xa.iter().enumerate() {
+                        let xv = b.ins().load(F32X4, ro(), xp, j as i32 * 16);
+                        let s = b.use_var(acc[r][c]);
+                        let s = b.ins().fma(xv, wv, s);
+                        b.def_var(acc[r][c], s);
+                    }
+                });
+            }
+        });
+        for row in &acc {
+            let v: Vec<Value> = row
+                .iter()
+                .map(|&a| {
+                    let a = b.use_var(a);
+                    b.hsum(a)
+                })
+                .collect();
+            sums.push(v);
+        }
+    } else {
+        let z = math::fconst(b, types::F32, 0.0);
+        sums = vec![vec![z; ct]; rt];
+    }
+    for i in units * u.elems..kk {
+        let xs: Vec<Value> = xr.iter().map(|&p| b.ins().load(types::F32, ro(), p, i as i32 * 4)).collect();
+        for (c, &p) in wr.iter().enumerate() {
+            let ws = scalar_elem(b, st, p, i);
+            for (r, &xv) in xs.iter().enumerate() {
+                sums[r][c] = b.ins().fma(xv, ws, sums[r][c]);
+            }
+        }
+    }
+    if st == Storage::Q8C {
+        for c in 0..ct {
+            let col = b.ins().iadd_imm_s(col0, c as i64);
+            let s = q8c_scale(b, w, n, kk, col);
+            for row in sums.iter_mut() {
+                row[c] = b.ins().fmul(row[c], s);
+            }
+        }
+    }
+    for (r, row) in sums.iter().enumerate() {
+        let orow = b.ins().iadd_imm_s(row0, r as i64);
+        let orow = b.addr(out, orow, n as i64 * 4);
+        let o = b.addr(orow, col0, 4);
+        for (c, &s) in row.iter().enumerate() {
+            b.ins().store(rw(), s, o, c as i32 * 4);
+        }
+    }
+}
+
+/// Lowers `matmul` with `transpose_b` for a stored weight: task = a block of
+/// `MATMUL_COLS_PER_TASK` output columns over all rows, like the f32 kernel; 2×4 tiles (each
+/// decoded weight vector feeds two rows), then 1×4 tiles, then 1×1 for leftover columns.
+pub(crate) fn matmul_tq(b: &mut FunctionBuilder, k: &Kargs, kk: u64, n: u64, st: Storage) {
+    let m = k.slot(b, SLOT_ROWS);
+    let x = k.ptr(b, 0);
+    let w = k.ptr(b, 1);
+    let out = k.ptr(b, 2);
+    let m2 = b.ins().band_imm_s(m, !1);
+    each_task(b, k, |b, t| {
+        let c0 = b.ins().imul_imm_s(t, MATMUL_COLS_PER_TASK as i64);
+        let c1 = b.ins().iadd_imm_s(c0, MATMUL_COLS_PER_TASK as i64);
+        let nn = b.c64(n as i64);
+        let over = b.ins().icmp(IntCC::SignedGreaterThan, c1, nn);
+        let c1 = b.ins().select(over, nn, c1);
+        let len = b.ins().isub(c1, c0);
+        let len4 = b.ins().band_imm_s(len, !3);
+        let c4 = b.ins().iadd(c0, len4);
+        b.for_range(c0, c4, 4, |b, col| {
+            let zero = b.c64(0);
+            b.for_range(zero, m2, 2, |b, row| tile_q(b, st, x, w, out, row, col, 2, 4, kk, n));
+            b.for_range(m2, m, 1, |b, row| tile_q(b, st, x, w, out, row, col, 1, 4, kk, n));
+        });
+        if !n.is_multiple_of(4) {
+            b.for_range(c4, c1, 1, |b, col| {
+                let zero = b.c64(0);
+                b.for_range(zero, m, 1, |b, row| tile_q(b, st, x, w, out, row, col, 1, 1, kk, n));
+            });
+        }
+    });
+}
+
+/// Lowers `gather` from a stored `[vocab, h]` table: task `t` decodes row `ids[t]` into output
+/// row `t` (ids were range-checked by the entry point).
+pub(crate) fn gather_q(b: &mut FunctionBuilder, k: &Kargs, h: u64, vocab: u64, st: Storage) {
+    let table = k.ptr(b, 0);
+    let ids = k.ptr(b, 1);
+    let out = k.ptr(b, 2);
+    let u = unit(st);
+    let rb = st.row_bytes(h).expect("checked by the layout") as i64;
+    let units = h / u.elems;
+    each_task(b, k, |b, t| {
+        let ip = b.addr(ids, t, 4);
+        let id = b.ins().load(types::I32, ro(), ip, 0);
+        let id = b.ins().sextend(types::I64, id);
+        let src = b.addr(table, id, rb);
+        let dst = b.addr(out, t, h as i64 * 4);
+        let scale = (st == Storage::Q8C).then(|| q8c_scale(b, table, vocab, h, id));
+        let scale_v = scale.map(|s| b.ins().splat(F32X4, s));
+        if units > 0 {
+            let lo = b.c64(0);
+            let hi = b.c64(units as i64);
+            b.for_range(lo, hi, 1, |b, ui| {
+                let p = b.addr(src, ui, u.bytes as i64);
+                let d = b.addr(dst, ui, u.elems as i64 * 4);
+                each_vec(b, st, p, |b, j, wv| {
+                    let wv = match scale_v {
+                        Some(s) => b.ins().fmul(wv, s),
+                        None => wv,
+                    };
+                    b.ins().store(rw(), wv, d, j as i32 * 16);
+                });
+            });
+        }
+        for i in units * u.elems..h {
+            let v = scalar_elem(b, st, src, i);
+            let v = match scale {
+                Some(s) => b.ins().fmul(v, s),
+                None => v,
+            };
+            b.ins().store(rw(), v, dst, i as i32 * 4);
+        }
+    });
+}

@@ -1,0 +1,523 @@
+//! Weight storage formats: how a weight's values are stored in the weights file, distinct from
+//! its graph dtype (the graph always sees f32 values).
+//!
+//! A weight gets a storage format through a trailing [`Transform::Quantize`] (printed
+//! `then quantize q4_g32`). [`encode`] turns f32 values into the stored bytes and [`decode`]
+//! turns them back, exactly as the backend's kernels dequantize in registers; the interpreter
+//! runs a quantized graph on `decode(encode(values))` (see [`crate::weights::materialize_f32`]).
+//!
+//! Layouts (a weight is viewed as `rows × cols`, `cols` its innermost dim; little-endian; every
+//! row's bytes are contiguous except for `q8_c`'s scales):
+//!
+//! | name | bits/weight | layout | value |
+//! |---|---|---|---|
+//! | `f32` | 32 | `rows × cols` f32 | `x` |
+//! | `f16` | 16 | `rows × cols` IEEE half | `x` |
+//! | `bf16` | 16 | `rows × cols` bfloat16 | `x` |
+//! | `q8_c` | 8 + 32/cols | `rows × cols` i8, zero padding to a multiple of 4 bytes, then `rows` f32 scales `s` | `q * s[row]`, symmetric, `s = max|row| / 127` |
+//! | `q8_gG` | 8 + 16/G | per row `cols / G` groups of: f16 `d`, `G` i8 `q` | `q * d` |
+//! | `q4s_gG` | 4 + 16/G | per row `cols / G` groups of: f16 `d`, `G / 2` nibble bytes | `(q - 8) * d` |
+//! | `q4_gG` | 4 + 32/G | per row `cols / G` groups of: f16 `d`, f16 `m`, `G / 2` nibble bytes | `q * d + m` |
+//!
+//! Nibbles: a group's nibble bytes are sub-blocks of 16 bytes, one per 32 elements; byte `i` of
+//! sub-block `s` holds element `32 s + i` in its low nibble and element `32 s + 16 + i` in its
+//! high nibble. So with `G = 32`, `q8_g32`, `q4s_g32` and `q4_g32` are byte for byte ggml's
+//! `Q8_0`, `Q4_0` and `Q4_1` (`ggml-common.h`), and GGUF blocks are stored as they are.
+//! `G` is 32, 64, 128 or 256.
+//!
+//! Quantizers: `q8_c` and `q8_gG` round to nearest with the scale from the largest magnitude.
+//! `q4s_gG` and `q4_gG` search the clipping range per group for the least squared error
+//! (scale and min rounded to f16 as stored), then refit scale and min by least squares for the
+//! chosen codes (kept when better); the plain max-abs / min-max choice is one of the candidates,
+//! so the search never does worse than it.
+
+use crate::IrError;
+use crate::ValueRef;
+use crate::graph::{BlockFormat, Graph, Transform, WeightSource};
+use crate::op::Op;
+use crate::types::{DType, Dim};
+
+/// How a weight's values are stored. See the module docs for the exact layouts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Storage {
+    F32,
+    F16,
+    BF16,
+    /// int8 per output channel (row), symmetric, f32 scales after the rows.
+    Q8C,
+    /// int8 groups of `group` with an f16 scale (`group == 32` is ggml's Q8_0).
+    Q8G {
+        group: u32,
+    },
+    /// int4 groups of `group` with an f16 scale and, with `min`, an f16 offset (asymmetric);
+    /// without it the codes are centered on 8. `group == 32` is ggml's Q4_1 / Q4_0.
+    Q4G {
+        group: u32,
+        min: bool,
+    },
+}
+
+/// Sub-block of the nibble and int8 layouts: elements per 16 nibble bytes.
+pub const SUB_BLOCK: u64 = 32;
+
+impl Storage {
+    /// The text-form name (`f16`, `q8_c`, `q8_g32`, `q4s_g32`, `q4_g128`, ...).
+    pub fn name(self) -> String {
+        match self {
+            Storage::F32 => "f32".into(),
+            Storage::F16 => "f16".into(),
+            Storage::BF16 => "bf16".into(),
+            Storage::Q8C => "q8_c".into(),
+            Storage::Q8G { group } => format!("q8_g{group}"),
+            Storage::Q4G { group, min: false } => format!("q4s_g{group}"),
+            Storage::Q4G { group, min: true } => format!("q4_g{group}"),
+        }
+    }
+
+    /// Parses [`Storage::name`], and ggml's `q8_0`, `q4_0`, `q4_1` as the `G = 32` formats.
+    pub fn from_name(s: &str) -> Option<Storage> {
+        let group = |rest: &str| rest.parse::<u32>().ok().filter(|g| Storage::GROUPS.contains(g));
+        Some(match s {
+            "f32" => Storage::F32,
+            "f16" => Storage::F16,
+            "bf16" => Storage::BF16,
+            "q8_c" => Storage::Q8C,
+            _ => {
+                if let Some(f) = BlockFormat::from_name(s) {
+                    return Some(Storage::from_block(f));
+                }
+                if let Some(r) = s.strip_prefix("q8_g") {
+                    Storage::Q8G { group: group(r)? }
+                } else if let Some(r) = s.strip_prefix("q4s_g") {
+                    Storage::Q4G { group: group(r)?, min: false }
+                } else if let Some(r) = s.strip_prefix("q4_g") {
+                    Storage::Q4G { group: group(r)?, min: true }
+                } else {
+                    return None;
+                }
+            }
+        })
+    }
+
+    /// Allowed group sizes.
+    pub const GROUPS: [u32; 4] = [32, 64, 128, 256];
+
+    /// The storage whose layout is `format`'s, byte for byte.
+    pub fn from_block(format: BlockFormat) -> Storage {
+        match format {
+            BlockFormat::Q8_0 => Storage::Q8G { group: 32 },
+            BlockFormat::Q4_0 => Storage::Q4G { group: 32, min: false },
+            BlockFormat::Q4_1 => Storage::Q4G { group: 32, min: true },
+        }
+    }
+
+    /// The group size of a grouped format.
+    pub fn group(self) -> Option<u64> {
+        match self {
+            Storage::Q8G { group } | Storage::Q4G { group, .. } => Some(u64::from(group)),
+            _ => None,
+        }
+    }
+
+    /// Bytes of one group (header included) of a grouped format.
+    pub fn group_bytes(self) -> Option<u64> {
+        match self {
+            Storage::Q8G { group } => Some(2 + u64::from(group)),
+            Storage::Q4G { group, min } => Some(if min { 4 } else { 2 } + u64::from(group) / 2),
+            _ => None,
+        }
+    }
+
+    /// Why `cols` per row cannot be stored this way, if it cannot.
+    pub fn check_cols(self, cols: u64) -> Result<(), String> {
+        if let Some(g) = self.group() {
+            if !Storage::GROUPS.contains(&(g as u32)) {
+                return Err(format!("{}: group must be one of {:?}", self.name(), Storage::GROUPS));
+            }
+            if cols == 0 || cols % g != 0 {
+                return Err(format!("{}: rows of {cols} elements are not whole groups of {g}", self.name()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Bytes of the contiguous part of one row (for `q8_c`, without its scale).
+    pub fn row_bytes(self, cols: u64) -> Option<u64> {
+        match self {
+            Storage::F32 => cols.checked_mul(4),
+            Storage::F16 | Storage::BF16 => cols.checked_mul(2),
+            Storage::Q8C => Some(cols),
+            _ => (cols / self.group()?).checked_mul(self.group_bytes()?),
+        }
+    }
+
+    /// Byte offset of `q8_c`'s scales: the rows, padded to a multiple of 4.
+    pub fn q8c_scales_offset(rows: u64, cols: u64) -> Option<u64> {
+        Some(rows.checked_mul(cols)?.checked_add(3)? / 4 * 4)
+    }
+
+    /// Bytes of a `rows × cols` tensor, overflow checked (`cols` must pass [`Storage::check_cols`]).
+    pub fn bytes(self, rows: u64, cols: u64) -> Option<u64> {
+        match self {
+            Storage::Q8C => Storage::q8c_scales_offset(rows, cols)?.checked_add(rows.checked_mul(4)?),
+            _ => rows.checked_mul(self.row_bytes(cols)?),
+        }
+    }
+}
+
+/// `rows × cols` of a weight shape: `cols` the innermost dim, `rows` the product of the others.
+pub fn rows_cols(dims: &[Dim]) -> Option<(u64, u64)> {
+    let cols = dims.last().map_or(Some(1), |d| d.as_const())?;
+    let rows = dims[..dims.len().saturating_sub(1)].iter().try_fold(1u64, |a, d| a.checked_mul(d.as_const()?))?;
+    Some((rows, cols))
+}
+
+fn f16_bits(x: f32) -> [u8; 2] {
+    half::f16::from_f32(x).to_le_bytes()
+}
+
+fn f16_round(x: f32) -> f32 {
+    half::f16::from_f32(x).to_f32()
+}
+
+fn f16_at(b: &[u8], at: usize) -> f32 {
+    half::f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
+}
+
+/// Encodes `values` (`rows × cols`, row-major) as `storage`.
+pub fn encode(storage: Storage, rows: u64, cols: u64, values: &[f32]) -> Result<Vec<u8>, String> {
+    storage.check_cols(cols)?;
+    let n = rows.checked_mul(cols).filter(|&n| n == values.len() as u64);
+    if n.is_none() {
+        return Err(format!("{} values are not {rows} × {cols}", values.len()));
+    }
+    let total = storage.bytes(rows, cols).ok_or("byte size overflows")? as usize;
+    let mut out = Vec::new();
+    out.try_reserve_exact(total).map_err(|_| format!("cannot allocate {total} bytes"))?;
+    let cols = cols as usize;
+    match storage {
+        Storage::F32 => out.extend(values.iter().flat_map(|v| v.to_le_bytes())),
+        Storage::F16 => out.extend(values.iter().flat_map(|&v| f16_bits(v))),
+        Storage::BF16 => out.extend(values.iter().flat_map(|&v| half::bf16::from_f32(v).to_le_bytes())),
+        Storage::Q8C => {
+            let mut scales = Vec::with_capacity(rows as usize);
+            for row in values.chunks_exact(cols.max(1)).take(rows as usize) {
+                let amax = row.iter().fold(0f32, |a, v| a.max(v.abs()));
+                let s = amax / 127.0;
+                let inv = if s > 0.0 { 1.0 / s } else { 0.0 };
+                out.extend(row.iter().map(|&v| (v * inv).round().clamp(-127.0, 127.0) as i8 as u8));
+                scales.push(s);
+            }
+            out.resize(Storage::q8c_scales_offset(rows, cols as u64).unwrap() as usize, 0);
+            out.extend(scales.iter().flat_map(|s| s.to_le_bytes()));
+        }
+        Storage::Q8G { group } => {
+            for g in values.chunks_exact(group as usize) {
+                let amax = g.iter().fold(0f32, |a, v| a.max(v.abs()));
+                let d = f16_round(amax / 127.0);
+                let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
+                out.extend(f16_bits(d));
+                out.extend(g.iter().map(|&v| (v * inv).round().clamp(-127.0, 127.0) as i8 as u8));
+            }
+        }
+        Storage::Q4G { group, min } => {
+            let mut q = vec![0u8; group as usize];
+            for g in values.chunks_exact(group as usize) {
+                let (d, m) = if min { search_q4_min(g, &mut q) } else { search_q4_sym(g, &mut q) };
+                out.extend(f16_bits(d));
+                if min {
+                    out.extend(f16_bits(m));
+                }
+                pack_nibbles(&q, &mut out);
+            }
+        }
+    }
+    debug_assert_eq!(out.len(), total);
+    Ok(out)
+}
+
+/// Appends `q` (codes 0..=15, a multiple of 32) in the sub-block nibble layout.
+fn pack_nibbles(q: &[u8], out: &mut Vec<u8>) {
+    for s in q.chunks_exact(SUB_BLOCK as usize) {
+        out.extend((0..16).map(|i| s[i] | (s[i + 16] << 4)));
+    }
+}
+
+/// Codes for `x ≈ q * d + m` (q in 0..=15), and their squared error. `d`, `m` already f16.
+fn codes_min(g: &[f32], d: f32, m: f32, q: &mut [u8]) -> f32 {
+    let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
+    let mut err = 0.0;
+    for (qi, &x) in q.iter_mut().zip(g) {
+        let c = ((x - m) * inv).round().clamp(0.0, 15.0);
+        *qi = c as u8;
+        let e = c * d + m - x;
+        err += e * e;
+    }
+    err
+}
+
+/// Asymmetric int4 for one group: searches the clipped range `[lo + a r, hi - b r]` for the
+/// least squared error, then refits `d`, `m` by least squares for the chosen codes. Returns the
+/// f16-rounded `(d, m)`; `q` gets the codes.
+fn search_q4_min(g: &[f32], q: &mut [u8]) -> (f32, f32) {
+    let lo = g.iter().copied().fold(f32::INFINITY, f32::min);
+    let hi = g.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let r = hi - lo;
+    let mut best = (f32::INFINITY, 0.0, 0.0);
+    let mut tmp = vec![0u8; g.len()];
+    const STEPS: [f32; 6] = [0.0, 0.02, 0.04, 0.07, 0.1, 0.15];
+    for a in STEPS {
+        for b in STEPS {
+            let (l, h) = (lo + a * r, hi - b * r);
+            let d = f16_round((h - l) / 15.0);
+            let m = f16_round(l);
+            let err = codes_min(g, d, m, &mut tmp);
+            if err < best.0 {
+                best = (err, d, m);
+                q.copy_from_slice(&tmp);
+            }
+        }
+    }
+    // Least-squares refit of x ≈ q d + m for the chosen codes.
+    let n = g.len() as f32;
+    let (sq, sqq, sx, sqx) = q.iter().zip(g).fold((0f32, 0f32, 0f32, 0f32), |(a, b, c, e), (&qi, &x)| {
+        let qf = f32::from(qi);
+        (a + qf, b + qf * qf, c + x, e + qf * x)
+    });
+    let det = n * sqq - sq * sq;
+    if det > 0.0 {
+        let d = f16_round((n * sqx - sq * sx) / det);
+        let m = f16_round((sx - d * sq) / n);
+        if d >= 0.0 {
+            let err = codes_min(g, d, m, &mut tmp);
+            if err < best.0 {
+                best = (err, d, m);
+                q.copy_from_slice(&tmp);
+            }
+        }
+    }
+    (best.1, best.2)
+}
+
+/// Symmetric int4 for one group (`x ≈ (q - 8) d`): ggml's choice `d = -max / 8` (`max` the
+/// value of largest magnitude, sign kept) scaled by factors down to 0.7, least squared error.
+fn search_q4_sym(g: &[f32], q: &mut [u8]) -> (f32, f32) {
+    let max = g.iter().copied().fold(0f32, |a, v| if v.abs() > a.abs() { v } else { a });
+    let mut best = (f32::INFINITY, 0.0);
+    let mut tmp = vec![0u8; g.len()];
+    for step in 0..=15 {
+        let d = f16_round(-max / 8.0 * (1.0 - 0.02 * step as f32));
+        let inv = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let mut err = 0.0;
+        for (qi, &x) in tmp.iter_mut().zip(g) {
+            let c = (x * inv + 8.0).round().clamp(0.0, 15.0);
+            *qi = c as u8;
+            let e = (c - 8.0) * d - x;
+            err += e * e;
+        }
+        if err < best.0 {
+            best = (err, d);
+            q.copy_from_slice(&tmp);
+        }
+    }
+    (best.1, 0.0)
+}
+
+/// Decodes `rows × cols` of `storage` into f32 values, as the kernels dequantize them:
+/// `q8_c` `q * s`, `q8_gG` `q * d`, `q4s_gG` `(q - 8) * d`, `q4_gG` `q * d + m` (each product
+/// and sum rounded to f32; the kernels may fuse them).
+pub fn decode(storage: Storage, rows: u64, cols: u64, bytes: &[u8]) -> Result<Vec<f32>, String> {
+    storage.check_cols(cols)?;
+    let total = storage.bytes(rows, cols).ok_or("byte size overflows")?;
+    if bytes.len() as u64 != total {
+        return Err(format!("{} bytes of {} for {rows} × {cols}, need {total}", bytes.len(), storage.name()));
+    }
+    let n = (rows * cols) as usize;
+    let mut out = Vec::new();
+    out.try_reserve_exact(n).map_err(|_| format!("cannot allocate {n} values"))?;
+    match storage {
+        Storage::F32 => out.extend(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))),
+        Storage::F16 => out.extend(bytes.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())),
+        Storage::BF16 => out.extend(bytes.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())),
+        Storage::Q8C => {
+            let at = Storage::q8c_scales_offset(rows, cols).unwrap() as usize;
+            for r in 0..rows as usize {
+                let s = f32::from_le_bytes(bytes[at + 4 * r..at + 4 * r + 4].try_into().unwrap());
+                let row = &bytes[r * cols as usize..(r + 1) * cols as usize];
+                out.extend(row.iter().map(|&q| f32::from(q as i8) * s));
+            }
+        }
+        Storage::Q8G { group } => {
+            for g in bytes.chunks_exact(2 + group as usize) {
+                let d = f16_at(g, 0);
+                out.extend(g[2..].iter().map(|&q| f32::from(q as i8) * d));
+            }
+        }
+        Storage::Q4G { min, .. } => {
+            let gb = storage.group_bytes().unwrap() as usize;
+            for g in bytes.chunks_exact(gb) {
+                let d = f16_at(g, 0);
+                let (m, qs) = if min { (f16_at(g, 2), &g[4..]) } else { (0.0, &g[2..]) };
+                for s in qs.chunks_exact(16) {
+                    let lo = s.iter().map(|&b| b & 0x0f);
+                    let hi = s.iter().map(|&b| b >> 4);
+                    for c in lo.chain(hi) {
+                        out.push(if min { f32::from(c) * d + m } else { f32::from(c as i8 - 8) * d });
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// ‖a − b‖ / ‖a‖ (0 for an all-zero `a` equal to `b`), in f64.
+pub fn relative_error(a: &[f32], b: &[f32]) -> f64 {
+    let (mut num, mut den) = (0f64, 0f64);
+    for (&x, &y) in a.iter().zip(b) {
+        num += (f64::from(x) - f64::from(y)).powi(2);
+        den += f64::from(x).powi(2);
+    }
+    if den == 0.0 { if num == 0.0 { 0.0 } else { f64::INFINITY } } else { (num / den).sqrt() }
+}
+
+/// A `--quant` preset: which storage each eligible weight gets. Eligible weights are the
+/// matrices only used as `matmul` weights (`transpose_b`, operand 1) or `gather` tables
+/// (operand 0): the kernels that read quantized blocks. Everything else (norm weights, biases,
+/// rope tables) stays f32.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Preset {
+    /// Everything f32 (the default).
+    #[default]
+    F32,
+    F16,
+    /// `q8_c`: int8 per output channel (embedding tables per row).
+    Q8,
+    /// `q4_g32` (asymmetric, searched); rows not a multiple of 32 fall back to `q8_c`.
+    Q4,
+    /// `q4_g128`; rows not a multiple of 128 fall back to `q4_g32`, then `q8_c`.
+    Q4G128,
+    /// Keep the source's format where the weights file can store it (GGUF Q8_0/Q4_0/Q4_1
+    /// blocks, f16/bf16 tensors) without converting; f32 otherwise.
+    Keep,
+}
+
+impl Preset {
+    pub const NAMES: &'static str = "f32, f16, q8, q4, q4-g128, keep";
+
+    pub fn from_name(s: &str) -> Option<Preset> {
+        Some(match s {
+            "f32" => Preset::F32,
+            "f16" => Preset::F16,
+            "q8" => Preset::Q8,
+            "q4" => Preset::Q4,
+            "q4-g128" => Preset::Q4G128,
+            "keep" => Preset::Keep,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Preset::F32 => "f32",
+            Preset::F16 => "f16",
+            Preset::Q8 => "q8",
+            Preset::Q4 => "q4",
+            Preset::Q4G128 => "q4-g128",
+            Preset::Keep => "keep",
+        }
+    }
+}
+
+/// Whether weight `i` is only read by kernels that take quantized weights.
+pub fn quantizable(g: &Graph, i: usize) -> bool {
+    let me = ValueRef::Weight(i as u32);
+    let mut used = false;
+    for n in &g.nodes {
+        for (k, &a) in n.args.iter().enumerate() {
+            if a != me {
+                continue;
+            }
+            used = true;
+            let ok = matches!((&n.op, k), (Op::MatMul { transpose_b: true }, 1) | (Op::Gather, 0));
+            if !ok {
+                return false;
+            }
+        }
+    }
+    let w = &g.weights[i];
+    used && w.ty.dtype == DType::F32 && w.ty.shape.rank() == 2 && !g.outputs.iter().any(|o| o.value == me)
+}
+
+/// The storage a preset gives weight `i`, or `None` to leave it f32.
+pub fn choose(g: &Graph, i: usize, preset: Preset) -> Option<Storage> {
+    if preset == Preset::F32 || !quantizable(g, i) {
+        return None;
+    }
+    let w = &g.weights[i];
+    if w.storage() != Storage::F32 {
+        return None;
+    }
+    let (_, cols) = rows_cols(w.ty.shape.dims())?;
+    let fits = |s: Storage| s.check_cols(cols).is_ok();
+    let q4 = |group| Storage::Q4G { group, min: true };
+    match preset {
+        Preset::F32 => None,
+        Preset::F16 => Some(Storage::F16),
+        Preset::Q8 => Some(Storage::Q8C),
+        Preset::Q4 => Some(if fits(q4(32)) { q4(32) } else { Storage::Q8C }),
+        Preset::Q4G128 => Some([q4(128), q4(32)].into_iter().find(|&s| fits(s)).unwrap_or(Storage::Q8C)),
+        Preset::Keep => {
+            let rows_kept = w.transforms.iter().all(|t| row_permutation_dims(t, cols).is_some());
+            let s = match &w.source {
+                WeightSource::Blocks { format, .. } => Storage::from_block(*format),
+                WeightSource::File { dtype: DType::F16, .. } => Storage::F16,
+                WeightSource::File { dtype: DType::BF16, .. } => Storage::BF16,
+                _ => return None,
+            };
+            (rows_kept && fits(s)).then_some(s)
+        }
+    }
+}
+
+/// Records the preset's storage on every weight it applies to (a trailing
+/// [`Transform::Quantize`]). Returns how many weights it changed.
+pub fn apply_preset(g: &mut Graph, preset: Preset) -> usize {
+    let mut changed = 0;
+    for i in 0..g.weights.len() {
+        if let Some(s) = choose(g, i, preset) {
+            g.weights[i].transforms.push(Transform::Quantize(s));
+            changed += 1;
+        }
+    }
+    changed
+}
+
+/// For a permute that keeps the innermost axis (of `cols` elements) in place, the dims and
+/// permutation of the rows (innermost axis dropped): it moves whole rows.
+pub fn row_permutation_dims(t: &Transform, cols: u64) -> Option<(Vec<u64>, Vec<u32>)> {
+    match t {
+        Transform::Permute { dims, perm } => {
+            let last = dims.len().checked_sub(1)?;
+            (dims[last] == cols && perm.get(last) == Some(&(last as u32)))
+                .then(|| (dims[..last].to_vec(), perm[..last].to_vec()))
+        }
+        Transform::Quantize(_) => None,
+    }
+}
+
+/// Checks a weight's storage against its shape (for the verifier).
+pub fn check_storage(storage: Storage, dims: &[Dim]) -> Result<(), String> {
+    if storage == Storage::F32 {
+        return Err("f32 is the default storage; drop the quantize".into());
+    }
+    let (rows, cols) = rows_cols(dims).ok_or("a stored weight must have a constant shape")?;
+    storage.check_cols(cols)?;
+    storage.bytes(rows, cols).ok_or("byte size overflows")?;
+    Ok(())
+}
+
+/// The error a weight's stored bytes could not be produced with.
+pub(crate) fn werr(name: &str, m: impl std::fmt::Display) -> IrError {
+    IrError::new(format!("weight '{name}': {m}"))
+}

@@ -1,0 +1,96 @@
+//! `--emit report` (report.md, report.json, memory.svg) agrees with the compile summary, and
+//! `edgec run --memory` measures the peak without disturbing stdout.
+
+mod common;
+use common::*;
+
+/// The numbers in the compile summary line: weights, arena, lower bound, KV state.
+fn summary_numbers(stdout: &str) -> (u64, u64, u64, u64, String) {
+    let line = stdout.lines().find(|l| l.trim_start().starts_with("weights ") && l.contains("arena")).unwrap();
+    let num_after = |key: &str| -> u64 {
+        let rest = &line[line.find(key).unwrap_or_else(|| panic!("'{key}' in {line}")) + key.len()..];
+        rest.trim_start().split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap()
+    };
+    let strategy = line.split("lower bound ").nth(1).unwrap().split(&[',', ')'][..]).nth(1).unwrap().trim().to_string();
+    (num_after("weights "), num_after("arena "), num_after("lower bound "), num_after("KV state "), strategy)
+}
+
+#[test]
+fn emit_report_writes_three_files_that_match_the_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let model = fixture("llama");
+    let o = edgec(&[
+        "compile",
+        model.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--max-context",
+        "64",
+        "--emit",
+        "obj,header,weights,report",
+        "--emit-ir",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let (weights, arena, lower, kv, strategy) = summary_numbers(&stdout);
+
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(json["arena"]["size"], arena, "{stdout}");
+    assert_eq!(json["arena"]["lower_bound"], lower);
+    assert_eq!(json["arena"]["strategy"], strategy.as_str());
+    assert_eq!(json["kv_state"], kv);
+    assert_eq!(json["weights"]["size"], weights);
+    assert!(arena >= lower && lower > 0);
+    let peak = &json["peak_dram_estimate"];
+    let parts: u64 = ["weights", "arena", "kv_state", "logits", "code", "runtime_overhead_estimate"]
+        .iter()
+        .map(|k| peak[k].as_u64().unwrap())
+        .sum();
+    assert_eq!(peak["total"], parts);
+    assert_eq!(peak["arena"], arena);
+    let by_storage: u64 =
+        json["weights"]["by_storage"].as_array().unwrap().iter().map(|w| w["bytes"].as_u64().unwrap()).sum();
+    assert!(by_storage <= weights && weights - by_storage < 4096, "the header and padding only");
+    let kernels = json["kernels"].as_array().unwrap();
+    assert!(kernels.iter().any(|k| k["op"] == "matmul" && k["nodes"].as_u64().unwrap() > 1));
+    let nodes: u64 = kernels.iter().map(|k| k["nodes"].as_u64().unwrap()).sum();
+    assert_eq!(json["nodes"], nodes);
+
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(
+        md.contains(&format!("Arena **{arena} bytes**")) && md.contains(&format!("lower bound {lower} bytes")),
+        "{md}"
+    );
+    assert!(md.contains("estimate"), "the peak DRAM figure says it is an estimate");
+
+    // The SVG is XML with one <rect> per arena buffer, each with a tooltip naming node and op.
+    let svg = std::fs::read_to_string(out.join("memory.svg")).unwrap();
+    let doc = roxmltree::Document::parse(&svg).expect("memory.svg is XML");
+    let rects: Vec<_> = doc.descendants().filter(|n| n.has_tag_name("rect")).collect();
+    assert_eq!(rects.len() as u64, json["arena"]["buffers"].as_u64().unwrap());
+    let plan = std::fs::read_to_string(out.join("llama.plan")).unwrap();
+    assert_eq!(rects.len(), plan.lines().filter(|l| l.starts_with('%')).count(), "{plan}");
+    for r in &rects {
+        let title = r.children().find(|c| c.has_tag_name("title")).and_then(|t| t.text()).unwrap();
+        assert!(title.starts_with('%') && title.contains("offset"), "{title}");
+    }
+    assert!(svg.contains("KiB"), "axis ticks in KiB");
+}
+
+#[test]
+fn run_reports_its_peak_memory_on_stderr() {
+    let model = fixture("llama");
+    let o = edgec(&["run", model.to_str().unwrap(), "--ids", "1,15,42,7", "--max-new-tokens", "3", "--memory"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let first = stdout.lines().next().unwrap();
+    assert_eq!(first.split(',').count(), 3, "stdout's first line is the generated ids: {stdout}");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    let line = stderr.lines().find(|l| l.starts_with("memory: peak RSS")).unwrap_or_else(|| panic!("{stderr}"));
+    for part in ["weights", "arena", "KV state", "rest"] {
+        assert!(line.contains(part), "{line}");
+    }
+    assert!(!line.contains("unknown"), "arena and KV sizes come from the header: {line}");
+}

@@ -1,0 +1,189 @@
+//! `edgec synth` (random-weight checkpoints) and `edgec bench` (its JSON report). Nothing here
+//! asserts a speed: benchmarks measure, tests check shapes, bytes and keys.
+
+mod common;
+use common::*;
+use safetensors::{Dtype, SafeTensors};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Every tensor of a checkpoint directory (single file or shards): name → (dtype, shape).
+fn tensors(dir: &Path) -> BTreeMap<String, (Dtype, Vec<usize>)> {
+    let mut out = BTreeMap::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_str().unwrap();
+        if name.starts_with("model") && name.ends_with(".safetensors") {
+            let bytes = std::fs::read(&p).unwrap();
+            let st = SafeTensors::deserialize(&bytes).unwrap();
+            for (name, t) in st.tensors() {
+                assert!(out.insert(name, (t.dtype(), t.shape().to_vec())).is_none());
+            }
+        }
+    }
+    out
+}
+
+fn synth(config: &Path, out: &Path, extra: &[&str]) {
+    let mut args = vec!["synth", "--config", config.to_str().unwrap(), "-o", out.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let o = edgec(&args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+fn synth_writes_what_a_real_checkpoint_of_each_family_holds() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The fixtures are real HF checkpoints (saved by transformers): same names and shapes.
+    for family in ["llama", "llama3", "mistral", "qwen2", "qwen3", "phi", "phi3"] {
+        let out = tmp.path().join(family);
+        synth(&fixture(family).join("config.json"), &out, &["--dtype", "f16"]);
+        let expected: BTreeMap<_, _> =
+            tensors(&fixture(family)).into_iter().map(|(n, (_, shape))| (n, (Dtype::F16, shape))).collect();
+        assert_eq!(tensors(&out), expected, "{family}");
+        assert_eq!(
+            std::fs::read(out.join("config.json")).unwrap(),
+            std::fs::read(fixture(family).join("config.json")).unwrap()
+        );
+    }
+}
+
+#[test]
+fn synth_is_deterministic_and_scaled() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = fixture("llama").join("config.json");
+    let (a, b, c) = (tmp.path().join("a"), tmp.path().join("b"), tmp.path().join("c"));
+    synth(&config, &a, &["--seed", "7"]);
+    synth(&config, &b, &["--seed", "7"]);
+    synth(&config, &c, &["--seed", "8"]);
+    let file = |d: &Path| std::fs::read(d.join("model.safetensors")).unwrap();
+    assert_eq!(file(&a), file(&b), "same seed, same bytes");
+    assert_ne!(file(&a), file(&c), "another seed, other bytes");
+
+    let bytes = file(&a);
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let f32s = |n: &str| -> Vec<f32> {
+        st.tensor(n).unwrap().data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+    };
+    assert!(f32s("model.norm.weight").iter().all(|&v| v == 1.0));
+    let w = f32s("model.layers.0.self_attn.q_proj.weight");
+    let mean = w.iter().map(|&v| f64::from(v)).sum::<f64>() / w.len() as f64;
+    let std = (w.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / w.len() as f64).sqrt();
+    assert!(mean.abs() < 0.002 && (std - 0.02).abs() < 0.002, "mean {mean}, std {std}");
+    // Two tensors of the same shape differ (each has its own generator).
+    assert_ne!(w, f32s("model.layers.1.self_attn.q_proj.weight"));
+}
+
+#[test]
+fn synthesized_checkpoints_compile_and_run_sharded_or_not() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = fixture("llama").join("config.json");
+    let (single, sharded) = (tmp.path().join("single"), tmp.path().join("sharded"));
+    synth(&config, &single, &["--dtype", "bf16", "--seed", "1"]);
+    synth(&config, &sharded, &["--dtype", "bf16", "--seed", "1", "--shard-size", "100KB"]);
+    assert!(!sharded.join("model.safetensors").exists());
+    let index: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(sharded.join("model.safetensors.index.json")).unwrap()).unwrap();
+    let shards: std::collections::BTreeSet<&str> =
+        index["weight_map"].as_object().unwrap().values().map(|v| v.as_str().unwrap()).collect();
+    assert!(shards.len() > 1 && shards.contains("model-00001-of-00004.safetensors"), "{shards:?}");
+    assert_eq!(tensors(&single), tensors(&sharded));
+
+    let run = |dir: &Path| {
+        let o = edgec(&["run", dir.to_str().unwrap(), "--ids", "1,15,42,7", "--max-new-tokens", "6"]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let ids = run(&single);
+    assert_eq!(ids.trim().split(',').count(), 6, "{ids}");
+    assert_eq!(ids, run(&sharded), "the same tensors, sharded, give the same tokens");
+}
+
+#[test]
+fn bench_reports_every_figure_as_json() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("tiny");
+    synth(&fixture("llama").join("config.json"), &model, &[]);
+    let o = edgec(&[
+        "bench",
+        model.to_str().unwrap(),
+        "--prompt-len",
+        "8",
+        "--gen-len",
+        "4",
+        "--repeats",
+        "2",
+        "--threads",
+        "2",
+        "--bandwidth-mib",
+        "32",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    for key in [
+        "prefill_tokens_per_s",
+        "prefill_seconds",
+        "prefill_flops",
+        "prefill_flops_per_s",
+        "prefill_peak_pct",
+        "decode_tokens_per_s",
+        "decode_weight_bytes_per_token",
+        "decode_weight_bytes_per_s",
+        "decode_bandwidth_pct",
+        "weights_file_bytes",
+        "parameters",
+    ] {
+        let x = v[key].as_f64().unwrap_or_else(|| panic!("{key} missing in {v}"));
+        assert!(x > 0.0 && x.is_finite(), "{key} = {x}");
+    }
+    let m = &v["machine"];
+    for key in ["read_bytes_per_s", "fma_peak_flops_per_s", "bandwidth_buffer_bytes"] {
+        assert!(m[key].as_f64().is_some_and(|x| x > 0.0), "machine.{key} in {v}");
+    }
+    assert_eq!(v["threads"], 2);
+    assert_eq!(v["prompt_len"], 8);
+    assert_eq!(v["gen_len"], 4);
+    assert_eq!(v["parameters"], 156_480);
+    // The untied embedding table (512 x 64) is not read by decode.
+    let per_token = v["decode_weight_bytes_per_token"].as_f64().unwrap();
+    assert!(per_token < v["weights_file_bytes"].as_f64().unwrap());
+    // The text report says what it measured and how.
+    let o = edgec(&[
+        "bench",
+        model.to_str().unwrap(),
+        "--prompt-len",
+        "4",
+        "--gen-len",
+        "2",
+        "--repeats",
+        "1",
+        "--bandwidth-mib",
+        "32",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8(o.stdout).unwrap();
+    for needle in ["read bandwidth", "FMA peak", "tokens/s", "% of the read bandwidth", "how"] {
+        assert!(text.contains(needle), "{needle} not in {text}");
+    }
+}
+
+#[test]
+fn bench_and_synth_refuse_bad_input() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = edgec(&["synth", "--config", "/nonexistent/config.json", "-o", tmp.path().join("x").to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(!tmp.path().join("x").join("config.json").exists());
+    let o = edgec(&[
+        "synth",
+        "--config",
+        fixture("llama").join("config.json").to_str().unwrap(),
+        "-o",
+        "x",
+        "--dtype",
+        "i8",
+    ]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("--dtype"));
+    let o = edgec(&["bench", fixture("llama").to_str().unwrap(), "--gen-len", "0"]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("--gen-len"));
+}
