@@ -37,6 +37,8 @@ pub fn run(dir: &Path, m: &Manifest, target: &Triple, req: &RunRequest) -> Resul
     let status = Command::new(linker)
         .args(["-O2", "-static", "-std=c99"])
         .arg(format!("-DEDGEC_MODEL={}", m.name))
+        // Every aarch64 object exports NAME_forward_dotprod; the driver picks it on dotprod CPUs.
+        .arg("-DEDGEC_DOTPROD_VARIANT")
         .arg("-I")
         .arg(s)
         .arg(s.join("edgec_driver.c"))
@@ -72,6 +74,8 @@ pub fn run(dir: &Path, m: &Manifest, target: &Triple, req: &RunRequest) -> Resul
     }
     let bytes = std::fs::read(&out_path).with_context(|| format!("cannot read {}", out_path.display()))?;
     let out = edgec_runtime::driver_output::parse_driver_output(&bytes)?;
+    let variant = if out.variant == 1 { "dotprod" } else { "baseline" };
+    eprintln!("{}: ran the {variant} variant under '{runner}'", m.name);
     Ok(RunOutput {
         vocab: out.vocab as usize,
         logits: out.logits,

@@ -9,6 +9,7 @@ pub mod build;
 pub mod compile;
 pub mod cross;
 pub mod host;
+pub mod graph_run;
 pub mod inspect;
 pub mod manifest;
 pub mod report;

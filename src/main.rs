@@ -162,7 +162,8 @@ struct CompileArgs {
 #[derive(Args)]
 struct QuantArgs {
     /// How matmul weights and embedding tables are stored: f32 (default), f16, q8 (int8 per
-    /// output channel), q4 (int4 groups of 32 with f16 scale and min, clipping searched), q4-g128
+    /// output channel), q8-g32 (int8 groups of 32 with an f16 scale: GGUF Q8_0), q4 (int4 groups
+    /// of 32 with f16 scale and min, clipping searched), q4-g128
     /// (groups of 128), or keep (a GGUF's Q8_0/Q4_0/Q4_1 blocks and f16/bf16 tensors as they
     /// are). Rows too short for a group fall back to smaller groups, then q8. Activations stay f32.
     #[arg(long, value_name = "PRESET", default_value = "f32", value_parser = parse_quant)]
@@ -205,17 +206,22 @@ struct PassArgs {
 
 #[derive(Args)]
 struct RunArgs {
-    /// A checkpoint directory, a GGUF file, or an OUTDIR written by `edgec compile`.
+    /// A checkpoint directory, a GGUF file, an OUTDIR written by `edgec compile`, or an ONNX
+    /// file (a general graph: give `--input`).
     model: PathBuf,
     /// Prompt token ids, comma-separated.
     #[arg(
         long,
         value_delimiter = ',',
-        required_unless_present = "prompt",
+        required_unless_present_any = ["prompt", "input"],
         conflicts_with = "prompt",
         value_name = "ID,..."
     )]
     ids: Vec<u32>,
+    /// For an ONNX model: the graph inputs, by name (f32, or i64/i32 narrowed to i32). The
+    /// graph is compiled for the host and run once; `--output` gets its outputs by name.
+    #[arg(long, value_name = "FILE.safetensors", conflicts_with_all = ["ids", "prompt"])]
+    input: Option<PathBuf>,
     /// Prompt text, encoded with the model's tokenizer (GGUF metadata, tokenizer.json, or
     /// NAME.tokenizer in a compiled directory). The continuation is printed decoded.
     #[arg(long, value_name = "TEXT")]
@@ -241,7 +247,8 @@ struct RunArgs {
     /// For checkpoints: positions the KV cache holds. Default: prompt plus new tokens.
     #[arg(long, value_name = "N")]
     max_context: Option<u64>,
-    /// For checkpoints: most tokens per forward call.
+    /// For checkpoints: most tokens per forward call. For an ONNX model: the bound of its
+    /// symbolic dims (default: 128, or the longest input dim).
     #[arg(long, value_name = "N")]
     max_tokens: Option<u64>,
     /// Linker: `cc` for the host (links a shared library), `aarch64-linux-gnu-gcc` for
@@ -399,6 +406,27 @@ fn execute(cli: Cli) -> Result<()> {
             println!("  weights stored as {} (--quant {})", formats.join(", "), a.quant.quant.name());
             if a.report {
                 print!("{}", c.weights_report());
+            }
+            Ok(())
+        }
+        Command::Run(a) if a.input.is_some() || a.model.extension().is_some_and(|e| e == "onnx") => {
+            let input = a.input.as_ref().context("an ONNX model runs with --input FILE.safetensors")?;
+            let inputs = edgec::graph_run::read_inputs(input)?;
+            let longest = inputs.iter().flat_map(|(_, t)| t.shape.iter().copied()).max().unwrap_or(1) as u64;
+            let req = edgec::graph_run::GraphRunRequest {
+                model: a.model.clone(),
+                max_seq: a.max_tokens.unwrap_or(128.max(longest)),
+                threads: a.threads,
+                target: a.target.triple()?,
+                linker: a.linker.clone(),
+                runner: a.runner.clone(),
+            };
+            let outs = edgec::graph_run::run_graph(&req, &inputs)?;
+            for (name, t) in &outs {
+                println!("output {name}: {:?}", t.shape);
+            }
+            if let Some(path) = &a.output {
+                edgec::graph_run::write_outputs(path, &outs).with_context(|| format!("cannot write {}", path.display()))?;
             }
             Ok(())
         }

@@ -89,7 +89,8 @@ fn targets_listing() {
         assert!(s.lines().any(|l| l == family), "{family} missing from:\n{s}");
     }
     assert!(s.contains("Mach-O") && s.contains("ELF") && s.contains("default iOS 10.0"), "{s}");
-    assert!(s.contains("dotprod") && s.contains("planned") && s.contains("not emitted yet"), "{s}");
+    assert!(s.contains("variant dotprod    emitted") && s.contains("NAME_forward_dotprod"), "{s}");
+    assert!(s.contains("variant i8mm       planned"), "{s}");
 }
 
 /// Runs a documented command; it must succeed.

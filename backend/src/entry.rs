@@ -164,7 +164,8 @@ pub(crate) fn build_forward(
             Op::CacheWrite => g.type_of(node.args[1]),
             _ => &node.ty,
         };
-        let rc = rows_cols(rows_ty).expect("checked by KernelSpec::of_node");
+        // General kernels (symbolic last dim) compute their own extents: rows = 0.
+        let rc = rows_cols(rows_ty).unwrap_or(crate::signature::RowsCols { const_factor: 0, seq_powers: 0, cols: 0 });
         let mut rows = b.ins().iconst(types::I64, rc.const_factor as i64);
         for _ in 0..rc.seq_powers {
             rows = b.ins().imul(rows, n);
@@ -182,6 +183,7 @@ pub(crate) fn build_forward(
             Tasks::Rows => rows,
             Tasks::Static(t) => b.ins().iconst(types::I64, t as i64),
             Tasks::RowsTimes(t) => b.ins().imul_imm_s(rows, t as i64),
+            Tasks::Prod(p) => p.emit(&mut b, n),
         };
         let kaddr = b.ins().func_addr(types::I64, krefs[i]);
         b.ins().call_indirect(pf_sig, pf, &[pool, kaddr, args, n_tasks]);

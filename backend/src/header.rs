@@ -39,9 +39,19 @@ pub fn c_header_with(g: &Graph, info: &ModelInfo, opts: &CompileOptions, embedde
             "/* The weights file image ({name}_info.weights_size bytes, 64-byte aligned), embedded in the\n * object: pass it to edgec_session_new_from_memory. */\nextern const uint8_t {name}_weights[];\n\n"
         ));
     }
-    s.push_str(&format!(
-        "int32_t {name}_forward(const edgec_context *ctx, const int32_t *ids, uint32_t n_tokens,\n    uint32_t pos, float *logits);\n"
-    ));
+    if let Ok(crate::signature::Kind::General(_)) = crate::signature::kind(g) {
+        s.push_str(&run_prototype(g, name));
+    } else {
+        s.push_str(&format!(
+            "int32_t {name}_forward(const edgec_context *ctx, const int32_t *ids, uint32_t n_tokens,\n    uint32_t pos, float *logits);\n"
+        ));
+    }
+    if crate::target::Target::from_triple(&opts.triple).is_ok_and(|t| t.is_aarch64()) {
+        s.push_str(&format!(
+            "/* The same computation for CPUs with FEAT_DotProd (sdot), bit-identical results: call it\n * when getauxval(AT_HWCAP) & HWCAP_ASIMDDP (Linux, Android) or\n * sysctlbyname(\"hw.optional.arm.FEAT_DotProd\") (Apple) says so; see edgec_driver.c. */\n#define {}_HAS_DOTPROD_VARIANT 1\nint32_t {name}_forward_dotprod(const edgec_context *ctx, const int32_t *ids, uint32_t n_tokens,\n    uint32_t pos, float *logits);\n",
+            name.to_ascii_uppercase()
+        ));
+    }
     // Accessors for languages that cannot take a C global's address themselves (Swift).
     s.push_str(&format!(
         "\n/* The model's info and entry point (for Swift and other bridges). */\nstatic inline const edgec_model_info *{name}_info_ptr(void) {{ return &{name}_info; }}\n"
@@ -53,5 +63,37 @@ pub fn c_header_with(g: &Graph, info: &ModelInfo, opts: &CompileOptions, embedde
     }
     s.push_str("\n#ifdef __cplusplus\n}\n#endif\n");
     s.push_str(&format!("#endif /* {guard} */\n"));
+    s
+}
+
+/// The general-graph entry point, with its inputs, outputs and symbols spelled out.
+fn run_prototype(g: &Graph, name: &str) -> String {
+    let ty = |t: &edgec_ir::TensorType| {
+        let dims: Vec<String> = t
+            .shape
+            .dims()
+            .iter()
+            .map(|d| match d {
+                edgec_ir::Dim::Const(c) => c.to_string(),
+                edgec_ir::Dim::Sym(s) => g.symbols[s.0 as usize].name.clone(),
+            })
+            .collect();
+        format!("{}[{}]", t.dtype, dims.join(", "))
+    };
+    let mut s = String::from(
+        "/* A general graph. inputs[i] / outputs[i] point at each value's row-major data, in this\n * order, sized for the run-time dims; dims[] holds one int64 per symbol (NULL if none).\n * Checks every pointer, each symbol against 1..=max (EDGEC_STATUS_BAD_TOKEN_COUNT) and\n * every index a gather reads (EDGEC_STATUS_BAD_TOKEN_ID) before running anything.\n",
+    );
+    for (i, x) in g.symbols.iter().enumerate() {
+        s.push_str(&format!(" *   dims[{i}]    {} in 1..={}\n", x.name, x.max));
+    }
+    for (i, x) in g.inputs.iter().enumerate() {
+        s.push_str(&format!(" *   inputs[{i}]  {}: {}\n", x.name, ty(&x.ty)));
+    }
+    for (i, x) in g.outputs.iter().enumerate() {
+        s.push_str(&format!(" *   outputs[{i}] {}: {}\n", x.name, ty(g.type_of(x.value))));
+    }
+    s.push_str(&format!(
+        " */\nint32_t {name}_run(const edgec_context *ctx, const void *const *inputs, void *const *outputs,\n    const int64_t *dims);\n"
+    ));
     s
 }

@@ -20,6 +20,7 @@
 
 mod entry;
 mod error;
+mod generic;
 mod header;
 mod kernels;
 pub mod math;

@@ -137,3 +137,183 @@ pub fn max_num(b: &mut FunctionBuilder, x: Value, y: Value, min: bool) -> Value 
         b.ins().select(y_nan, x, r)
     }
 }
+
+/// `cond ? x : y` for a comparison result `cond` of `x`'s type (scalar or f32x4 mask).
+fn sel(b: &mut FunctionBuilder, cond: Value, x: Value, y: Value) -> Value {
+    let ty = b.func.dfg.value_type(x);
+    if ty.is_vector() {
+        let le = MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little);
+        let m = b.ins().bitcast(ty, le, cond);
+        b.ins().bitselect(m, x, y)
+    } else {
+        b.ins().select(cond, x, y)
+    }
+}
+
+/// `1.0` where `x` is NaN, else `0.0`.
+pub fn is_nan(b: &mut FunctionBuilder, x: Value) -> Value {
+    use cranelift_codegen::ir::condcodes::FloatCC;
+    let ty = b.func.dfg.value_type(x);
+    let c = b.ins().fcmp(FloatCC::Unordered, x, x);
+    let one = fconst(b, ty, 1.0);
+    let zero = fconst(b, ty, 0.0);
+    sel(b, c, one, zero)
+}
+
+/// Natural log (Cephes `logf`): split `x = m · 2^e` with `m` in `[sqrt(1/2), sqrt(2))` from the
+/// bits, a degree-9 polynomial in `m - 1`, then `e · ln2` (hi/lo). Relative error about 1e-7
+/// for normal inputs; `log(0) = -inf`, negative → NaN, `+inf` and NaN pass through.
+/// Subnormal inputs are not handled specially.
+#[allow(clippy::excessive_precision)]
+pub fn log(b: &mut FunctionBuilder, x: Value) -> Value {
+    use cranelift_codegen::ir::condcodes::FloatCC;
+    let ty = b.func.dfg.value_type(x);
+    let ity = if ty.is_vector() { types::I32X4 } else { types::I32 };
+    let le = if ty.is_vector() {
+        MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little)
+    } else {
+        MemFlagsData::new()
+    };
+    let bits = b.ins().bitcast(ity, le, x);
+    let e = b.ins().ushr_imm_u(bits, 23);
+    let mask_e = iconst32(b, ity, 0xff);
+    let e = b.ins().band(e, mask_e);
+    let bias = iconst32(b, ity, 126);
+    let e = b.ins().isub(e, bias);
+    let mmask = iconst32(b, ity, 0x807f_ffff);
+    let m = b.ins().band(bits, mmask);
+    let half = iconst32(b, ity, 0x3f00_0000);
+    let m = b.ins().bor(m, half);
+    let m = b.ins().bitcast(ty, le, m); // [0.5, 1)
+    let mut ef = b.ins().fcvt_from_sint(ty, e);
+    // m < sqrt(1/2): m = 2m - 1, e -= 1; else m = m - 1.
+    let sqrthf = fconst(b, ty, std::f32::consts::FRAC_1_SQRT_2);
+    let small = b.ins().fcmp(FloatCC::LessThan, m, sqrthf);
+    let one = fconst(b, ty, 1.0);
+    let zero = fconst(b, ty, 0.0);
+    let m2 = b.ins().fadd(m, m);
+    let mm = sel(b, small, m2, m);
+    let xm = b.ins().fsub(mm, one);
+    let dec = sel(b, small, one, zero);
+    ef = b.ins().fsub(ef, dec);
+    const L: [f32; 9] = [
+        7.037_683_6e-2,
+        -1.151_461_0e-1,
+        1.167_699_9e-1,
+        -1.242_014_1e-1,
+        1.424_932_3e-1,
+        -1.666_805_8e-1,
+        2.000_071_5e-1,
+        -2.499_999_4e-1,
+        3.333_333_1e-1,
+    ];
+    let mut y = fconst(b, ty, L[0]);
+    for &c in &L[1..] {
+        let cc = fconst(b, ty, c);
+        y = b.ins().fma(y, xm, cc);
+    }
+    let z = b.ins().fmul(xm, xm);
+    let y = b.ins().fmul(y, xm);
+    let y = b.ins().fmul(y, z);
+    let c1 = fconst(b, ty, -2.121_944_4e-4);
+    let y = b.ins().fma(ef, c1, y);
+    let mh = fconst(b, ty, -0.5);
+    let y = b.ins().fma(z, mh, y);
+    let r = b.ins().fadd(xm, y);
+    let c2 = fconst(b, ty, 0.693_359_4);
+    let r = b.ins().fma(ef, c2, r);
+    // Special values.
+    let inf = fconst(b, ty, f32::INFINITY);
+    let ninf = fconst(b, ty, f32::NEG_INFINITY);
+    let nan = fconst(b, ty, f32::NAN);
+    let is_inf = b.ins().fcmp(FloatCC::Equal, x, inf);
+    let r = sel(b, is_inf, inf, r);
+    let is_zero = b.ins().fcmp(FloatCC::Equal, x, zero);
+    let r = sel(b, is_zero, ninf, r);
+    let neg = b.ins().fcmp(FloatCC::LessThan, x, zero);
+    let r = sel(b, neg, nan, r);
+    let is_nan = b.ins().fcmp(FloatCC::Unordered, x, x);
+    sel(b, is_nan, x, r)
+}
+
+/// The error function: below |x| = 1 its Maclaurin series (degree 23), above it
+/// Abramowitz & Stegun 7.1.26, `1 - t·p(t)·exp(-x²)` with `t = 1/(1 + 0.3275911|x|)`
+/// (absolute error under 1.5e-7), with the sign of `x` restored.
+#[allow(clippy::excessive_precision)]
+pub fn erf(b: &mut FunctionBuilder, x: Value) -> Value {
+    use cranelift_codegen::ir::condcodes::FloatCC;
+    let ty = b.func.dfg.value_type(x);
+    let a = b.ins().fabs(x);
+    let one = fconst(b, ty, 1.0);
+    // Series: 2/sqrt(pi) · x · Σ (-1)^n x^2n / (n! (2n+1)).
+    let x2 = b.ins().fmul(x, x);
+    // Terms n = 0..=11: the last is 1e-9 at |x| = 1.
+    let coef: Vec<f64> = (0..12)
+        .map(|n| {
+            let fact: f64 = (1..=n).map(f64::from).product();
+            (-1f64).powi(n) / (fact * f64::from(2 * n + 1))
+        })
+        .collect();
+    let mut s = fconst(b, ty, coef[11] as f32);
+    for &c in coef[..11].iter().rev() {
+        let cc = fconst(b, ty, c as f32);
+        s = b.ins().fma(s, x2, cc);
+    }
+    let k = fconst(b, ty, (2.0 / std::f64::consts::PI.sqrt()) as f32);
+    let s = b.ins().fmul(s, k);
+    let small = b.ins().fmul(s, x);
+    // A&S 7.1.26 on |x|.
+    let p = fconst(b, ty, 0.327_591_1);
+    let d = b.ins().fma(p, a, one);
+    let t = b.ins().fdiv(one, d);
+    let ac: [f32; 5] = [0.254_829_592, -0.284_496_736, 1.421_413_741, -1.453_152_027, 1.061_405_429];
+    let mut q = fconst(b, ty, ac[4]);
+    for &c in ac[..4].iter().rev() {
+        let cc = fconst(b, ty, c);
+        q = b.ins().fma(q, t, cc);
+    }
+    let q = b.ins().fmul(q, t);
+    let nx2 = b.ins().fneg(x2);
+    let e = exp(b, nx2);
+    let qe = b.ins().fmul(q, e);
+    let big = b.ins().fsub(one, qe);
+    // fcopysign has no f32x4 lowering on x86: restore the sign with a select.
+    let zero = fconst(b, ty, 0.0);
+    let neg = b.ins().fcmp(FloatCC::LessThan, x, zero);
+    let nbig = b.ins().fneg(big);
+    let big = sel(b, neg, nbig, big);
+    let is_small = b.ins().fcmp(FloatCC::LessThan, a, one);
+    sel(b, is_small, small, big)
+}
+
+/// `x^y` as `exp(y · log|x|)`, with `x^0 = 1`, the sign of a negative base restored for an
+/// odd integer exponent, NaN for a negative base and a fractional exponent.
+pub fn pow(b: &mut FunctionBuilder, x: Value, y: Value) -> Value {
+    use cranelift_codegen::ir::condcodes::FloatCC;
+    let ty = b.func.dfg.value_type(x);
+    let a = b.ins().fabs(x);
+    let l = log(b, a);
+    let t = b.ins().fmul(y, l);
+    let r = exp(b, t);
+    let zero = fconst(b, ty, 0.0);
+    let one = fconst(b, ty, 1.0);
+    let half = fconst(b, ty, 0.5);
+    // |x| = 0 and y > 0: exactly 0 (exp's clamp would leave 2^-126).
+    let az = b.ins().fcmp(FloatCC::Equal, a, zero);
+    let ypos = b.ins().fcmp(FloatCC::GreaterThan, y, zero);
+    let zpos = b.ins().band(az, ypos);
+    let r = sel(b, zpos, zero, r);
+    let yr = b.ins().nearest(y);
+    let is_int = b.ins().fcmp(FloatCC::Equal, yr, y);
+    let h = b.ins().fmul(y, half);
+    let hr = b.ins().nearest(h);
+    let even = b.ins().fcmp(FloatCC::Equal, hr, h);
+    let neg = b.ins().fcmp(FloatCC::LessThan, x, zero);
+    let nr = b.ins().fneg(r);
+    let odd_r = sel(b, even, r, nr);
+    let nan = fconst(b, ty, f32::NAN);
+    let negr = sel(b, is_int, odd_r, nan);
+    let r = sel(b, neg, negr, r);
+    let y0 = b.ins().fcmp(FloatCC::Equal, y, zero);
+    sel(b, y0, one, r)
+}

@@ -10,7 +10,7 @@ use cranelift_codegen::ir::{InstBuilder, UserFuncName};
 use cranelift_codegen::isa::OwnedTargetIsa;
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
-use cranelift_module::{DataDescription, FuncId, Linkage, Module};
+use cranelift_module::{DataDescription, FuncId, Linkage, Module, ModuleReloc};
 use cranelift_object::{ObjectBuilder, ObjectModule};
 use edgec_ir::Graph;
 use edgec_passes::plan::MemoryPlan;
@@ -39,6 +39,12 @@ fn cg_err(what: &str, e: impl std::fmt::Display) -> BackendError {
 /// x86_64 the AVX2+FMA level (without `has_fma` every f32x4 fma would become libm calls). The
 /// triple is normalized first, so an Apple object always records its minimum OS version.
 pub(crate) fn make_isa(triple: &Triple) -> Result<OwnedTargetIsa, BackendError> {
+    make_isa_with(triple, &[])
+}
+
+/// [`make_isa`] with extra ISA flags enabled (e.g. `has_dotprod` for the aarch64 `dotprod`
+/// variant).
+pub(crate) fn make_isa_with(triple: &Triple, extra: &[&str]) -> Result<OwnedTargetIsa, BackendError> {
     let triple = &Target::from_triple(triple)?.triple;
     let mut flags = settings::builder();
     for (k, v) in [("opt_level", "speed"), ("is_pic", "true"), ("unwind_info", "true")] {
@@ -49,6 +55,9 @@ pub(crate) fn make_isa(triple: &Triple) -> Result<OwnedTargetIsa, BackendError> 
         for f in ["has_sse3", "has_ssse3", "has_sse41", "has_sse42", "has_popcnt", "has_avx", "has_avx2", "has_fma"] {
             isa.enable(f).map_err(|e| cg_err(f, e))?;
         }
+    }
+    for f in extra {
+        isa.enable(f).map_err(|e| cg_err(f, e))?;
     }
     isa.finish(settings::Flags::new(flags)).map_err(|e| cg_err("isa", e))
 }
@@ -94,7 +103,13 @@ pub fn emit_object_with(
         )));
     }
     let isa = make_isa(&opts.triple)?;
-    let sig = signature::check(g)?;
+    let sig = match signature::kind(g)? {
+        signature::Kind::Decoder(s) => s,
+        // A general graph gets `NAME_run` instead of `NAME_forward` (generic.rs).
+        signature::Kind::General(gs) => {
+            return crate::generic::emit(g, plan, layout, info, opts, embedded_weights, &gs);
+        }
+    };
     signature::check_plan(g, plan, &sig)?;
     if layout.offsets.len() != g.weights.len() {
         return Err(BackendError::Plan("weights layout does not match the graph".into()));
@@ -102,7 +117,17 @@ pub fn emit_object_with(
     if info.vocab != sig.vocab || info.max_tokens != sig.max_tokens || info.max_context != sig.max_context {
         return Err(BackendError::Plan("model info does not match the graph".into()));
     }
-    let specs: Vec<KernelSpec> = (0..g.nodes.len()).map(|i| KernelSpec::of_node(g, i)).collect::<Result<_, _>>()?;
+    let mut specs: Vec<KernelSpec> = (0..g.nodes.len()).map(|i| KernelSpec::of_node(g, i)).collect::<Result<_, _>>()?;
+    // aarch64: int8-weight matmuls take int8 activations in every variant, so the baseline and
+    // `dotprod` entry points compute bit-identical results (only instruction selection differs).
+    let aarch64 = Target::from_triple(&opts.triple)?.is_aarch64();
+    if aarch64 {
+        for s in &mut specs {
+            if let Some(t) = s.int8_twin() {
+                *s = t;
+            }
+        }
+    }
     check_bounds(g, &sig)?;
 
     let cc = isa.default_call_conv();
@@ -127,32 +152,60 @@ pub fn emit_object_with(
         let id = module.declare_function(&sym, Linkage::Local, &ksig).map_err(|e| cg_err(&sym, e))?;
         ctx.func.signature = ksig;
         ctx.func.name = UserFuncName::user(0, id.as_u32());
-        {
-            let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
-            let entry = b.create_block();
-            b.append_block_params_for_function_params(entry);
-            b.switch_to_block(entry);
-            let p = b.block_params(entry).to_vec();
-            let k = Kargs { args: p[0], begin: p[1], end: p[2] };
-            spec.build(&mut b, &k);
-            b.ins().return_(&[]);
-            b.seal_all_blocks();
-            b.finalize(fcfg);
-        }
+        build_kernel(&mut ctx, &mut fctx, spec, fcfg);
         module.define_function(id, &mut ctx).map_err(|e| cg_err(&format!("kernel {sym} ({key})"), e))?;
         module.clear_context(&mut ctx);
         ids.insert(key, id);
         node_kernel.push(id);
     }
 
-    let fwd_name = format!("{}_forward", opts.name);
-    let fsig = entry::forward_signature(cc);
-    let fid = module.declare_function(&fwd_name, Linkage::Export, &fsig).map_err(|e| cg_err(&fwd_name, e))?;
-    ctx.func.signature = fsig;
-    ctx.func.name = UserFuncName::user(0, fid.as_u32());
-    entry::build_forward(&mut module, &mut ctx.func, &mut fctx, g, plan, layout, &sig, &specs, &node_kernel, cc, fcfg);
-    module.define_function(fid, &mut ctx).map_err(|e| cg_err(&fwd_name, e))?;
-    module.clear_context(&mut ctx);
+    // aarch64: the `dotprod` variant. The int8-activation kernels are compiled a second time
+    // with `has_dotprod` (a second ISA, so their bytes are defined directly: no unwind entry),
+    // and a second entry point `NAME_forward_dotprod` calls those and shares every other
+    // kernel. The caller picks an entry point from the CPU's features.
+    let mut entries = vec![(format!("{}_forward", opts.name), node_kernel.clone())];
+    if aarch64 {
+        let isa_dp = make_isa_with(&opts.triple, &["has_dotprod"])?;
+        let mut dp_ids: HashMap<String, FuncId> = HashMap::new();
+        let mut dp_kernel = node_kernel.clone();
+        for (i, twin) in specs.iter().enumerate() {
+            if !twin.uses_int8_dot() {
+                continue;
+            }
+            let key = twin.key();
+            if let Some(&id) = dp_ids.get(&key) {
+                dp_kernel[i] = id;
+                continue;
+            }
+            let sym = format!("{}_k{}_{}_dotprod", opts.name, ids.len() + dp_ids.len(), twin.short_name());
+            let ksig = kernel_signature(cc);
+            let id = module.declare_function(&sym, Linkage::Local, &ksig).map_err(|e| cg_err(&sym, e))?;
+            ctx.func.signature = ksig;
+            ctx.func.name = UserFuncName::user(0, id.as_u32());
+            build_kernel(&mut ctx, &mut fctx, twin, fcfg);
+            ctx.compile(&*isa_dp, &mut Default::default())
+                .map_err(|e| cg_err(&format!("kernel {sym} ({key})"), format!("{:?}", e.inner)))?;
+            let code = ctx.compiled_code().expect("just compiled");
+            let align = u64::from(code.buffer.alignment);
+            let bytes = code.buffer.data().to_vec();
+            let relocs: Vec<ModuleReloc> =
+                code.buffer.relocs().iter().map(|r| ModuleReloc::from_mach_reloc(r, &ctx.func, id)).collect();
+            module.define_function_bytes(id, align, &bytes, &relocs).map_err(|e| cg_err(&sym, e))?;
+            module.clear_context(&mut ctx);
+            dp_ids.insert(key, id);
+            dp_kernel[i] = id;
+        }
+        entries.push((format!("{}_forward_dotprod", opts.name), dp_kernel));
+    }
+    for (fwd_name, kernels) in &entries {
+        let fsig = entry::forward_signature(cc);
+        let fid = module.declare_function(fwd_name, Linkage::Export, &fsig).map_err(|e| cg_err(fwd_name, e))?;
+        ctx.func.signature = fsig;
+        ctx.func.name = UserFuncName::user(0, fid.as_u32());
+        entry::build_forward(&mut module, &mut ctx.func, &mut fctx, g, plan, layout, &sig, &specs, kernels, cc, fcfg);
+        module.define_function(fid, &mut ctx).map_err(|e| cg_err(fwd_name, e))?;
+        module.clear_context(&mut ctx);
+    }
 
     let info_name = format!("{}_info", opts.name);
     let did = module.declare_data(&info_name, Linkage::Export, false, false).map_err(|e| cg_err(&info_name, e))?;
@@ -172,6 +225,25 @@ pub fn emit_object_with(
 
     let product = module.finish();
     product.emit().map_err(|e| cg_err("object file", e))
+}
+
+/// Builds kernel `spec`'s body into `ctx.func` (whose signature and name are set).
+fn build_kernel(
+    ctx: &mut Context,
+    fctx: &mut FunctionBuilderContext,
+    spec: &KernelSpec,
+    fcfg: cranelift_codegen::isa::TargetFrontendConfig,
+) {
+    let mut b = FunctionBuilder::new(&mut ctx.func, fctx);
+    let entry = b.create_block();
+    b.append_block_params_for_function_params(entry);
+    b.switch_to_block(entry);
+    let p = b.block_params(entry).to_vec();
+    let k = Kargs { args: p[0], begin: p[1], end: p[2] };
+    spec.build(&mut b, &k);
+    b.ins().return_(&[]);
+    b.seal_all_blocks();
+    b.finalize(fcfg);
 }
 
 /// Compile-time bounds the kernels rely on instead of run-time checks.

@@ -112,6 +112,11 @@ pub(crate) fn check(g: &Graph) -> Result<Signature, BackendError> {
 /// Checks the plan against the graph: every arena node has a slot inside the arena, every
 /// state one inside the state block.
 pub(crate) fn check_plan(g: &Graph, plan: &MemoryPlan, sig: &Signature) -> Result<(), BackendError> {
+    check_plan_outputs(g, plan, &[sig.output_node])
+}
+
+/// [`check_plan`] with the nodes written straight into caller buffers given explicitly.
+pub(crate) fn check_plan_outputs(g: &Graph, plan: &MemoryPlan, outputs: &[usize]) -> Result<(), BackendError> {
     let perr = |m: String| BackendError::Plan(m);
     if plan.offsets.len() != g.nodes.len() || plan.sizes.len() != g.nodes.len() {
         return Err(perr(format!("plan covers {} nodes, graph has {}", plan.offsets.len(), g.nodes.len())));
@@ -120,7 +125,7 @@ pub(crate) fn check_plan(g: &Graph, plan: &MemoryPlan, sig: &Signature) -> Resul
         return Err(perr(format!("plan covers {} states, graph has {}", plan.state_offsets.len(), g.states.len())));
     }
     for (i, n) in g.nodes.iter().enumerate() {
-        let outside = i == sig.output_node || matches!(n.op, Op::CacheWrite);
+        let outside = outputs.contains(&i) || matches!(n.op, Op::CacheWrite);
         let bytes = g.max_bytes(&n.ty).ok_or_else(|| BackendError::node(g, i, "size overflows"))?;
         match (outside, plan.offsets[i]) {
             (true, _) => {}
@@ -149,14 +154,49 @@ pub(crate) fn check_plan(g: &Graph, plan: &MemoryPlan, sig: &Signature) -> Resul
     Ok(())
 }
 
-/// The `ModelInfo` the object exports as `NAME_info`.
+/// Which entry point a graph gets: the decoder's `NAME_forward`, or `NAME_run` for a general
+/// graph (see `generic.rs`).
+pub(crate) enum Kind {
+    Decoder(Signature),
+    General(crate::generic::GenericSig),
+}
+
+/// The decoder signature if the graph has it, else the general-graph checks; when both fail,
+/// both reasons.
+pub(crate) fn kind(g: &Graph) -> Result<Kind, BackendError> {
+    match check(g) {
+        Ok(s) => Ok(Kind::Decoder(s)),
+        Err(de) => match crate::generic::check(g) {
+            Ok(gs) => Ok(Kind::General(gs)),
+            Err(ge) => {
+                let inner = |e: BackendError| match e {
+                    BackendError::Signature(s) => s,
+                    e => e.to_string(),
+                };
+                Err(sig_err(format!("{}; nor is it a general graph: {}", inner(de), inner(ge))))
+            }
+        },
+    }
+}
+
+/// The `ModelInfo` the object exports as `NAME_info` (for a general graph: `vocab` and
+/// `max_context` 0, `max_tokens` the bound of its symbol).
 pub fn model_info(
     g: &Graph,
     plan: &MemoryPlan,
     layout: &WeightsLayout,
     hash: [u8; 32],
 ) -> Result<ModelInfo, BackendError> {
-    let sig = check(g)?;
+    let sig = match kind(g)? {
+        Kind::Decoder(s) => s,
+        Kind::General(gs) => {
+            check_plan_outputs(g, plan, &gs.outputs)?;
+            if layout.offsets.len() != g.weights.len() {
+                return Err(BackendError::Plan("weights layout does not match the graph".into()));
+            }
+            return Ok(crate::generic::info(&gs, plan, layout, hash));
+        }
+    };
     check_plan(g, plan, &sig)?;
     if layout.offsets.len() != g.weights.len() {
         return Err(BackendError::Plan(format!(

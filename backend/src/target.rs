@@ -72,8 +72,8 @@ const ARM_VARIANTS: &[Variant] = &[
     Variant { name: "baseline", features: "armv8-a with NEON (every 64-bit Arm phone)", available: true },
     Variant {
         name: "dotprod",
-        features: "+dotprod (sdot); arrives with the int8 kernels, not emitted yet",
-        available: false,
+        features: "+dotprod (sdot in the int8 matmuls; entry point NAME_forward_dotprod)",
+        available: true,
     },
     Variant {
         name: "i8mm",
@@ -279,8 +279,10 @@ pub fn listing() -> String {
         }
     }
     s.push_str(
-        "\nToday every target gets one variant (the first listed). The aarch64 dotprod and i8mm variants\n\
-         arrive with the int8 kernels; load-time selection between variants arrives with them.\n",
+        "\nx86_64 objects have one entry point, NAME_forward. aarch64 objects export NAME_forward\n\
+         (baseline) and NAME_forward_dotprod, bit-identical in results; the app picks one at load\n\
+         time from the CPU's features (the C driver reads HWCAP_ASIMDDP or FEAT_DotProd). i8mm is\n\
+         not emitted yet.\n",
     );
     s
 }

@@ -72,3 +72,35 @@ fn gelu_tanh_sweep() {
         }
     }
 }
+
+#[test]
+fn erf_sweep() {
+    // Both branches (series below 0.5, A&S above), the f32x4 path and a scalar tail.
+    for (w, lo, hi) in [(64u64, -6.0, 6.0), (67, -1.2, 1.2)] {
+        let (x, got) = sweep(UnaryOp::Erf, w, lo, hi);
+        let mut worst = 0f64;
+        for (&x, &y) in x.iter().zip(&got) {
+            let want = f64::from(UnaryOp::Erf.eval(x));
+            let err = (f64::from(y) - want).abs();
+            worst = worst.max(err);
+            assert!(err <= 2.5e-7, "erf({x}) = {y}, want {want} (err {err:e})");
+        }
+        eprintln!("erf [{lo}, {hi}]: worst absolute error {worst:e}");
+    }
+}
+
+#[test]
+fn log_relative_error_sweep_and_specials() {
+    for (w, lo, hi) in [(64u64, 1e-30, 1e30), (67, 0.01, 10.0), (64, 0.5, 2.0)] {
+        let (x, got) = sweep(UnaryOp::Log, w, lo, hi);
+        for (&x, &y) in x.iter().zip(&got) {
+            let want = (x as f64).ln();
+            let err = (f64::from(y) - want).abs();
+            assert!(err <= 2e-7 * want.abs().max(1.0), "log({x}) = {y}, want {want} (err {err:e})");
+        }
+    }
+    let (_, got) = sweep(UnaryOp::Log, 2, -1.0, 0.0);
+    assert!(got[0].is_nan() && got[3] == f32::NEG_INFINITY, "{got:?}");
+    let (_, got) = sweep(UnaryOp::IsNan, 2, -1.0, 1.0);
+    assert_eq!(got, vec![0.0; 4]);
+}

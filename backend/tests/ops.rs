@@ -2,7 +2,7 @@
 
 mod common;
 use common::*;
-use edgec_ir::{BinaryOp, Op, ReduceOp, UnaryOp, ValueRef};
+use edgec_ir::{BinaryOp, Dim, Op, ReduceOp, Shape, UnaryOp, ValueRef};
 
 const MT: u64 = 7;
 
@@ -59,12 +59,10 @@ fn matmul_plain_layout() {
 
 #[test]
 fn unary_ops() {
-    // erf, log and is_nan have no kernel yet (ONNX import runs them in the interpreter).
-    let with_kernel = UnaryOp::ALL.into_iter().filter(|op| !matches!(op, UnaryOp::Erf | UnaryOp::Log | UnaryOp::IsNan));
-    for (i, op) in with_kernel.enumerate() {
+    for (i, op) in UnaryOp::ALL.into_iter().enumerate() {
         // Positive inputs keep sqrt/rsqrt/recip finite; exp/silu/sigmoid get a wide range.
         let (lo, hi) = match op {
-            UnaryOp::Sqrt | UnaryOp::Rsqrt | UnaryOp::Recip => (0.1, 4.0),
+            UnaryOp::Sqrt | UnaryOp::Rsqrt | UnaryOp::Recip | UnaryOp::Log => (0.1, 4.0),
             _ => (-12.0, 12.0),
         };
         for h in [13u64, 8, 1] {
@@ -75,7 +73,7 @@ fn unary_ops() {
 
 #[test]
 fn binary_ops_all_broadcasts() {
-    for (i, op) in BinaryOp::ALL.into_iter().filter(|&op| op != BinaryOp::Pow).enumerate() {
+    for (i, op) in BinaryOp::ALL.into_iter().enumerate() {
         let seed = 40 + i as u64;
         // equal shapes
         run_op(10, 10, 0.5, 2.0, seed, |b, x| {
@@ -212,4 +210,175 @@ fn max_min_ignore_nan_like_the_reference() {
             b.node(Op::Binary(BinaryOp::Add), vec![y, r])
         });
     }
+}
+
+// Layout ops and the run-time-shape kernels of general (ONNX) graphs, inside the decoder
+// harness: `seq` is symbolic, sizes are odd.
+
+fn shape(b: &GB, dims: &[Option<u64>]) -> Shape {
+    Shape(dims.iter().map(|d| d.map_or(b.seq, Dim::Const)).collect())
+}
+
+#[test]
+fn reshape_transpose_roundtrip_permutations() {
+    // [seq, 12] -> [seq, 3, 4] -> every permutation -> raw reshape back to [seq, 12].
+    for (i, perm) in [[0u32, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]].into_iter().enumerate() {
+        run_op(11, 12, -2.0, 2.0, 200 + i as u64, |b, x| {
+            let s = shape(b, &[None, Some(3), Some(4)]);
+            let r = b.node(Op::Reshape { shape: s }, vec![x]);
+            let t = b.node(Op::Transpose { perm: perm.to_vec() }, vec![r]);
+            let y = b.node(Op::Unary(UnaryOp::Neg), vec![t]);
+            let s = shape(b, &[None, Some(12)]);
+            b.node(Op::Reshape { shape: s }, vec![y])
+        });
+    }
+}
+
+#[test]
+fn concat_any_axis() {
+    for axis in [0u32, 1, 2] {
+        run_op(9, 7, -2.0, 2.0, 210 + u64::from(axis), |b, x| {
+            let (a, other) = match axis {
+                0 => {
+                    // [1, seq, 7] ++ |expand to [2, seq, 7]|
+                    let s = shape(b, &[Some(1), None, Some(7)]);
+                    let a = b.node(Op::Reshape { shape: s }, vec![x]);
+                    let s = shape(b, &[Some(2), None, Some(7)]);
+                    let e = b.node(Op::Expand { shape: s }, vec![a]);
+                    (a, b.node(Op::Unary(UnaryOp::Abs), vec![e]))
+                }
+                1 => {
+                    // [seq, 1, 7] ++ a [1, 2, 7] table (cut from [1, 5, 7]) expanded to [seq, 2, 7]
+                    let s = shape(b, &[None, Some(1), Some(7)]);
+                    let a = b.node(Op::Reshape { shape: s }, vec![x]);
+                    let w = b.weight("w", &[1, 5, 7], -1.0, 1.0);
+                    let w = b.node(Op::Slice { axis: 1, start: 2, len: Dim::Const(2) }, vec![w]);
+                    let s = shape(b, &[None, Some(2), Some(7)]);
+                    (a, b.node(Op::Expand { shape: s }, vec![w]))
+                }
+                _ => {
+                    // [1, seq, 7] ++ a [1, 1, 2] weight expanded to [1, seq, 2]
+                    let s = shape(b, &[Some(1), None, Some(7)]);
+                    let a = b.node(Op::Reshape { shape: s }, vec![x]);
+                    let w = b.weight("w", &[1, 1, 2], -1.0, 1.0);
+                    let s = shape(b, &[Some(1), None, Some(2)]);
+                    (a, b.node(Op::Expand { shape: s }, vec![w]))
+                }
+            };
+            let c = b.node(Op::Concat { axis }, vec![a, other]);
+            let total = b.g.type_of(c).shape.dims().iter().map(|d| d.as_const().unwrap_or(1)).product::<u64>();
+            let s = shape(b, &[None, Some(total)]);
+            b.node(Op::Reshape { shape: s }, vec![c])
+        });
+    }
+}
+
+#[test]
+fn slice_symbolic_and_constant_lengths() {
+    run_op(9, 13, -2.0, 2.0, 220, |b, x| {
+        // Columns 3..10 of x, plus rows 0..seq of a [16, 7] table (the folded-table pattern).
+        let c = b.node(Op::Slice { axis: 1, start: 3, len: Dim::Const(7) }, vec![x]);
+        let t = b.weight("table", &[16, 7], -1.0, 1.0);
+        let seq = b.seq;
+        let r = b.node(Op::Slice { axis: 0, start: 0, len: seq }, vec![t]);
+        b.node(Op::Binary(BinaryOp::Add), vec![c, r])
+    });
+    run_op(9, 12, -2.0, 2.0, 221, |b, x| {
+        // A middle axis with a start: [seq, 3, 4] -> [seq, 2, 4] from index 1.
+        let s = shape(b, &[None, Some(3), Some(4)]);
+        let r = b.node(Op::Reshape { shape: s }, vec![x]);
+        let sl = b.node(Op::Slice { axis: 1, start: 1, len: Dim::Const(2) }, vec![r]);
+        let s = shape(b, &[None, Some(8)]);
+        b.node(Op::Reshape { shape: s }, vec![sl])
+    });
+}
+
+#[test]
+fn general_broadcasts_and_symbolic_last_axis() {
+    // [3, seq, 4] * [1, seq, 4] (a table cut to seq rows): the rotary pattern.
+    run_op(9, 12, -2.0, 2.0, 230, |b, x| {
+        let s = shape(b, &[None, Some(3), Some(4)]);
+        let r = b.node(Op::Reshape { shape: s }, vec![x]);
+        let t = b.node(Op::Transpose { perm: vec![1, 0, 2] }, vec![r]);
+        let tab = b.weight("table", &[1, 16, 4], -1.0, 1.0);
+        let seq = b.seq;
+        let cut = b.node(Op::Slice { axis: 1, start: 0, len: seq }, vec![tab]);
+        let m = b.node(Op::Binary(BinaryOp::Mul), vec![t, cut]);
+        let p = b.node(Op::Binary(BinaryOp::Pow), vec![m, m]); // general path: NaN for x<0, like powf
+        let p = b.node(Op::Unary(UnaryOp::IsNan), vec![p]);
+        let m = b.node(Op::Binary(BinaryOp::Sub), vec![m, p]);
+        let back = b.node(Op::Transpose { perm: vec![1, 0, 2] }, vec![m]);
+        let s = shape(b, &[None, Some(12)]);
+        b.node(Op::Reshape { shape: s }, vec![back])
+    });
+    // Reductions and softmax over a symbolic last axis: x [seq, 5] transposed to [5, seq].
+    for (i, op) in ReduceOp::ALL.into_iter().enumerate() {
+        run_op(9, 5, -2.0, 2.0, 240 + i as u64, |b, x| {
+            let t = b.node(Op::Transpose { perm: vec![1, 0] }, vec![x]);
+            let sm = b.node(Op::Softmax, vec![t]);
+            let e = b.node(Op::Unary(UnaryOp::Exp), vec![t]);
+            let sm = b.node(Op::Binary(BinaryOp::Add), vec![sm, e]);
+            let r = b.node(Op::Reduce(op), vec![sm]); // [5, 1]
+            let s = shape(b, &[Some(1), Some(5)]);
+            let r = b.node(Op::Reshape { shape: s }, vec![r]);
+            let y = b.node(Op::Binary(BinaryOp::Mul), vec![x, r]);
+            let back = b.node(Op::Transpose { perm: vec![1, 0] }, vec![sm]);
+            b.node(Op::Binary(BinaryOp::Add), vec![y, back])
+        });
+    }
+}
+
+#[test]
+fn batch_matmul_broadcast_and_symbolic_inner() {
+    run_op(9, 12, -1.0, 1.0, 250, |b, x| {
+        // q = [3, seq, 4]; scores = q · qᵀ [3, seq, seq]; masked-free softmax; · q again; then a
+        // broadcast [1, 4, 5] weight: [3, seq, 5] -> [seq, 15].
+        let s = shape(b, &[None, Some(3), Some(4)]);
+        let r = b.node(Op::Reshape { shape: s }, vec![x]);
+        let q = b.node(Op::Transpose { perm: vec![1, 0, 2] }, vec![r]);
+        let qt = b.node(Op::Transpose { perm: vec![0, 2, 1] }, vec![q]);
+        let sc = b.node(Op::BatchMatMul, vec![q, qt]);
+        let p = b.node(Op::Softmax, vec![sc]);
+        let o = b.node(Op::BatchMatMul, vec![p, q]);
+        let w = b.weight("w", &[1, 4, 5], -1.0, 1.0);
+        let o = b.node(Op::BatchMatMul, vec![o, w]);
+        let w2 = b.weight("w2", &[5, 3], -1.0, 1.0); // rank-2 operand broadcast over the batch
+        let o2 = b.node(Op::BatchMatMul, vec![o, w2]);
+        let o = b.node(Op::Concat { axis: 2 }, vec![o, o2]);
+        let back = b.node(Op::Transpose { perm: vec![1, 0, 2] }, vec![o]);
+        let s = shape(b, &[None, Some(24)]);
+        b.node(Op::Reshape { shape: s }, vec![back])
+    });
+}
+
+#[test]
+fn select_with_nan_mask() {
+    run_op(10, 9, -2.0, 2.0, 260, |b, x| {
+        let mut row: Vec<f32> = (0..9).map(|i| i as f32 * 0.3 - 1.0).collect();
+        row[2] = f32::NAN;
+        row[8] = f32::NAN;
+        let w = b.weight_data("nanrow", &[1, 9], row);
+        let xw = b.node(Op::Binary(BinaryOp::Add), vec![x, w]);
+        let m = b.node(Op::Unary(UnaryOp::IsNan), vec![xw]);
+        let zero = b.weight_data("zero", &[], vec![0.25]);
+        let y = b.node(Op::Select, vec![m, zero, xw]);
+        let s = shape(b, &[None, Some(1), Some(9)]);
+        let y = b.node(Op::Reshape { shape: s }, vec![y]);
+        let s = shape(b, &[None, Some(2), Some(9)]);
+        let y = b.node(Op::Expand { shape: s }, vec![y]);
+        let s = shape(b, &[None, Some(18)]);
+        b.node(Op::Reshape { shape: s }, vec![y])
+    });
+}
+
+#[test]
+fn middle_axis_broadcast() {
+    // [2, 3, 4] + [2, 1, 4] (numpy broadcasting along a middle axis), then added to x [seq, 24].
+    run_op(9, 24, -1.0, 1.0, 270, |b, x| {
+        let p = b.weight("p", &[2, 3, 4], -1.0, 1.0);
+        let q = b.weight("q", &[2, 1, 4], -1.0, 1.0);
+        let s = b.node(Op::Binary(BinaryOp::Add), vec![p, q]);
+        let s = b.node(Op::Reshape { shape: Shape::of(&[1, 24]) }, vec![s]);
+        b.node(Op::Binary(BinaryOp::Mul), vec![x, s])
+    });
 }

@@ -115,7 +115,6 @@ impl Checkpoint {
 pub fn read_header(path: &Path, label: &str) -> Result<Vec<(String, TensorEntry)>, FrontendError> {
     let io = |e: std::io::Error| FrontendError::Io { path: path.to_path_buf(), message: e.to_string() };
     let truncated = |message: String| FrontendError::Truncated { path: path.to_path_buf(), message };
-    let invalid = |message: String| FrontendError::InvalidSafetensors { path: path.to_path_buf(), message };
     let file = std::fs::File::open(path).map_err(io)?;
     let file_len = file.metadata().map_err(io)?.len();
     if file_len < 8 {
@@ -124,14 +123,26 @@ pub fn read_header(path: &Path, label: &str) -> Result<Vec<(String, TensorEntry)
     // SAFETY: the map is read-only and dropped before returning; the checkpoint is not expected
     // to change while the compiler reads its header.
     let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
+    parse_header(&map, path, label)
+}
+
+/// [`read_header`] on a whole file's bytes (usually its memory map); `path` names it in
+/// entries and messages.
+pub fn parse_header(map: &[u8], path: &Path, label: &str) -> Result<Vec<(String, TensorEntry)>, FrontendError> {
+    let truncated = |message: String| FrontendError::Truncated { path: path.to_path_buf(), message };
+    let invalid = |message: String| FrontendError::InvalidSafetensors { path: path.to_path_buf(), message };
+    let file_len = map.len() as u64;
+    if file_len < 8 {
+        return Err(truncated(format!("{file_len} bytes, shorter than the 8-byte header length")));
+    }
     let header_len = u64::from_le_bytes(map[..8].try_into().expect("8 bytes"));
     let data_start = header_len.checked_add(8).filter(|&e| e <= file_len).ok_or_else(|| {
         truncated(format!("header of {header_len} bytes extends past the end of the file ({file_len} bytes)"))
     })?;
-    let meta = match SafeTensors::read_metadata(&map) {
+    let meta = match SafeTensors::read_metadata(map) {
         Ok((_, meta)) => meta,
         Err(SafeTensorError::MetadataIncompleteBuffer) => {
-            return Err(diagnose_length(&map, data_start, file_len).map_or_else(
+            return Err(diagnose_length(map, data_start, file_len).map_or_else(
                 || invalid(format!("{file_len} bytes, but the header describes a different data length")),
                 truncated,
             ));

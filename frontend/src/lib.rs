@@ -8,6 +8,8 @@ pub mod checkpoint;
 pub mod config;
 mod decoder;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gguf;
 pub mod onnx;
 

@@ -5,6 +5,8 @@
 //! stable text form ([`text`]), a [`verify`]er and a slow, obviously correct [`interp`]reter that
 //! is the oracle for every pass and kernel test. The IR knows no model file format.
 
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod graph;
 pub mod infer;
 pub mod interp;

@@ -4,7 +4,8 @@
 //! backend kernel rely on them. Activations are row-major `[rows, features]` unless stated.
 //! The layout ops (`reshape`, `expand`, `transpose`, `concat`, `slice`), `batch_matmul`,
 //! `select` and the unary/binary ops after `gelu_tanh` serve general (ONNX) graphs; the
-//! interpreter runs them all, the backend not all of them yet.
+//! interpreter and the backend run them all (the backend's kernels for run-time shapes are in
+//! `backend/src/kernels/general.rs`).
 
 use crate::types::{Dim, Shape};
 

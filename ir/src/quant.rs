@@ -393,6 +393,9 @@ pub enum Preset {
     F16,
     /// `q8_c`: int8 per output channel (embedding tables per row).
     Q8,
+    /// `q8_g32` (ggml's Q8_0: int8 groups of 32 with an f16 scale); rows not a multiple of 32
+    /// fall back to `q8_c`.
+    Q8G32,
     /// `q4_g32` (asymmetric, searched); rows not a multiple of 32 fall back to `q8_c`.
     Q4,
     /// `q4_g128`; rows not a multiple of 128 fall back to `q4_g32`, then `q8_c`.
@@ -403,13 +406,14 @@ pub enum Preset {
 }
 
 impl Preset {
-    pub const NAMES: &'static str = "f32, f16, q8, q4, q4-g128, keep";
+    pub const NAMES: &'static str = "f32, f16, q8, q8-g32, q4, q4-g128, keep";
 
     pub fn from_name(s: &str) -> Option<Preset> {
         Some(match s {
             "f32" => Preset::F32,
             "f16" => Preset::F16,
             "q8" => Preset::Q8,
+            "q8-g32" => Preset::Q8G32,
             "q4" => Preset::Q4,
             "q4-g128" => Preset::Q4G128,
             "keep" => Preset::Keep,
@@ -422,6 +426,7 @@ impl Preset {
             Preset::F32 => "f32",
             Preset::F16 => "f16",
             Preset::Q8 => "q8",
+            Preset::Q8G32 => "q8-g32",
             Preset::Q4 => "q4",
             Preset::Q4G128 => "q4-g128",
             Preset::Keep => "keep",
@@ -465,6 +470,7 @@ pub fn choose(g: &Graph, i: usize, preset: Preset) -> Option<Storage> {
         Preset::F32 => None,
         Preset::F16 => Some(Storage::F16),
         Preset::Q8 => Some(Storage::Q8C),
+        Preset::Q8G32 => Some(if fits(Storage::Q8G { group: 32 }) { Storage::Q8G { group: 32 } } else { Storage::Q8C }),
         Preset::Q4 => Some(if fits(q4(32)) { q4(32) } else { Storage::Q8C }),
         Preset::Q4G128 => Some([q4(128), q4(32)].into_iter().find(|&s| fits(s)).unwrap_or(Storage::Q8C)),
         Preset::Keep => {

@@ -14,13 +14,19 @@
  *   offset 8   u32      n_prompt
  *   offset 12  u32      vocab
  *   offset 16  u32      n_generated
- *   offset 20  u32      reserved (0)
+ *   offset 20  u32      variant that ran: 0 baseline (<name>_forward), 1 dotprod
  *   offset 24  f32      logits[n_prompt * vocab]   (one row per prompt token)
  *   then       i32      generated[n_generated]
  * The Rust reader is edgec_runtime::driver_output::parse_driver_output.
  *
  * The weights header is validated exactly as the Rust runtime does; any error prints a
- * message on stderr and exits with status 1. The serial parallel_for runs each region inline. */
+ * message on stderr and exits with status 1. The serial parallel_for runs each region inline.
+ *
+ * Variants: with -DEDGEC_DOTPROD_VARIANT (aarch64 objects export <name>_forward_dotprod too)
+ * the driver asks the CPU for FEAT_DotProd (Linux/Android: getauxval(AT_HWCAP) & HWCAP_ASIMDDP;
+ * Apple: sysctlbyname("hw.optional.arm.FEAT_DotProd")) and calls the dotprod entry point when
+ * it is there, else the baseline one; EDGEC_VARIANT=baseline in the environment forces the
+ * baseline. It prints "edgec_driver: variant NAME" on stderr and records it at offset 20. */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
 #include <limits.h>
@@ -30,6 +36,16 @@
 #include <string.h>
 
 #include "edgec_abi.h"
+
+#if defined(EDGEC_DOTPROD_VARIANT) && defined(__linux__)
+#include <sys/auxv.h>
+#ifndef HWCAP_ASIMDDP
+#define HWCAP_ASIMDDP (1UL << 20)
+#endif
+#elif defined(EDGEC_DOTPROD_VARIANT) && defined(__APPLE__)
+#include <sys/sysctl.h>
+#include <sys/types.h>
+#endif
 
 #ifndef EDGEC_MODEL
 #error "define EDGEC_MODEL=<name> (the object's symbols are <name>_info and <name>_forward)"
@@ -44,6 +60,39 @@
 extern const edgec_model_info MODEL_INFO;
 int32_t MODEL_FORWARD(const edgec_context *ctx, const int32_t *ids, uint32_t n_tokens,
                       uint32_t pos, float *logits);
+typedef int32_t (*forward_fn)(const edgec_context *, const int32_t *, uint32_t, uint32_t, float *);
+
+#ifdef EDGEC_DOTPROD_VARIANT
+#define MODEL_FORWARD_DOTPROD EDGEC_PASTE(EDGEC_MODEL, _forward_dotprod)
+int32_t MODEL_FORWARD_DOTPROD(const edgec_context *ctx, const int32_t *ids, uint32_t n_tokens,
+                              uint32_t pos, float *logits);
+
+/* Whether this CPU has FEAT_DotProd (sdot/udot). */
+static int cpu_has_dotprod(void) {
+#if defined(__linux__)
+    return (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0;
+#elif defined(__APPLE__)
+    int v = 0;
+    size_t n = sizeof v;
+    return sysctlbyname("hw.optional.arm.FEAT_DotProd", &v, &n, NULL, 0) == 0 && v != 0;
+#else
+    return 0;
+#endif
+}
+#endif
+
+/* The entry point for this CPU; *variant = 0 baseline, 1 dotprod. */
+static forward_fn pick_forward(uint32_t *variant) {
+#ifdef EDGEC_DOTPROD_VARIANT
+    const char *force = getenv("EDGEC_VARIANT");
+    if (!(force && strcmp(force, "baseline") == 0) && cpu_has_dotprod()) {
+        *variant = 1;
+        return MODEL_FORWARD_DOTPROD;
+    }
+#endif
+    *variant = 0;
+    return MODEL_FORWARD;
+}
 
 static const char *g_tmp_path; /* removed on failure */
 
@@ -217,6 +266,8 @@ int main(int argc, char **argv) {
     int32_t *ids, *gen;
     float *prompt_logits, *step_logits;
     edgec_context ctx;
+    forward_fn forward;
+    uint32_t variant;
     char *tmp;
     FILE *f;
 
@@ -244,6 +295,8 @@ int main(int argc, char **argv) {
              (unsigned long long)n_prompt + (max_new ? max_new - 1 : 0), info->max_context);
     if ((uint64_t)n_prompt * vocab > SIZE_MAX / sizeof(float)) fail("prompt logits do not fit in memory");
 
+    forward = pick_forward(&variant);
+    fprintf(stderr, "edgec_driver: variant %s\n", variant ? "dotprod" : "baseline");
     weights = read_weights(wpath, &wsize);
     validate_weights(weights, wsize, info, wpath);
     ctx.weights = weights;
@@ -263,7 +316,7 @@ int main(int argc, char **argv) {
         int32_t st;
         if ((uint64_t)pos + n > info->max_context)
             fail("context overflow: position %u + %u tokens > max context %u", pos, n, info->max_context);
-        st = MODEL_FORWARD(&ctx, ids + pos, n, pos, prompt_logits + (size_t)pos * vocab);
+        st = forward(&ctx, ids + pos, n, pos, prompt_logits + (size_t)pos * vocab);
         if (st != EDGEC_STATUS_OK)
             fail("model forward returned status %d (%s) for %u tokens at position %u", st, status_name(st), n, pos);
         pos += n;
@@ -277,7 +330,7 @@ int main(int argc, char **argv) {
             if (i + 1 == max_new) break;
             if (pos + 1 > info->max_context)
                 fail("context overflow: position %u + 1 tokens > max context %u", pos, info->max_context);
-            st = MODEL_FORWARD(&ctx, &tok, 1, pos, step_logits);
+            st = forward(&ctx, &tok, 1, pos, step_logits);
             if (st != EDGEC_STATUS_OK)
                 fail("model forward returned status %d (%s) for 1 tokens at position %u", st, status_name(st), pos);
             pos += 1;
@@ -297,7 +350,7 @@ int main(int argc, char **argv) {
     put_u32(f, n_prompt, tmp);
     put_u32(f, vocab, tmp);
     put_u32(f, n_gen, tmp);
-    put_u32(f, 0, tmp);
+    put_u32(f, variant, tmp);
     {
         size_t k, n = (size_t)n_prompt * vocab;
         for (k = 0; k < n; k++) {

@@ -67,6 +67,15 @@ typedef struct edgec_weights_header {
 typedef int32_t (*edgec_forward_fn)(const edgec_context *ctx, const int32_t *ids,
                                     uint32_t n_tokens, uint32_t pos, float *logits);
 
+/* int32_t <name>_run(const edgec_context *ctx, const void *const *inputs,
+ *                    void *const *outputs, const int64_t *dims);
+ * The entry point of a general graph (not the decoder signature; no _forward): one pointer per
+ * graph input/output in graph order, one int64 per symbol in dims (NULL if none). Returns
+ * EDGEC_STATUS_BAD_TOKEN_COUNT for a symbol value outside 1..=max, EDGEC_STATUS_BAD_TOKEN_ID
+ * for an out-of-range gather index, EDGEC_STATUS_NULL_ARGUMENT, having done nothing. */
+typedef int32_t (*edgec_run_fn)(const edgec_context *ctx, const void *const *inputs,
+                                void *const *outputs, const int64_t *dims);
+
 #ifdef __cplusplus
 }
 #endif

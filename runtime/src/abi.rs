@@ -65,6 +65,22 @@ pub type ForwardFn = unsafe extern "C" fn(
     logits: *mut f32,
 ) -> i32;
 
+/// `int32_t <name>_run(const Context *ctx, const void *const *inputs, void *const *outputs,
+/// const int64_t *dims)`: the entry point of a *general* graph (anything that is not the
+/// decoder signature, e.g. an imported ONNX graph; such an object has no `_forward`).
+/// `inputs`/`outputs` hold one pointer per graph input/output, in graph order, to row-major
+/// data sized for the run-time dims; `dims` one value per graph symbol (at most one; NULL when
+/// there is none). Its `ModelInfo` has `vocab == 0`, `max_context == 0` and `max_tokens` = the
+/// symbol's bound. Returns [`STATUS_NULL_ARGUMENT`], [`STATUS_BAD_TOKEN_COUNT`] (a symbol value
+/// outside `1..=max`) or [`STATUS_BAD_TOKEN_ID`] (an index a `gather` would read is out of
+/// range) having done nothing, else [`STATUS_OK`]. The generated header lists the order.
+pub type RunFn = unsafe extern "C" fn(
+    ctx: *const Context,
+    inputs: *const *const c_void,
+    outputs: *const *mut c_void,
+    dims: *const i64,
+) -> i32;
+
 pub const STATUS_OK: i32 = 0;
 /// `n_tokens` is 0 or above `max_tokens`.
 pub const STATUS_BAD_TOKEN_COUNT: i32 = 1;

@@ -8,7 +8,7 @@
 //! | 8 | 4 | u32 `n_prompt` |
 //! | 12 | 4 | u32 `vocab` |
 //! | 16 | 4 | u32 `n_generated` |
-//! | 20 | 4 | u32 reserved, 0 |
+//! | 20 | 4 | u32 `variant`: which code variant ran, 0 baseline, 1 `dotprod` (aarch64) |
 //! | 24 | 4·n_prompt·vocab | f32 logits, one row of `vocab` per prompt token |
 //! | … | 4·n_generated | i32 generated ids (greedy) |
 //!
@@ -26,6 +26,9 @@ pub struct DriverOutput {
     /// `n_prompt * vocab` floats.
     pub logits: Vec<f32>,
     pub generated: Vec<i32>,
+    /// Which entry point the driver chose from the CPU's features: 0 `NAME_forward`
+    /// (baseline), 1 `NAME_forward_dotprod`.
+    pub variant: u32,
 }
 
 impl DriverOutput {
@@ -51,9 +54,9 @@ pub fn parse_driver_output(bytes: &[u8]) -> Result<DriverOutput, Error> {
         return Err(bad(format!("bad magic \"{}\" (expected \"EDGECOUT\")", head[0..8].escape_ascii())));
     }
     let u32_at = |i: usize| u32::from_le_bytes(head[i..i + 4].try_into().unwrap());
-    let (n_prompt, vocab, n_generated, reserved) = (u32_at(8), u32_at(12), u32_at(16), u32_at(20));
-    if reserved != 0 {
-        return Err(bad(format!("reserved field is {reserved}, expected 0")));
+    let (n_prompt, vocab, n_generated, variant) = (u32_at(8), u32_at(12), u32_at(16), u32_at(20));
+    if variant > 1 {
+        return Err(bad(format!("variant field is {variant}, expected 0 (baseline) or 1 (dotprod)")));
     }
     let too_big = || bad(format!("sizes overflow: {n_prompt} x {vocab} logits + {n_generated} ids"));
     let n_logits = (n_prompt as usize).checked_mul(vocab as usize).ok_or_else(too_big)?;
@@ -78,5 +81,5 @@ pub fn parse_driver_output(bytes: &[u8]) -> Result<DriverOutput, Error> {
         .chunks_exact(4)
         .map(|c| i32::from_le_bytes(c.try_into().unwrap()))
         .collect();
-    Ok(DriverOutput { n_prompt, vocab, logits, generated })
+    Ok(DriverOutput { n_prompt, vocab, logits, generated, variant })
 }

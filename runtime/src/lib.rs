@@ -4,12 +4,15 @@
 
 pub mod abi;
 pub mod capi;
+pub mod cpu;
 pub mod driver_output;
 pub mod error;
 pub mod mem;
 pub mod pool;
 pub mod sample;
 pub mod session;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod tokenizer;
 pub mod weights;
 

@@ -125,6 +125,7 @@ fn rust_reference(prompt: &[u32], n: usize, dir: &Path) -> DriverOutput {
         vocab: VOCAB,
         logits: g.prompt_logits,
         generated: g.tokens.iter().map(|&t| t as i32).collect(),
+        variant: 0,
     }
 }
 

@@ -7,8 +7,10 @@
 
 mod attention;
 mod elementwise;
+mod general;
 mod matmul;
 mod norm;
+mod qdot;
 mod quant;
 mod rope;
 
@@ -20,6 +22,8 @@ use cranelift_frontend::FunctionBuilder;
 use edgec_ir::{BinaryOp, Dim, Graph, Op, ReduceOp, Storage, UnaryOp, ValueRef};
 
 pub(crate) use elementwise::Bcast;
+pub(crate) use general::Prod;
+use general::SOp;
 
 /// Slots of the argument block (each a u64).
 pub(crate) const SLOT_N_TOKENS: u32 = 0;
@@ -41,6 +45,9 @@ pub(crate) enum KernelSpec {
     /// [`MATMUL_COLS_PER_TASK`] output columns, every row. `w` is the weight's storage
     /// (dequantized in registers when not f32).
     MatMulT { k: u64, n: u64, w: Storage },
+    /// [`KernelSpec::MatMulT`] for int8 weights with int8 activations (`qdot.rs`), used on
+    /// aarch64 (see [`KernelSpec::int8_twin`]).
+    MatMulTI8 { k: u64, n: u64, w: Storage },
     /// `matmul` without transpose (`x[M,K]·B[K,N]`): task = 4 output columns, every row.
     MatMulN { k: u64, n: u64 },
     /// `rms_norm`: task = one row (normalized in groups of `group` features; `group == h` for
@@ -62,6 +69,15 @@ pub(crate) enum KernelSpec {
     Softmax { cols: u64 },
     /// reductions over the last axis: task = one row.
     Reduce { op: ReduceOp, cols: u64 },
+    /// Run-time shapes (general graphs): layout ops, broadcasting elementwise ops and `select`,
+    /// one output row per task (see [`general::strided`]).
+    Strided { op: SOp, out: Vec<Prod>, ins: Vec<(Prod, Vec<Prod>)> },
+    /// `concat`: task = one index of the axes before the concat axis; `a`/`b` elements each.
+    Concat { outer: Prod, a: Prod, b: Prod },
+    /// `batch_matmul`: task = one output row.
+    BatchMatMul { batch: Vec<Prod>, sa: Vec<Prod>, sb: Vec<Prod>, m: Prod, k: Prod, n: Prod },
+    /// softmax (`op: None`) or a reduction over a symbolic last axis: task = one row.
+    RowOp { op: Option<ReduceOp>, rows: Prod, cols: Prod },
 }
 
 /// How many tasks a node's kernel call has.
@@ -73,6 +89,128 @@ pub(crate) enum Tasks {
     Static(u64),
     /// Rows times a constant.
     RowsTimes(u64),
+    /// `c · n^p` with `n` the symbol's run-time value.
+    Prod(Prod),
+}
+
+/// The graph input a `gather`'s indices come from, through `reshape`s (the entry point
+/// range-checks that input before any kernel runs).
+pub(crate) fn gather_index_input(g: &Graph, mut v: ValueRef) -> Option<u32> {
+    loop {
+        match v {
+            ValueRef::Input(k) if g.inputs.get(k as usize)?.ty.dtype == edgec_ir::DType::I32 => return Some(k),
+            ValueRef::Node(j) if matches!(g.nodes.get(j as usize)?.op, Op::Reshape { .. }) => {
+                v = g.nodes[j as usize].args[0];
+            }
+            _ => return None,
+        }
+    }
+}
+
+/// Element strides of an operand of dims `a` read at every index of output dims `o` (numpy
+/// broadcasting, aligned from the right; 0 along broadcast axes).
+fn bcast_strides(a: &[Dim], o: &[Dim]) -> Option<Vec<Prod>> {
+    let s = Prod::strides(a)?;
+    let off = o.len().checked_sub(a.len())?;
+    Some(
+        (0..o.len())
+            .map(|k| match k.checked_sub(off) {
+                Some(ka) if a[ka] != Dim::Const(1) => s[ka],
+                _ => Prod::ZERO,
+            })
+            .collect(),
+    )
+}
+
+/// The run-time-shape kernel for node `i`, or `None` when a static kernel applies.
+fn general_spec(g: &Graph, i: usize) -> Result<Option<KernelSpec>, BackendError> {
+    let node = &g.nodes[i];
+    let nerr = |m: &str| BackendError::node(g, i, m);
+    let ovf = || nerr("shape too large");
+    let od = node.ty.shape.dims();
+    let dims = |k: usize| g.type_of(node.args[k]).shape.dims();
+    for k in 0..node.args.len() {
+        if g.type_of(node.args[k]).dtype.size() != 4 {
+            return Err(nerr("general kernels take 4-byte elements only"));
+        }
+    }
+    let static_ok = rows_cols(&node.ty).is_some();
+    let out: Vec<Prod> = od.iter().map(|&d| Prod::of(d)).collect();
+    let elementwise = |op: SOp| -> Result<Option<KernelSpec>, BackendError> {
+        let ins = (0..node.args.len())
+            .map(|k| bcast_strides(dims(k), od).map(|s| (Prod::ZERO, s)).ok_or_else(|| nerr("bad broadcast")))
+            .collect::<Result<_, _>>()?;
+        Ok(Some(KernelSpec::Strided { op, out: out.clone(), ins }))
+    };
+    match &node.op {
+        Op::Unary(u) if !static_ok => elementwise(SOp::Unary(*u)),
+        Op::Binary(o) => {
+            let fits = static_ok
+                && Bcast::classify(&g.type_of(node.args[0]).shape, &node.ty.shape).is_some()
+                && Bcast::classify(&g.type_of(node.args[1]).shape, &node.ty.shape).is_some();
+            if fits { Ok(None) } else { elementwise(SOp::Binary(*o)) }
+        }
+        Op::Select => elementwise(SOp::Select),
+        Op::Expand { .. } => elementwise(SOp::Copy),
+        Op::Reshape { .. } => {
+            let s = Prod::strides(od).ok_or_else(ovf)?;
+            Ok(Some(KernelSpec::Strided { op: SOp::Copy, out, ins: vec![(Prod::ZERO, s)] }))
+        }
+        Op::Transpose { perm } => {
+            let xs = Prod::strides(dims(0)).ok_or_else(ovf)?;
+            let s = perm.iter().map(|&p| xs[p as usize]).collect();
+            Ok(Some(KernelSpec::Strided { op: SOp::Copy, out, ins: vec![(Prod::ZERO, s)] }))
+        }
+        Op::Slice { axis, start, .. } => {
+            let xs = Prod::strides(dims(0)).ok_or_else(ovf)?;
+            let st = xs[*axis as usize];
+            let off = Prod { c: st.c.checked_mul(*start).ok_or_else(ovf)?, p: st.p };
+            Ok(Some(KernelSpec::Strided { op: SOp::Copy, out, ins: vec![(off, xs)] }))
+        }
+        Op::Concat { axis } => {
+            let ax = *axis as usize;
+            Ok(Some(KernelSpec::Concat {
+                outer: Prod::of_dims(&od[..ax]).ok_or_else(ovf)?,
+                a: Prod::of_dims(&dims(0)[ax..]).ok_or_else(ovf)?,
+                b: Prod::of_dims(&dims(1)[ax..]).ok_or_else(ovf)?,
+            }))
+        }
+        Op::BatchMatMul => {
+            let (a, bd) = (dims(0), dims(1));
+            let (ra, rb, r) = (a.len(), bd.len(), od.len());
+            let lead = &od[..r - 2];
+            let sa = bcast_strides(&a[..ra - 2], lead).ok_or_else(|| nerr("bad broadcast"))?;
+            let sb = bcast_strides(&bd[..rb - 2], lead).ok_or_else(|| nerr("bad broadcast"))?;
+            // Leading strides count whole matrices.
+            let ma = Prod::of(a[ra - 2]).mul(Prod::of(a[ra - 1])).ok_or_else(ovf)?;
+            let mb = Prod::of(bd[rb - 2]).mul(Prod::of(bd[rb - 1])).ok_or_else(ovf)?;
+            let scale = |v: Vec<Prod>, m: Prod| -> Option<Vec<Prod>> {
+                v.into_iter().map(|s| if s == Prod::ZERO { Some(s) } else { s.mul(m) }).collect()
+            };
+            Ok(Some(KernelSpec::BatchMatMul {
+                batch: lead.iter().map(|&d| Prod::of(d)).collect(),
+                sa: scale(sa, ma).ok_or_else(ovf)?,
+                sb: scale(sb, mb).ok_or_else(ovf)?,
+                m: Prod::of(a[ra - 2]),
+                k: Prod::of(a[ra - 1]),
+                n: Prod::of(bd[rb - 1]),
+            }))
+        }
+        Op::Softmax if !static_ok => Ok(Some(KernelSpec::RowOp {
+            op: None,
+            rows: Prod::of_dims(&od[..od.len() - 1]).ok_or_else(ovf)?,
+            cols: Prod::of(od[od.len() - 1]),
+        })),
+        Op::Reduce(r) if rows_cols(g.type_of(node.args[0])).is_none() => {
+            let x = dims(0);
+            Ok(Some(KernelSpec::RowOp {
+                op: Some(*r),
+                rows: Prod::of_dims(&x[..x.len() - 1]).ok_or_else(ovf)?,
+                cols: Prod::of(x[x.len() - 1]),
+            }))
+        }
+        _ => Ok(None),
+    }
 }
 
 impl KernelSpec {
@@ -82,7 +220,6 @@ impl KernelSpec {
         let nerr = |m: &str| BackendError::node(g, i, m);
         let ty = |k: usize| g.type_of(node.args[k]);
         let cdim = |d: Dim, what: &str| d.as_const().ok_or_else(|| nerr(&format!("{what} must be a constant dim")));
-        let rc = rows_cols(&node.ty).ok_or_else(|| nerr("last dim must be constant"))?;
         // Stored (quantized, half) weights are read only by the kernels that decode them.
         let storage_of = |k: usize| match node.args.get(k) {
             Some(ValueRef::Weight(w)) => g.weights.get(*w as usize).map_or(Storage::F32, |w| w.storage()),
@@ -98,10 +235,14 @@ impl KernelSpec {
                 )));
             }
         }
+        if let Some(spec) = general_spec(g, i)? {
+            return Ok(spec);
+        }
+        let rc = rows_cols(&node.ty).ok_or_else(|| nerr("last dim must be constant"))?;
         Ok(match &node.op {
             Op::Gather => {
-                if node.args[1] != edgec_ir::ValueRef::Input(0) {
-                    return Err(nerr("gather indices must be the `ids` input"));
+                if gather_index_input(g, node.args[1]).is_none() {
+                    return Err(nerr("gather indices must be an i32 graph input (possibly reshaped)"));
                 }
                 KernelSpec::Gather {
                     h: cdim(ty(0).shape.dims()[1], "table width")?,
@@ -153,11 +294,7 @@ impl KernelSpec {
                     window: *window,
                 }
             }
-            Op::Unary(op @ (UnaryOp::Erf | UnaryOp::Log | UnaryOp::IsNan)) => {
-                return Err(nerr(&format!("{} has no kernel yet (the interpreter runs it)", op.name())));
-            }
             Op::Unary(op) => KernelSpec::Unary { op: *op, cols: rc.cols },
-            Op::Binary(BinaryOp::Pow) => return Err(nerr("pow has no kernel yet (the interpreter runs it)")),
             Op::Binary(op) => {
                 let lhs = Bcast::classify(&ty(0).shape, &node.ty.shape)
                     .ok_or_else(|| nerr("unsupported broadcast pattern for operand 0 (supported: equal shapes, a trailing row [H], a column [S,1], a scalar)"))?;
@@ -172,14 +309,26 @@ impl KernelSpec {
             | Op::Concat { .. }
             | Op::Slice { .. }
             | Op::BatchMatMul
-            | Op::Select => {
-                return Err(nerr(&format!("{} has no kernel yet (the interpreter runs it)", node.op.name())));
-            }
+            | Op::Select => unreachable!("general_spec covers it"),
             Op::Reduce(op) => {
                 let inner = rows_cols(ty(0)).ok_or_else(|| nerr("last dim must be constant"))?;
                 KernelSpec::Reduce { op: *op, cols: inner.cols }
             }
         })
+    }
+
+    /// The int8-activation form of this kernel, if it has one: int8-weight matmuls whose inner
+    /// dim is whole blocks of 32 (aarch64 uses it in every variant).
+    pub fn int8_twin(&self) -> Option<KernelSpec> {
+        match *self {
+            KernelSpec::MatMulT { k, n, w } if qdot::supports(w, k) => Some(KernelSpec::MatMulTI8 { k, n, w }),
+            _ => None,
+        }
+    }
+
+    /// Whether the kernel uses the int8 dot-product pattern (compiled again for `dotprod`).
+    pub fn uses_int8_dot(&self) -> bool {
+        matches!(self, KernelSpec::MatMulTI8 { .. })
     }
 
     pub fn key(&self) -> String {
@@ -191,6 +340,7 @@ impl KernelSpec {
         match self {
             KernelSpec::Gather { .. } => "gather".into(),
             KernelSpec::MatMulT { .. } => "matmul_t".into(),
+            KernelSpec::MatMulTI8 { .. } => "matmul_t_i8".into(),
             KernelSpec::MatMulN { .. } => "matmul".into(),
             KernelSpec::RmsNorm { .. } => "rms_norm".into(),
             KernelSpec::LayerNorm { .. } => "layer_norm".into(),
@@ -201,14 +351,33 @@ impl KernelSpec {
             KernelSpec::Binary { op, .. } => op.name().into(),
             KernelSpec::Softmax { .. } => "softmax".into(),
             KernelSpec::Reduce { op, .. } => op.name().into(),
+            KernelSpec::Strided { op: SOp::Copy, .. } => "copy".into(),
+            KernelSpec::Strided { op: SOp::Unary(u), .. } => format!("{}_g", u.name()),
+            KernelSpec::Strided { op: SOp::Binary(o), .. } => format!("{}_g", o.name()),
+            KernelSpec::Strided { op: SOp::Select, .. } => "select".into(),
+            KernelSpec::Concat { .. } => "concat".into(),
+            KernelSpec::BatchMatMul { .. } => "batch_matmul".into(),
+            KernelSpec::RowOp { op: None, .. } => "softmax_g".into(),
+            KernelSpec::RowOp { op: Some(r), .. } => format!("{}_g", r.name()),
         }
     }
 
     pub fn tasks(&self) -> Tasks {
         match self {
-            KernelSpec::MatMulT { n, .. } => Tasks::Static(n.div_ceil(MATMUL_COLS_PER_TASK)),
+            KernelSpec::MatMulT { n, .. } | KernelSpec::MatMulTI8 { n, .. } => {
+                Tasks::Static(n.div_ceil(MATMUL_COLS_PER_TASK))
+            }
             KernelSpec::MatMulN { n, .. } => Tasks::Static(n.div_ceil(4)),
             KernelSpec::Attention { heads, .. } => Tasks::RowsTimes(*heads),
+            KernelSpec::Strided { out, .. } => {
+                let lead = &out[..out.len().saturating_sub(1)];
+                Tasks::Prod(lead.iter().fold(Prod::ONE, |a, &d| Prod { c: a.c * d.c, p: a.p + d.p }))
+            }
+            KernelSpec::Concat { outer, .. } => Tasks::Prod(*outer),
+            KernelSpec::BatchMatMul { batch, m, .. } => {
+                Tasks::Prod(batch.iter().fold(*m, |a, &d| Prod { c: a.c * d.c, p: a.p + d.p }))
+            }
+            KernelSpec::RowOp { rows, .. } => Tasks::Prod(*rows),
             _ => Tasks::Rows,
         }
     }
@@ -220,6 +389,7 @@ impl KernelSpec {
             KernelSpec::Gather { h, vocab, w } => quant::gather_q(b, k, *h, *vocab, *w),
             KernelSpec::MatMulT { k: kk, n, w: Storage::F32 } => matmul::matmul_t(b, k, *kk, *n),
             KernelSpec::MatMulT { k: kk, n, w } => quant::matmul_tq(b, k, *kk, *n, *w),
+            KernelSpec::MatMulTI8 { k: kk, n, w } => qdot::matmul_tq8(b, k, *kk, *n, *w),
             KernelSpec::MatMulN { k: kk, n } => matmul::matmul_n(b, k, *kk, *n),
             KernelSpec::RmsNorm { h, group, eps } => norm::rms_norm(b, k, *h, *group, *eps),
             KernelSpec::LayerNorm { h, eps } => norm::layer_norm(b, k, *h, *eps),
@@ -232,6 +402,12 @@ impl KernelSpec {
             KernelSpec::Binary { op, cols, lhs, rhs } => elementwise::binary(b, k, *op, *cols, *lhs, *rhs),
             KernelSpec::Softmax { cols } => norm::softmax(b, k, *cols),
             KernelSpec::Reduce { op, cols } => norm::reduce(b, k, *op, *cols),
+            KernelSpec::Strided { op, out, ins } => general::strided(b, k, *op, out, ins),
+            KernelSpec::Concat { a, b: bb, .. } => general::concat(b, k, *a, *bb),
+            KernelSpec::BatchMatMul { batch, sa, sb, m, k: kk, n } => {
+                general::batch_matmul(b, k, batch, sa, sb, *m, *kk, *n)
+            }
+            KernelSpec::RowOp { op, cols, .. } => general::row_op(b, k, *op, *cols),
         }
     }
 }

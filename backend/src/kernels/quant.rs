@@ -63,7 +63,7 @@ fn half_to_f32(b: &mut FunctionBuilder, bits: Value) -> Value {
 }
 
 /// Loads the f16 at `p + off` as a scalar f32.
-fn load_half(b: &mut FunctionBuilder, p: Value, off: i32) -> Value {
+pub(super) fn load_half(b: &mut FunctionBuilder, p: Value, off: i32) -> Value {
     let h = b.ins().uload16(types::I32, ro(), p, off);
     half_to_f32(b, h)
 }
@@ -162,7 +162,7 @@ fn scalar_elem(b: &mut FunctionBuilder, st: Storage, row: Value, i: u64) -> Valu
 }
 
 /// `q8_c`'s scale of row `r` of a `[rows, k]` weight at `w`.
-fn q8c_scale(b: &mut FunctionBuilder, w: Value, rows: u64, k: u64, r: Value) -> Value {
+pub(super) fn q8c_scale(b: &mut FunctionBuilder, w: Value, rows: u64, k: u64, r: Value) -> Value {
     let at = Storage::q8c_scales_offset(rows, k).expect("checked by the layout") as i64;
     let base = b.ins().iadd_imm_s(w, at);
     let a = b.addr(base, r, 4);

@@ -8,6 +8,7 @@
 //! Semantics follow the ONNX operator specs for opsets 13–21; floats are computed in f32 as
 //! ONNX Runtime does.
 
+use super::import::FOLD_LIMIT;
 use super::proto::{AttributeProto, AttributeType, DataType, NodeProto, TensorProto};
 use edgec_ir::UnaryOp;
 
@@ -209,8 +210,19 @@ pub fn attr_t<'a>(n: &'a NodeProto, name: &str) -> R<Option<&'a TensorProto>> {
 // ---------------------------------------------------------------------------------------------
 // Index helpers.
 
+/// Element count, saturating at `usize::MAX` (shapes can come from a hostile file).
 pub fn numel(shape: &[usize]) -> usize {
-    shape.iter().product()
+    shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).unwrap_or(usize::MAX)
+}
+
+/// The element count of a value about to be folded from a shape the file controls, refused
+/// above [`FOLD_LIMIT`] before anything is allocated.
+fn sized(shape: &[usize]) -> R<usize> {
+    let n = numel(shape);
+    if n as u64 > FOLD_LIMIT {
+        return Err(format!("a folded value of shape {shape:?} exceeds the folding limit of {FOLD_LIMIT} elements"));
+    }
+    Ok(n)
 }
 
 fn strides(shape: &[usize]) -> Vec<usize> {
@@ -457,7 +469,7 @@ fn unary(op: &str, x: &Dense) -> R<Dense> {
 fn binary(op: &str, a: &Dense, b: &Dense, fmod: bool) -> R<Dense> {
     let shape = broadcast(&a.shape, &b.shape)?;
     let (sa, sb) = (bstrides(&a.shape, shape.len()), bstrides(&b.shape, shape.len()));
-    let n = numel(&shape);
+    let n = sized(&shape)?;
     let pairs = |mut f: Box<dyn FnMut(usize, usize) + '_>| {
         let mut idx = vec![0usize; shape.len()];
         for _ in 0..n {
@@ -690,7 +702,7 @@ pub fn eval(
         }
         "ConstantOfShape" => {
             let shape: Vec<usize> = x()?.as_i64()?.iter().map(|&d| d as usize).collect();
-            let n_el = numel(&shape);
+            let n_el = sized(&shape)?;
             let v = match attr_t(n, "value")? {
                 Some(t) => constant(t)?,
                 None => Dense { shape: vec![1], data: Data::F(vec![0.0]) },
@@ -826,6 +838,7 @@ pub fn eval(
                 (Data::F(a), Data::F(b), Data::F(c)) => {
                     let (a, b, c) = (a[0], b[0], c[0]);
                     let count = ((b - a) / c).ceil().max(0.0) as usize;
+                    sized(&[count])?;
                     one(Dense { shape: vec![count], data: Data::F((0..count).map(|i| a + i as f32 * c).collect()) })
                 }
                 _ => {
@@ -833,8 +846,12 @@ pub fn eval(
                     if c == 0 {
                         return Err("Range delta 0".into());
                     }
-                    let count = ((b - a) as f64 / c as f64).ceil().max(0.0) as usize;
-                    one(Dense::ints(vec![count], (0..count as i64).map(|i| a + i * c).collect()))
+                    let count = ((b as f64 - a as f64) / c as f64).ceil().max(0.0) as usize;
+                    sized(&[count])?;
+                    one(Dense::ints(
+                        vec![count],
+                        (0..count as i64).map(|i| a.wrapping_add(i.wrapping_mul(c))).collect(),
+                    ))
                 }
             }
         }
@@ -842,6 +859,7 @@ pub fn eval(
             let t = x()?;
             let target: Vec<usize> = need(ins, 1)?.as_i64()?.iter().map(|&d| d as usize).collect();
             let shape = broadcast(&t.shape, &target)?;
+            sized(&shape)?;
             let s = bstrides(&t.shape, shape.len());
             one(remap(t, shape, |o| dot(o, &s)))
         }

@@ -66,6 +66,11 @@ pub const OPSETS: std::ops::RangeInclusive<i64> = 13..=21;
 /// The most elements of an initializer the folder reads into memory.
 pub const FOLD_LIMIT: u64 = 1 << 20;
 
+/// The most nodes a graph may have once model-local functions are inlined (every call visited
+/// counts too, so nested calls cannot expand exponentially). Real exports have tens of
+/// thousands.
+pub const MAX_NODES: usize = 1 << 20;
+
 /// Ops lowered to IR when an input is only known at run time (all of [`fold::FOLDABLE`] are
 /// also accepted when their inputs are constant).
 pub const LOWERED: &[&str] = &[
@@ -160,8 +165,18 @@ fn is_default_domain(d: &str) -> bool {
 /// Replaces calls to model-local functions by their bodies (recursively), renaming the body's
 /// values under the calling node's name and resolving attribute references.
 fn inline_functions(nodes: &[NodeProto], functions: &[FunctionProto]) -> Result<Vec<NodeProto>, String> {
-    fn go(nodes: &[NodeProto], fs: &[FunctionProto], depth: usize, out: &mut Vec<NodeProto>) -> Result<(), String> {
+    fn go(
+        nodes: &[NodeProto],
+        fs: &[FunctionProto],
+        depth: usize,
+        out: &mut Vec<NodeProto>,
+        visited: &mut usize,
+    ) -> Result<(), String> {
         for n in nodes {
+            *visited += 1;
+            if *visited > MAX_NODES {
+                return Err(format!("the graph has more than {MAX_NODES} nodes once its functions are inlined"));
+            }
             let Some(f) = fs.iter().find(|f| f.name == n.op_type && f.domain == n.domain) else {
                 out.push(n.clone());
                 continue;
@@ -210,13 +225,19 @@ fn inline_functions(nodes: &[NodeProto], functions: &[FunctionProto]) -> Result<
                     .collect();
                 body.push(c);
             }
-            go(&body, fs, depth + 1, out)?;
+            go(&body, fs, depth + 1, out, visited)?;
         }
         Ok(())
     }
     let mut out = Vec::new();
-    go(nodes, functions, 0, &mut out)?;
+    go(nodes, functions, 0, &mut out, &mut 0)?;
     Ok(out)
+}
+
+/// An initializer's element count, saturating (negative dims count as 0; `tensor_bytes`
+/// rejects them).
+fn init_elements(t: &TensorProto) -> u64 {
+    t.dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d.max(0) as u64)).unwrap_or(u64::MAX)
 }
 
 /// Every node's op must be one the importer knows; all offenders are listed at once.
@@ -488,7 +509,7 @@ impl<'m> Importer<'m> {
 
     fn init_dense(&self, i: usize) -> R<Dense> {
         let t = self.init(i);
-        let elements: u64 = t.dims.iter().map(|&d| d.max(0) as u64).product();
+        let elements = init_elements(t);
         if elements > FOLD_LIMIT {
             return Err(format!("initializer '{}' ({elements} elements) is too large to fold", t.name));
         }
@@ -512,7 +533,7 @@ impl<'m> Importer<'m> {
     }
 
     fn is_small_init(&self, i: usize) -> bool {
-        self.init(i).dims.iter().map(|&d| d.max(0) as u64).product::<u64>() <= FOLD_LIMIT
+        init_elements(self.init(i)) <= FOLD_LIMIT
     }
 
     /// The value of `name` at every probe, if it is known at compile time.

@@ -44,7 +44,12 @@ impl OnnxModel {
         // truncates the file while it is being compiled.
         let mmap = unsafe { memmap2::Mmap::map(&file) }
             .map_err(|e| FrontendError::Io { path: path.to_path_buf(), message: e.to_string() })?;
-        let map = Bytes::from_owner(mmap);
+        OnnxModel::from_bytes(path, Bytes::from_owner(mmap))
+    }
+
+    /// Decodes a whole model file's bytes (usually its memory map); `path` names it in
+    /// messages and locates external data (relative to its directory).
+    pub fn from_bytes(path: &Path, map: Bytes) -> Result<OnnxModel, FrontendError> {
         let model = ModelProto::decode(map.clone()).map_err(|e| FrontendError::Onnx {
             path: path.to_path_buf(),
             message: format!("not a valid ONNX model (truncated or corrupt protobuf): {e}"),
