@@ -226,7 +226,7 @@ impl Build {
                 quant: edgec_ir::quant::Preset::F32,
             };
             let emit = Emit { obj: false, staticlib: true, header: true, weights: !self.embed_weights, report: false };
-            let pkg = Packaging { emit, embed_weights: self.embed_weights };
+            let pkg = Packaging { emit, embed_weights: self.embed_weights, cpu_variants: None };
             compile_with(&req, &pkg, &mut std::io::sink())
                 .with_context(|| format!("compiling {} for {target}", model.display()))?;
             std::fs::write(&key_file, &key).with_context(|| format!("cannot write {}", key_file.display()))?;

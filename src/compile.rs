@@ -132,13 +132,15 @@ impl Emit {
 }
 
 /// How a compile is packaged for an app.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Packaging {
     pub emit: Emit,
     /// Put the weights file image into the object as the read-only, 64-byte aligned data symbol
     /// `NAME_weights` instead of writing `NAME.weights`. For small models: the image is built
     /// in memory.
     pub embed_weights: bool,
+    /// The CPU-feature variants to emit (`edgec targets` names); `None` emits all of them.
+    pub cpu_variants: Option<Vec<String>>,
 }
 
 /// Compiles a model with the default packaging (`NAME.o`, `NAME.weights`, `NAME.h`).
@@ -153,16 +155,20 @@ pub fn compile_with(req: &CompileRequest, pkg: &Packaging, log: &mut dyn Write) 
     if pkg.embed_weights && pkg.emit.weights {
         bail!("--embed-weights puts the weights into the object; do not also --emit weights");
     }
-    // Reject a bad target before reading the model.
-    edgec_backend::Target::from_triple(&req.target)?;
     let name = match &req.name {
         Some(n) => n.clone(),
         None => default_name(&req.model),
     };
     check_c_identifier(&name)?;
+    // Reject a bad target or variant list before reading the model.
+    edgec_backend::Target::from_triple(&req.target)?;
+    let mut opts = edgec_backend::CompileOptions::new(req.target.clone(), name.clone());
+    if let Some(variants) = &pkg.cpu_variants {
+        opts = opts.with_variants(variants)?;
+    }
     let max_tokens = req.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS.min(req.max_context));
-    let opts = edgec_frontend::LoadOptions { max_context: req.max_context, max_tokens };
-    let mut graph = edgec_frontend::load_model(&req.model, &opts)?;
+    let load = edgec_frontend::LoadOptions { max_context: req.max_context, max_tokens };
+    let mut graph = edgec_frontend::load_model(&req.model, &load)?;
     graph.name = name.clone();
     let tokenizer = crate::tokenizer::for_model(&req.model)?;
 
@@ -184,7 +190,6 @@ pub fn compile_with(req: &CompileRequest, pkg: &Packaging, log: &mut dyn Write) 
     }
 
     let plan = plan_memory(&graph)?;
-    let opts = edgec_backend::CompileOptions { triple: req.target.clone(), name: name.clone() };
     let layout = edgec_backend::layout_weights(&graph)?;
 
     std::fs::create_dir_all(&req.out_dir)

@@ -81,7 +81,7 @@ impl CompiledGraph {
         std::io::Write::flush(&mut f)?;
         drop(f);
         let info = edgec_backend::model_info(g, &plan, &layout, hash)?;
-        let opts = edgec_backend::CompileOptions { triple: target.clone(), name: g.name.clone() };
+        let opts = edgec_backend::CompileOptions::new(target.clone(), g.name.clone());
         let obj = edgec_backend::emit_object(g, &plan, &layout, &info, &opts)?;
         let opath = dir.path().join(format!("{}.o", g.name));
         std::fs::write(&opath, obj)?;

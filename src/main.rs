@@ -151,6 +151,10 @@ struct CompileArgs {
     /// separate NAME.weights file; for small models.
     #[arg(long)]
     embed_weights: bool,
+    /// CPU-feature variants to emit, as `edgec targets` lists them (e.g. `baseline` alone for
+    /// a smaller aarch64 object, or `baseline,dotprod`). Default: every variant of the target.
+    #[arg(long, value_delimiter = ',', value_name = "VARIANT,...")]
+    cpu_variants: Option<Vec<String>>,
     #[command(flatten)]
     quant: QuantArgs,
     /// Print per weight tensor its storage format, size, bits per weight and relative
@@ -366,7 +370,11 @@ fn execute(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Compile(a) => {
-            let mut packaging = edgec::Packaging { embed_weights: a.embed_weights, ..Default::default() };
+            let mut packaging = edgec::Packaging {
+                embed_weights: a.embed_weights,
+                cpu_variants: a.cpu_variants,
+                ..Default::default()
+            };
             match &a.emit {
                 Some(list) => packaging.emit = edgec::Emit::parse(list)?,
                 None => packaging.emit.weights = !a.embed_weights,

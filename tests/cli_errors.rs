@@ -143,3 +143,50 @@ fn unknown_pass_and_bad_name() {
     let err = expect_clean_failure(&o, &out);
     assert!(err.contains("not a C identifier"), "{err}");
 }
+
+#[test]
+fn unknown_or_unavailable_cpu_variants() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let model = fixture("llama");
+    let compile = |variants: &str| {
+        edgec(&[
+            "compile",
+            model.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--target",
+            "aarch64-unknown-linux-gnu",
+            "--cpu-variants",
+            variants,
+        ])
+    };
+    let err = expect_clean_failure(&compile("baseline,sve9"), &out);
+    assert!(err.contains("unknown CPU variant 'sve9'") && err.contains("baseline, dotprod"), "{err}");
+    let err = expect_clean_failure(&compile("baseline,i8mm"), &out);
+    assert!(err.contains("'i8mm' is not emitted yet"), "{err}");
+    let err = expect_clean_failure(&compile("dotprod"), &out);
+    assert!(err.contains("must include 'baseline'"), "{err}");
+}
+
+#[test]
+fn cpu_variants_choose_the_entry_points() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = fixture("llama");
+    let object_with = |variants: Option<&str>, sub: &str| {
+        let out = dir.path().join(sub);
+        let mut args = vec!["compile", model.to_str().unwrap(), "-o", out.to_str().unwrap()];
+        args.extend(["--target", "aarch64-unknown-linux-gnu", "--name", "tiny", "--quant", "q8"]);
+        if let Some(v) = variants {
+            args.extend(["--cpu-variants", v]);
+        }
+        let o = edgec(&args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        std::fs::read(out.join("tiny.o")).unwrap()
+    };
+    let has = |obj: &[u8], sym: &str| obj.windows(sym.len()).any(|w| w == sym.as_bytes());
+    let all = object_with(None, "all");
+    assert!(has(&all, "tiny_forward_dotprod"), "every variant by default");
+    let baseline = object_with(Some("baseline"), "baseline");
+    assert!(has(&baseline, "tiny_forward") && !has(&baseline, "tiny_forward_dotprod"));
+}

@@ -103,7 +103,7 @@ fn general_graph_header_declares_run_and_compiles_as_c() {
     let layout = edgec_backend::layout_weights(&g).unwrap();
     let info = edgec_backend::model_info(&g, &plan, &layout, [0; 32]).unwrap();
     assert_eq!((info.vocab, info.max_tokens, info.max_context), (0, 32, 0));
-    let copts = edgec_backend::CompileOptions { triple: target_lexicon::Triple::host(), name: "lm".into() };
+    let copts = edgec_backend::CompileOptions::new(target_lexicon::Triple::host(), "lm");
     let h = edgec_backend::c_header(&g, &info, &copts);
     assert!(h.contains("int32_t lm_run(const edgec_context *ctx, const void *const *inputs"), "{h}");
     assert!(h.contains("inputs[0]  input_ids: i32[1, sequence]") && h.contains("dims[0]    sequence in 1..=32"), "{h}");
@@ -168,7 +168,7 @@ fn general_graph_objects_import_nothing_on_both_isas() {
     let layout = edgec_backend::layout_weights(&g).unwrap();
     let info = edgec_backend::model_info(&g, &plan, &layout, [0; 32]).unwrap();
     for triple in ["x86_64-unknown-linux-gnu", "aarch64-unknown-linux-gnu"] {
-        let copts = edgec_backend::CompileOptions { triple: triple.parse().unwrap(), name: "g".into() };
+        let copts = edgec_backend::CompileOptions::new(triple.parse().unwrap(), "g");
         let obj = edgec_backend::emit_object(&g, &plan, &layout, &info, &copts).unwrap();
         let file = object::File::parse(&*obj).unwrap();
         let undefined: Vec<String> = file

@@ -25,6 +25,55 @@ pub struct CompileOptions {
     pub triple: Triple,
     /// A C identifier: the prefix of the exported symbols `NAME_info` and `NAME_forward`.
     pub name: String,
+    /// The CPU-feature variants to emit (names as `edgec targets` lists them). The target's
+    /// first variant, behind `NAME_forward`, is always among them.
+    pub variants: Vec<&'static str>,
+}
+
+impl CompileOptions {
+    /// Options that emit every variant the target has.
+    pub fn new(triple: Triple, name: impl Into<String>) -> CompileOptions {
+        let variants = Target::from_triple(&triple)
+            .map(|t| t.variants().iter().filter(|v| v.available).map(|v| v.name).collect())
+            .unwrap_or_default();
+        CompileOptions { triple, name: name.into(), variants }
+    }
+
+    /// Emits only the named variants. An unknown name, a variant that is not emitted yet, or a
+    /// list without the target's first (baseline) variant is an error naming the target's
+    /// variants.
+    pub fn with_variants<S: AsRef<str>>(mut self, names: &[S]) -> Result<CompileOptions, BackendError> {
+        let target = Target::from_triple(&self.triple)?;
+        let all = target.variants();
+        let known = || all.iter().map(|v| v.name).collect::<Vec<_>>().join(", ");
+        let bad = |message: String| BackendError::BadTarget { triple: self.triple.to_string(), message };
+        let mut chosen = Vec::new();
+        for name in names {
+            let name = name.as_ref();
+            let Some(v) = all.iter().find(|v| v.name == name) else {
+                return Err(bad(format!("unknown CPU variant '{name}' (this target has: {})", known())));
+            };
+            if !v.available {
+                return Err(bad(format!("CPU variant '{name}' is not emitted yet ({})", v.features)));
+            }
+            if !chosen.contains(&v.name) {
+                chosen.push(v.name);
+            }
+        }
+        if !chosen.contains(&all[0].name) {
+            return Err(bad(format!(
+                "the CPU variants must include '{}', the variant behind NAME_forward (this target has: {})",
+                all[0].name,
+                known()
+            )));
+        }
+        self.variants = chosen;
+        Ok(self)
+    }
+
+    pub fn emits(&self, variant: &str) -> bool {
+        self.variants.contains(&variant)
+    }
 }
 
 fn unsupported(t: &Triple) -> BackendError {
@@ -164,7 +213,7 @@ pub fn emit_object_with(
     // and a second entry point `NAME_forward_dotprod` calls those and shares every other
     // kernel. The caller picks an entry point from the CPU's features.
     let mut entries = vec![(format!("{}_forward", opts.name), node_kernel.clone())];
-    if aarch64 {
+    if aarch64 && opts.emits("dotprod") {
         let isa_dp = make_isa_with(&opts.triple, &["has_dotprod"])?;
         let mut dp_ids: HashMap<String, FuncId> = HashMap::new();
         let mut dp_kernel = node_kernel.clone();

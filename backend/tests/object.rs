@@ -167,7 +167,7 @@ fn header_is_self_contained_c() {
     let g = llama_graph(LlamaCfg::default(), 4);
     let dir = tempfile::tempdir().unwrap();
     let (_, info, _) = object_for(&g, "tiny", x86(), dir.path());
-    let opts = CompileOptions { triple: x86(), name: "tiny".into() };
+    let opts = CompileOptions::new(x86(), "tiny");
     let h = c_header(&g, &info, &opts);
     assert!(h.contains("extern const edgec_model_info tiny_info;"));
     assert!(h.contains("int32_t tiny_forward(const edgec_context *ctx"));
@@ -188,7 +188,7 @@ fn err_of(g: &edgec_ir::Graph, triple: target_lexicon::Triple) -> BackendError {
         Ok(i) => i,
         Err(e) => return e,
     };
-    emit_object(g, &plan, &layout, &info, &CompileOptions { triple, name: "m".into() }).unwrap_err()
+    emit_object(g, &plan, &layout, &info, &CompileOptions::new(triple, "m")).unwrap_err()
 }
 
 #[test]
@@ -224,7 +224,7 @@ fn clear_errors() {
     let plan = test_plan(&g);
     let layout = layout_weights(&g).unwrap();
     let info = model_info(&g, &plan, &layout, [0; 32]).unwrap();
-    let e = emit_object(&g, &plan, &layout, &info, &CompileOptions { triple: x86(), name: "9-x".into() }).unwrap_err();
+    let e = emit_object(&g, &plan, &layout, &info, &CompileOptions::new(x86(), "9-x")).unwrap_err();
     assert!(e.to_string().contains("9-x"), "{e}");
 }
 

@@ -113,7 +113,7 @@ fn stored_weight_in_another_op_is_refused() {
     let plan = test_plan(&g);
     let layout = edgec_backend::layout_weights(&g).unwrap();
     let info = edgec_backend::model_info(&g, &plan, &layout, [0; 32]).unwrap();
-    let opts = edgec_backend::CompileOptions { triple: x86(), name: "q".into() };
+    let opts = edgec_backend::CompileOptions::new(x86(), "q");
     let e = edgec_backend::emit_object(&g, &plan, &layout, &info, &opts).unwrap_err().to_string();
     assert!(e.contains("stored as f16") && e.contains("only matmul (transpose_b) weights"), "{e}");
 }

@@ -44,7 +44,7 @@ fn build(target: &str, name: &str, embed: bool) -> Built {
     let dir = tempfile::tempdir().unwrap();
     let (layout, hash, path) = weights_file(&g, dir.path());
     let info = model_info(&g, &plan, &layout, hash).unwrap();
-    let opts = CompileOptions { triple: target.triple.clone(), name: name.to_string() };
+    let opts = CompileOptions::new(target.triple.clone(), name.to_string());
     let image = std::fs::read(path).unwrap();
     let obj = emit_object_with(&g, &plan, &layout, &info, &opts, embed.then_some(&image[..])).unwrap();
     let header = c_header_with(&g, &info, &opts, embed);

@@ -181,7 +181,7 @@ pub fn object_for(
     let plan = test_plan(g);
     let (layout, hash, _) = weights_file(g, dir);
     let info = model_info(g, &plan, &layout, hash).unwrap();
-    let opts = CompileOptions { triple, name: name.to_string() };
+    let opts = CompileOptions::new(triple, name.to_string());
     let obj = emit_object(g, &plan, &layout, &info, &opts).unwrap_or_else(|e| panic!("emit_object: {e}"));
     std::fs::write(dir.join("model.h"), c_header(g, &info, &opts)).unwrap();
     (obj, info, layout)
