@@ -2,9 +2,9 @@
 
 use crate::atomic::AtomicFiles;
 use crate::manifest::{self, Manifest};
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 use edgec_ir::Graph;
-use edgec_passes::{plan::plan_memory, OptLevel, PassManager, PassTiming};
+use edgec_passes::{OptLevel, PassManager, PassTiming, plan::plan_memory};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use target_lexicon::Triple;

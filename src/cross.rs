@@ -3,7 +3,7 @@
 
 use crate::manifest::Manifest;
 use crate::run::{RunOutput, RunRequest};
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 use std::path::Path;
 use std::process::Command;
 use target_lexicon::{Architecture, Triple};
@@ -28,7 +28,8 @@ pub fn run(dir: &Path, m: &Manifest, target: &Triple, req: &RunRequest) -> Resul
             m.weights(dir).display()
         );
     }
-    let scratch = tempfile::Builder::new().prefix("edgec-cross-").tempdir().context("cannot create a temporary directory")?;
+    let scratch =
+        tempfile::Builder::new().prefix("edgec-cross-").tempdir().context("cannot create a temporary directory")?;
     let s = scratch.path();
     std::fs::write(s.join("edgec_abi.h"), edgec_runtime::abi::ABI_C_HEADER)?;
     std::fs::write(s.join("edgec_driver.c"), DRIVER_C)?;
@@ -70,7 +71,12 @@ pub fn run(dir: &Path, m: &Manifest, target: &Triple, req: &RunRequest) -> Resul
         .output()
         .with_context(|| format!("cannot run '{program}' (install qemu-user, or set --runner)"))?;
     if !output.status.success() {
-        bail!("{} under '{runner}' failed ({}): {}", m.name, output.status, String::from_utf8_lossy(&output.stderr).trim());
+        bail!(
+            "{} under '{runner}' failed ({}): {}",
+            m.name,
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
     }
     let bytes = std::fs::read(&out_path).with_context(|| format!("cannot read {}", out_path.display()))?;
     let out = edgec_runtime::driver_output::parse_driver_output(&bytes)?;

@@ -3,7 +3,7 @@
 
 use crate::manifest::Manifest;
 use crate::run::{RunOutput, RunRequest};
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 use edgec_runtime::abi::{ForwardFn, ModelInfo};
 use edgec_runtime::{Model, Sampler, Session, SessionOptions};
 use std::path::Path;
@@ -31,7 +31,8 @@ pub fn run(dir: &Path, m: &Manifest, req: &RunRequest) -> Result<RunOutput> {
 /// loads it for the rest of the process, and opens a session over its weights (the weights
 /// file, or the object's embedded image) with `threads` threads (0: the runtime's default).
 pub fn open_session(dir: &Path, m: &Manifest, threads: usize, linker: Option<&str>) -> Result<Session> {
-    let scratch = tempfile::Builder::new().prefix("edgec-host-").tempdir().context("cannot create a temporary directory")?;
+    let scratch =
+        tempfile::Builder::new().prefix("edgec-host-").tempdir().context("cannot create a temporary directory")?;
     let lib_path = scratch.path().join(format!("lib{}.so", m.name));
     let linker = linker.unwrap_or("cc");
     let status = Command::new(linker)
@@ -72,7 +73,11 @@ pub fn open_session(dir: &Path, m: &Manifest, threads: usize, linker: Option<&st
         // library, which stays loaded for the whole process; the runtime checks its header.
         let bytes: &'static [u8] = unsafe {
             let base = *lib.get::<*const u8>(symbol.as_bytes()).with_context(|| {
-                format!("{} has no {} and the object has no embedded weights ({symbol})", dir.display(), weights_file.display())
+                format!(
+                    "{} has no {} and the object has no embedded weights ({symbol})",
+                    dir.display(),
+                    weights_file.display()
+                )
             })?;
             std::slice::from_raw_parts(base, usize::try_from(info.weights_size)?)
         };

@@ -8,8 +8,8 @@ pub mod bench;
 pub mod build;
 pub mod compile;
 pub mod cross;
-pub mod host;
 pub mod graph_run;
+pub mod host;
 pub mod inspect;
 pub mod manifest;
 pub mod report;
@@ -18,4 +18,4 @@ pub mod synth;
 pub mod tokenizer;
 
 pub use build::{Build, Built};
-pub use compile::{compile, compile_with, CompileRequest, Compiled, Emit, Packaging};
+pub use compile::{CompileRequest, Compiled, Emit, Packaging, compile, compile_with};

@@ -2,10 +2,10 @@
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
-use edgec::run::RunRequest;
-use edgec_runtime::SamplerConfig;
 use edgec::CompileRequest;
+use edgec::run::RunRequest;
 use edgec_passes::OptLevel;
+use edgec_runtime::SamplerConfig;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use target_lexicon::Triple;
@@ -300,8 +300,7 @@ fn parse_triple(s: &str) -> Result<Triple, String> {
 }
 
 fn main() -> ExitCode {
-    let passes: String =
-        edgec_passes::PASSES.iter().map(|(name, what)| format!("  {name:<14} {what}\n")).collect();
+    let passes: String = edgec_passes::PASSES.iter().map(|(name, what)| format!("  {name:<14} {what}\n")).collect();
     let command = <Cli as clap::CommandFactory>::command().mut_subcommand("compile", |c| {
         let help = c.get_after_help().map(|h| h.to_string()).unwrap_or_default();
         c.after_help(help.replace("{passes}", passes.trim_end()))
@@ -370,11 +369,8 @@ fn execute(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Compile(a) => {
-            let mut packaging = edgec::Packaging {
-                embed_weights: a.embed_weights,
-                cpu_variants: a.cpu_variants,
-                ..Default::default()
-            };
+            let mut packaging =
+                edgec::Packaging { embed_weights: a.embed_weights, cpu_variants: a.cpu_variants, ..Default::default() };
             match &a.emit {
                 Some(list) => packaging.emit = edgec::Emit::parse(list)?,
                 None => packaging.emit.weights = !a.embed_weights,
@@ -434,7 +430,8 @@ fn execute(cli: Cli) -> Result<()> {
                 println!("output {name}: {:?}", t.shape);
             }
             if let Some(path) = &a.output {
-                edgec::graph_run::write_outputs(path, &outs).with_context(|| format!("cannot write {}", path.display()))?;
+                edgec::graph_run::write_outputs(path, &outs)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
             }
             Ok(())
         }

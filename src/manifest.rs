@@ -1,8 +1,8 @@
 //! `edgec.json`: what a compile wrote into its output directory, so `edgec run OUTDIR` can find
 //! and check the pieces.
 
-use anyhow::{bail, Context, Result};
-use serde_json::{json, Value};
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 
 pub const FILE_NAME: &str = "edgec.json";

@@ -1,8 +1,8 @@
 //! `edgec run`: compile if needed, link, run a prompt and greedy (or sampled) generation.
 
-use crate::compile::{compile, CompileRequest};
+use crate::compile::{CompileRequest, compile};
 use crate::manifest::{self, Manifest};
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 use edgec_passes::OptLevel;
 use edgec_runtime::SamplerConfig;
 use std::path::{Path, PathBuf};
@@ -89,7 +89,8 @@ fn header_size(header: &str, key: &str) -> Option<u64> {
 /// This process's peak resident set (VmHWM), in bytes.
 fn peak_rss() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kb: u64 = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.trim().strip_suffix("kB")?.trim().parse().ok()?;
+    let kb: u64 =
+        status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.trim().strip_suffix("kB")?.trim().parse().ok()?;
     Some(kb * 1024)
 }
 
@@ -113,7 +114,8 @@ pub fn run_measured(req: &RunRequest) -> Result<(RunOutput, Option<MemoryUse>)> 
         (req.model.clone(), m)
     } else {
         let needed = positions_needed(req)?;
-        let tmp = tempfile::Builder::new().prefix("edgec-run-").tempdir().context("cannot create a temporary directory")?;
+        let tmp =
+            tempfile::Builder::new().prefix("edgec-run-").tempdir().context("cannot create a temporary directory")?;
         let compiled = compile(
             &CompileRequest {
                 model: req.model.clone(),

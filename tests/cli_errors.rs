@@ -26,24 +26,22 @@ fn expect_clean_failure(o: &std::process::Output, out: &Path) -> String {
 }
 
 /// A copy of the llama fixture whose safetensors file is rewritten by `edit`.
-fn edited_checkpoint(dir: &Path, edit: impl FnOnce(&mut Vec<(String, Dtype, Vec<usize>, Vec<u8>)>)) -> std::path::PathBuf {
+fn edited_checkpoint(
+    dir: &Path,
+    edit: impl FnOnce(&mut Vec<(String, Dtype, Vec<usize>, Vec<u8>)>),
+) -> std::path::PathBuf {
     let src = fixture("llama");
     let model = dir.join("model");
     std::fs::create_dir_all(&model).unwrap();
     std::fs::copy(src.join("config.json"), model.join("config.json")).unwrap();
     let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
     let st = SafeTensors::deserialize(&bytes).unwrap();
-    let mut tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = st
-        .tensors()
-        .into_iter()
-        .map(|(name, t)| (name, t.dtype(), t.shape().to_vec(), t.data().to_vec()))
-        .collect();
+    let mut tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> =
+        st.tensors().into_iter().map(|(name, t)| (name, t.dtype(), t.shape().to_vec(), t.data().to_vec())).collect();
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
     edit(&mut tensors);
-    let views: Vec<(String, TensorView)> = tensors
-        .iter()
-        .map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
-        .collect();
+    let views: Vec<(String, TensorView)> =
+        tensors.iter().map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap())).collect();
     safetensors::serialize_to_file(views, None, &model.join("model.safetensors")).unwrap();
     model
 }

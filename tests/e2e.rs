@@ -144,7 +144,15 @@ fn a_model_with_embedded_weights_runs_from_its_directory() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     let model = fixture("llama3");
-    let o = edgec(&["compile", model.to_str().unwrap(), "-o", out.to_str().unwrap(), "--max-context", "32", "--embed-weights"]);
+    let o = edgec(&[
+        "compile",
+        model.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--max-context",
+        "32",
+        "--embed-weights",
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(!out.join("llama3.weights").exists(), "the weights are in the object");
     let r = reference("llama3");

@@ -174,13 +174,29 @@ fn paris_with_gguf_blocks_kept() {
     let m = model();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("c");
-    let args = ["compile", m.to_str().unwrap(), "-o", out.to_str().unwrap(), "--max-context", "8", "--quant", "keep", "--report"];
+    let args = [
+        "compile",
+        m.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--max-context",
+        "8",
+        "--quant",
+        "keep",
+        "--report",
+    ];
     let o = edgec(&args);
     let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
     assert!(o.status.success(), "edgec {args:?} failed: {}", String::from_utf8_lossy(&o.stderr));
-    assert!(stdout.contains("model.layers.0.self_attn.q_proj.weight") && stdout.contains("q4_g32") && stdout.contains("(kept)"), "{stdout}");
+    assert!(
+        stdout.contains("model.layers.0.self_attn.q_proj.weight")
+            && stdout.contains("q4_g32")
+            && stdout.contains("(kept)"),
+        "{stdout}"
+    );
     assert!(stdout.contains("model.embed_tokens.weight") && stdout.contains("q8_g32"), "{stdout}");
-    let weights = out.read_dir().unwrap().map(|e| e.unwrap().path()).find(|p| p.extension().is_some_and(|e| e == "weights"));
+    let weights =
+        out.read_dir().unwrap().map(|e| e.unwrap().path()).find(|p| p.extension().is_some_and(|e| e == "weights"));
     let size = std::fs::metadata(weights.unwrap()).unwrap().len();
     eprintln!("smollm2 --quant keep: weights file {size} bytes");
     assert!(size < 110_000_000, "weights file {size} bytes");

@@ -13,10 +13,10 @@ use cranelift_module::{FuncId, Module};
 use cranelift_object::ObjectModule;
 use edgec_ir::{Graph, Op, ValueRef};
 use edgec_passes::plan::MemoryPlan;
-use std::mem::offset_of;
 use edgec_runtime::abi::{
     Context, STATUS_BAD_TOKEN_COUNT, STATUS_BAD_TOKEN_ID, STATUS_CONTEXT_OVERFLOW, STATUS_NULL_ARGUMENT, STATUS_OK,
 };
+use std::mem::offset_of;
 
 /// `int32_t forward(const ctx*, const int32_t *ids, uint32_t n_tokens, uint32_t pos, float *logits)`.
 pub(crate) fn forward_signature(cc: CallConv) -> ClifSig {

@@ -57,9 +57,7 @@ pub fn c_header_with(g: &Graph, info: &ModelInfo, opts: &CompileOptions, embedde
         "\n/* The model's info and entry point (for Swift and other bridges). */\nstatic inline const edgec_model_info *{name}_info_ptr(void) {{ return &{name}_info; }}\n"
     ));
     if embedded_weights {
-        s.push_str(&format!(
-            "static inline const uint8_t *{name}_weights_ptr(void) {{ return {name}_weights; }}\n"
-        ));
+        s.push_str(&format!("static inline const uint8_t *{name}_weights_ptr(void) {{ return {name}_weights; }}\n"));
     }
     s.push_str("\n#ifdef __cplusplus\n}\n#endif\n");
     s.push_str(&format!("#endif /* {guard} */\n"));

@@ -18,6 +18,7 @@
 //! Static facts (feature counts, head layout, epsilon, ...) are baked into the kernel as
 //! constants; everything that varies per call or per layer comes through the block.
 
+pub mod archive;
 mod entry;
 mod error;
 mod generic;
@@ -26,7 +27,6 @@ mod kernels;
 pub mod math;
 mod object;
 mod signature;
-pub mod archive;
 pub mod target;
 mod weights_file;
 
@@ -34,6 +34,6 @@ pub use edgec_runtime::abi::ModelInfo;
 pub use error::BackendError;
 pub use header::{c_header, c_header_with};
 pub use object::{CompileOptions, emit_object, emit_object_with};
-pub use target::{ObjectFormat, Platform, SUPPORTED_TRIPLES, Target};
 pub use signature::model_info;
+pub use target::{ObjectFormat, Platform, SUPPORTED_TRIPLES, Target};
 pub use weights_file::{WeightStat, WeightsLayout, layout_weights, write_weights, write_weights_with_stats};

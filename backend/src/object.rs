@@ -4,6 +4,7 @@ use crate::entry;
 use crate::error::BackendError;
 use crate::kernels::{Kargs, KernelSpec, kernel_signature};
 use crate::signature;
+use crate::target::{SUPPORTED_TRIPLES, Target};
 use crate::weights_file::WeightsLayout;
 use cranelift_codegen::Context;
 use cranelift_codegen::ir::{InstBuilder, UserFuncName};
@@ -16,9 +17,7 @@ use edgec_ir::Graph;
 use edgec_passes::plan::MemoryPlan;
 use edgec_runtime::abi::ModelInfo;
 use std::collections::HashMap;
-use crate::target::{SUPPORTED_TRIPLES, Target};
 use target_lexicon::{Architecture, Triple};
-
 
 #[derive(Clone, Debug)]
 pub struct CompileOptions {

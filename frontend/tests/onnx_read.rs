@@ -3,8 +3,7 @@
 
 use bytes::Bytes;
 use edgec_frontend::onnx::proto::{
-    DataLocation, DataType, GraphProto, ModelProto, OperatorSetIdProto, StringStringEntryProto, TensorProto,
-    type_proto,
+    DataLocation, DataType, GraphProto, ModelProto, OperatorSetIdProto, StringStringEntryProto, TensorProto, type_proto,
 };
 use edgec_frontend::onnx::{OnnxModel, TensorBytes};
 use prost::Message;
@@ -116,9 +115,7 @@ fn external_data_resolves_relative_to_the_model() {
         ..Default::default()
     };
     let m = OnnxModel::open(&write_model(dir.path(), &tiny_model(t))).unwrap();
-    let TensorBytes::File { path, offset, len } = m.tensor_bytes(&m.graph().initializer[0]).unwrap() else {
-        panic!()
-    };
+    let TensorBytes::File { path, offset, len } = m.tensor_bytes(&m.graph().initializer[0]).unwrap() else { panic!() };
     assert_eq!((path.file_name().unwrap().to_str().unwrap(), offset, len), ("weights.bin", 8, 24));
     assert_eq!(read_range(&path, offset, len), values);
 }

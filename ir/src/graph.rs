@@ -41,7 +41,12 @@ pub enum RopeScaling {
     None,
     /// Llama 3.1's scheme: low frequencies divided by `factor`, high ones kept, a smooth ramp
     /// between.
-    Llama3 { factor: f64, low_freq_factor: f64, high_freq_factor: f64, original_max_positions: u64 },
+    Llama3 {
+        factor: f64,
+        low_freq_factor: f64,
+        high_freq_factor: f64,
+        original_max_positions: u64,
+    },
 }
 
 /// Where a weight's bytes come from. Weights are never read whole at compile time: they are

@@ -1,10 +1,10 @@
 //! Type rules: the result type of each op from its operand types.
 //! Shared by graph building, the verifier and the shape-inference pass.
 
+use crate::IrError;
 use crate::graph::Graph;
 use crate::op::Op;
 use crate::types::{DType, Dim, Shape, TensorType};
-use crate::IrError;
 
 fn err(op: &Op, msg: impl std::fmt::Display) -> IrError {
     IrError::new(format!("{}: {msg}", op.name()))
@@ -31,11 +31,7 @@ pub fn infer_type(g: &Graph, op: &Op, args: &[&TensorType]) -> Result<TensorType
         }
     };
     let same_dim = |a: Dim, b: Dim, what: &str| -> Result<(), IrError> {
-        if a == b {
-            Ok(())
-        } else {
-            Err(err(op, format!("{what}: {} != {}", dim_str(g, a), dim_str(g, b))))
-        }
+        if a == b { Ok(()) } else { Err(err(op, format!("{what}: {} != {}", dim_str(g, a), dim_str(g, b)))) }
     };
     let scalar_i32 = |i: usize| -> Result<(), IrError> {
         rank(i, 0)?;
@@ -90,7 +86,10 @@ pub fn infer_type(g: &Graph, op: &Op, args: &[&TensorType]) -> Result<TensorType
             scalar_i32(3)?;
             float_same(op, &args[..3])?;
             if *rotary_dim == 0 || rotary_dim % 2 != 0 || rotary_dim > head_dim {
-                return Err(err(op, format!("rotary_dim {rotary_dim} must be even, nonzero and <= head_dim {head_dim}")));
+                return Err(err(
+                    op,
+                    format!("rotary_dim {rotary_dim} must be even, nonzero and <= head_dim {head_dim}"),
+                ));
             }
             let features = dims(0)[1].as_const().ok_or_else(|| err(op, "feature dim must be constant"))?;
             if features % u64::from(*head_dim) != 0 {
@@ -154,7 +153,10 @@ pub fn infer_type(g: &Graph, op: &Op, args: &[&TensorType]) -> Result<TensorType
         Op::Reshape { shape } => {
             if element_count(&args[0].shape) != element_count(shape) {
                 let to = TensorType::new(args[0].dtype, shape.clone());
-                return Err(err(op, format!("cannot reshape {} to {}: element counts differ", show(args[0]), show(&to))));
+                return Err(err(
+                    op,
+                    format!("cannot reshape {} to {}: element counts differ", show(args[0]), show(&to)),
+                ));
             }
             Ok(TensorType::new(args[0].dtype, shape.clone()))
         }
@@ -183,7 +185,10 @@ pub fn infer_type(g: &Graph, op: &Op, args: &[&TensorType]) -> Result<TensorType
         Op::Concat { axis } => {
             let (r, ax) = (args[0].shape.rank(), *axis as usize);
             if ax >= r || args[1].shape.rank() != r || args[0].dtype != args[1].dtype {
-                return Err(err(op, format!("cannot concatenate {} and {} along axis {ax}", show(args[0]), show(args[1]))));
+                return Err(err(
+                    op,
+                    format!("cannot concatenate {} and {} along axis {ax}", show(args[0]), show(args[1])),
+                ));
             }
             for i in (0..r).filter(|&i| i != ax) {
                 same_dim(dims(0)[i], dims(1)[i], &format!("axis {i} differs"))?;
@@ -209,7 +214,11 @@ pub fn infer_type(g: &Graph, op: &Op, args: &[&TensorType]) -> Result<TensorType
             if !fits {
                 return Err(err(
                     op,
-                    format!("elements {start}..{start}+{} of axis {ax} are not inside {}", dim_str(g, *len), show(args[0])),
+                    format!(
+                        "elements {start}..{start}+{} of axis {ax} are not inside {}",
+                        dim_str(g, *len),
+                        show(args[0])
+                    ),
                 ));
             }
             let mut shape = args[0].shape.clone();
@@ -220,22 +229,26 @@ pub fn infer_type(g: &Graph, op: &Op, args: &[&TensorType]) -> Result<TensorType
             float_same(op, args)?;
             let (ra, rb) = (args[0].shape.rank(), args[1].shape.rank());
             if ra < 2 || rb < 2 {
-                return Err(err(op, format!("operands must have rank >= 2, got {} and {}", show(args[0]), show(args[1]))));
+                return Err(err(
+                    op,
+                    format!("operands must have rank >= 2, got {} and {}", show(args[0]), show(args[1])),
+                ));
             }
             same_dim(dims(0)[ra - 1], dims(1)[rb - 2], "inner dims differ")?;
-            let lead = broadcast(&Shape(dims(0)[..ra - 2].to_vec()), &Shape(dims(1)[..rb - 2].to_vec()))
-                .ok_or_else(|| err(op, format!("cannot broadcast the leading dims of {} and {}", show(args[0]), show(args[1]))))?;
+            let lead =
+                broadcast(&Shape(dims(0)[..ra - 2].to_vec()), &Shape(dims(1)[..rb - 2].to_vec())).ok_or_else(|| {
+                    err(op, format!("cannot broadcast the leading dims of {} and {}", show(args[0]), show(args[1])))
+                })?;
             let mut shape = lead.0;
             shape.extend([dims(0)[ra - 2], dims(1)[rb - 1]]);
             Ok(TensorType::new(args[0].dtype, Shape(shape)))
         }
         Op::Select => {
             float_same(op, args)?;
-            let shape = broadcast(&args[0].shape, &args[1].shape)
-                .and_then(|s| broadcast(&s, &args[2].shape))
-                .ok_or_else(|| {
-                    err(op, format!("cannot broadcast {}, {} and {}", show(args[0]), show(args[1]), show(args[2])))
-                })?;
+            let shape =
+                broadcast(&args[0].shape, &args[1].shape).and_then(|s| broadcast(&s, &args[2].shape)).ok_or_else(
+                    || err(op, format!("cannot broadcast {}, {} and {}", show(args[0]), show(args[1]), show(args[2]))),
+                )?;
             Ok(TensorType::new(args[0].dtype, shape))
         }
     }

@@ -560,7 +560,11 @@ impl<'g> Interpreter<'g> {
                     if idx[ax] < na {
                         dot(idx, &ta)
                     } else {
-                        base + idx.iter().enumerate().map(|(i, &x)| if i == ax { (x - na) * tb[i] } else { x * tb[i] }).sum::<usize>()
+                        base + idx
+                            .iter()
+                            .enumerate()
+                            .map(|(i, &x)| if i == ax { (x - na) * tb[i] } else { x * tb[i] })
+                            .sum::<usize>()
                     }
                 })
             }
@@ -572,7 +576,10 @@ impl<'g> Interpreter<'g> {
                     && start + expected[ax] <= a[0].shape[ax]
                     && (0..expected.len()).all(|i| i == ax || expected[i] == a[0].shape[i]);
                 if !ok {
-                    return Err(here(format!("cannot slice {:?} to {expected:?} from {start} on axis {ax}", a[0].shape)));
+                    return Err(here(format!(
+                        "cannot slice {:?} to {expected:?} from {start} on axis {ax}",
+                        a[0].shape
+                    )));
                 }
                 let st = row_major_strides(&a[0].shape);
                 remap(a[0], expected, |idx| dot(idx, &st) + start * st[ax])
@@ -609,7 +616,9 @@ impl<'g> Interpreter<'g> {
             Op::Select => {
                 let shape = broadcast_shape(&a[0].shape, &a[1].shape)
                     .and_then(|s| broadcast_shape(&s, &a[2].shape))
-                    .ok_or_else(|| here(format!("cannot broadcast {:?}, {:?} and {:?}", a[0].shape, a[1].shape, a[2].shape)))?;
+                    .ok_or_else(|| {
+                        here(format!("cannot broadcast {:?}, {:?} and {:?}", a[0].shape, a[1].shape, a[2].shape))
+                    })?;
                 let (c, x, y) = (f(0)?, f(1)?, f(2)?);
                 let s: Vec<Vec<usize>> = (0..3).map(|i| strides_for(&a[i].shape, shape.len())).collect();
                 let n = numel(&shape).ok_or_else(|| here("size overflows".into()))?;

@@ -20,8 +20,8 @@ pub mod weights;
 pub use graph::{
     BlockFormat, Graph, Input, Node, Output, RopePart, RopeScaling, State, Transform, ValueRef, Weight, WeightSource,
 };
-pub use quant::Storage;
 pub use op::{BinaryOp, Op, ReduceOp, UnaryOp};
+pub use quant::Storage;
 pub use types::{DType, Dim, Shape, Symbol, SymbolId, TensorType};
 
 /// An error about a graph: what is wrong and where.

@@ -63,21 +63,31 @@ pub enum Op {
     Gather,
     /// `(a [M, K], b) -> [M, N]` with `b` being `[N, K]` when `transpose_b` (the layout of a
     /// HuggingFace `Linear` weight), else `[K, N]`.
-    MatMul { transpose_b: bool },
+    MatMul {
+        transpose_b: bool,
+    },
     /// `(x [S, H], weight [G]) -> [S, H]`: `x / sqrt(mean(x²) + eps) * weight`, in f32, where
     /// the mean runs over each contiguous group of `G` features. `group: None` normalizes the
     /// whole row (`G = H`); `group: Some(G)` needs `H % G == 0` and normalizes every group with
     /// the same weight (Qwen3's per-head q/k norm: `G = head_dim`).
-    RmsNorm { eps: f32, group: Option<u32> },
+    RmsNorm {
+        eps: f32,
+        group: Option<u32>,
+    },
     /// `(x [S, H], weight [H], bias [H]) -> [S, H]`:
     /// `(x - mean(x)) / sqrt(var(x) + eps) * weight + bias`, with the biased (population)
     /// variance over the row, in f32.
-    LayerNorm { eps: f32 },
+    LayerNorm {
+        eps: f32,
+    },
     /// `(x [S, heads * head_dim], cos [P, rotary_dim / 2], sin [P, rotary_dim / 2], pos i32 [])
     /// -> [S, heads * head_dim]`. Rotate-half rotary embedding of the first `rotary_dim` features
     /// of every head; row `s` is at absolute position `pos + s` and reads row `pos + s` of the
     /// tables. Features past `rotary_dim` pass through.
-    Rope { head_dim: u32, rotary_dim: u32 },
+    Rope {
+        head_dim: u32,
+        rotary_dim: u32,
+    },
     /// `(state [C, W], rows [S, W], pos i32 []) -> [C, W]`: writes `rows` into rows `pos..pos+S`
     /// of a state buffer, in place. Operand 0 must be the state itself; the result is the
     /// updated state and aliases its buffer. Each state is written by at most one node.
@@ -87,7 +97,13 @@ pub enum Op {
     /// Causal scaled-dot-product attention: query row `s` (position `p = pos + s`) attends to
     /// cache rows `j` with `j <= p` and, with a window `w`, `j > p - w`. Query head `h` reads
     /// KV head `h / (heads / kv_heads)` (grouped-query attention). Scores are `q·k * scale`.
-    Attention { heads: u32, kv_heads: u32, head_dim: u32, scale: f32, window: Option<u32> },
+    Attention {
+        heads: u32,
+        kv_heads: u32,
+        head_dim: u32,
+        scale: f32,
+        window: Option<u32>,
+    },
     Unary(UnaryOp),
     Binary(BinaryOp),
     /// Softmax over the last axis.
@@ -96,18 +112,30 @@ pub enum Op {
     Reduce(ReduceOp),
     /// `(x) -> shape`: the same row-major elements with another shape of the same element count
     /// (any dtype). The text form writes no attribute: `shape` is the node's written type.
-    Reshape { shape: Shape },
+    Reshape {
+        shape: Shape,
+    },
     /// `(x) -> shape`: numpy broadcasting of `x` to `shape` (any dtype; `x`'s dims, aligned
     /// from the right, equal the target's or are 1). The text form takes `shape` from the type.
-    Expand { shape: Shape },
+    Expand {
+        shape: Shape,
+    },
     /// `(x) -> y` with `y.dims[i] = x.dims[perm[i]]` (any dtype): an axis permutation.
-    Transpose { perm: Vec<u32> },
+    Transpose {
+        perm: Vec<u32>,
+    },
     /// `(a, b) -> c`: `b` appended to `a` along `axis`; the other dims are equal (any dtype).
-    Concat { axis: u32 },
+    Concat {
+        axis: u32,
+    },
     /// `(x) -> y`: elements `start..start + len` of `axis` (any dtype). `len` may be a symbol
     /// (a table built for the symbol's maximum, cut to its run-time value). The text form
     /// writes `slice(axis=A, start=S)` and takes `len` from the type.
-    Slice { axis: u32, start: u64, len: Dim },
+    Slice {
+        axis: u32,
+        start: u64,
+        len: Dim,
+    },
     /// `(a [B..., M, K], b [B..., K, N]) -> [B..., M, N]`: a matrix product per leading index,
     /// the leading dims broadcast numpy-style (both operands rank >= 2).
     BatchMatMul,
@@ -246,7 +274,12 @@ impl Op {
             | Op::Expand { .. }
             | Op::Transpose { .. }
             | Op::Slice { .. } => 1,
-            Op::Gather | Op::MatMul { .. } | Op::RmsNorm { .. } | Op::Binary(_) | Op::Concat { .. } | Op::BatchMatMul => 2,
+            Op::Gather
+            | Op::MatMul { .. }
+            | Op::RmsNorm { .. }
+            | Op::Binary(_)
+            | Op::Concat { .. }
+            | Op::BatchMatMul => 2,
             Op::CacheWrite | Op::LayerNorm { .. } | Op::Select => 3,
             Op::Rope { .. } | Op::Attention { .. } => 4,
         }

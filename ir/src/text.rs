@@ -770,9 +770,9 @@ impl Parser {
             }
             "quantize" => {
                 let name = c.word("a storage format")?;
-                crate::quant::Storage::from_name(&name)
-                    .map(Transform::Quantize)
-                    .ok_or_else(|| format!("unknown storage format '{name}' (e.g. f16, bf16, q8_c, q8_g32, q4s_g32, q4_g32)"))
+                crate::quant::Storage::from_name(&name).map(Transform::Quantize).ok_or_else(|| {
+                    format!("unknown storage format '{name}' (e.g. f16, bf16, q8_c, q8_g32, q4s_g32, q4_g32)")
+                })
             }
             w => Err(format!("unknown weight transform '{w}' (expected permute or quantize)")),
         }
@@ -839,9 +839,10 @@ impl Parser {
             Op::Reshape { .. } => Op::Reshape { shape: ty.shape.clone() },
             Op::Expand { .. } => Op::Expand { shape: ty.shape.clone() },
             Op::Slice { axis, start, .. } => {
-                let len = ty.shape.dims().get(axis as usize).copied().ok_or_else(|| {
-                    format!("slice axis {axis} is out of range for {}", type_to_string(&self.g, &ty))
-                })?;
+                let len =
+                    ty.shape.dims().get(axis as usize).copied().ok_or_else(|| {
+                        format!("slice axis {axis} is out of range for {}", type_to_string(&self.g, &ty))
+                    })?;
                 Op::Slice { axis, start, len }
             }
             op => op,

@@ -1,5 +1,5 @@
 use crate::{Changed, Pass, PassError};
-use edgec_ir::{infer::infer_type, Graph};
+use edgec_ir::{Graph, infer::infer_type};
 
 /// Recomputes every node's result type from its operands with the op's type rule, so a rewrite
 /// that changed an operand's shape propagates to its users.

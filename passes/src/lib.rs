@@ -12,8 +12,8 @@ mod reorder;
 
 pub use dce::DeadCodeElimination;
 pub use infer_shapes::InferShapes;
-pub use manager::{OptLevel, PassManager, PassTiming, PASSES};
-pub use reorder::{memory_order, peak, ReorderForMemory};
+pub use manager::{OptLevel, PASSES, PassManager, PassTiming};
+pub use reorder::{ReorderForMemory, memory_order, peak};
 
 use edgec_ir::{Graph, IrError};
 

@@ -1,5 +1,5 @@
 use crate::{Changed, DeadCodeElimination, InferShapes, Pass, PassError, ReorderForMemory};
-use edgec_ir::{verify::verify, Graph};
+use edgec_ir::{Graph, verify::verify};
 use std::time::{Duration, Instant};
 
 /// Every pass, by name, with what it does (shown by `edgec compile --help` and errors).

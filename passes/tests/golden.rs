@@ -13,9 +13,9 @@
 //! `EDGEC_BLESS=1 cargo test -p edgec-passes --test golden` rewrites the expected outputs.
 
 use edgec_ir::interp::{Interpreter, Tensor};
-use edgec_ir::{text, Graph};
-use edgec_passes::plan::{plan_memory_with, PlanOptions, Strategy};
+use edgec_ir::{Graph, text};
 use edgec_passes::PassManager;
+use edgec_passes::plan::{PlanOptions, Strategy, plan_memory_with};
 use std::path::{Path, PathBuf};
 
 const OUTPUT_MARKER: &str = "; output:";
@@ -114,7 +114,11 @@ fn run_case(path: &Path) -> Option<String> {
         std::fs::write(path, format!("{}{}{OUTPUT_MARKER}\n{actual}", case.head, case.input)).unwrap();
         return None;
     }
-    Some(format!("{}: output differs (EDGEC_BLESS=1 rewrites it)\n--- expected\n{}--- actual\n{actual}", path.display(), case.expected))
+    Some(format!(
+        "{}: output differs (EDGEC_BLESS=1 rewrites it)\n--- expected\n{}--- actual\n{actual}",
+        path.display(),
+        case.expected
+    ))
 }
 
 #[test]

@@ -5,8 +5,8 @@
 
 use edgec_ir::{BinaryOp, DType, Dim, Graph, Op, ReduceOp, Shape, TensorType, UnaryOp, ValueRef, WeightSource};
 use edgec_passes::plan::{
-    buffers, in_place_choices, lifetimes, lower_bound, plan_memory, plan_memory_with, Lifetime, PlanOptions, Strategy,
-    ALIGN,
+    ALIGN, Lifetime, PlanOptions, Strategy, buffers, in_place_choices, lifetimes, lower_bound, plan_memory,
+    plan_memory_with,
 };
 
 /// A small deterministic generator (splitmix64), so failures reproduce.
@@ -85,7 +85,13 @@ fn plans_never_overlap_live_buffers() {
                     // In place by design: the result takes its dying operand's exact slot.
                     let in_place = plan.in_place[b.node] == Some(a.node);
                     if in_place {
-                        assert_eq!((off_a, a.size), (off_b, b.size), "seed {seed}: %{} in place of %{}", b.node, a.node);
+                        assert_eq!(
+                            (off_a, a.size),
+                            (off_b, b.size),
+                            "seed {seed}: %{} in place of %{}",
+                            b.node,
+                            a.node
+                        );
                         assert_eq!(a.last, b.first, "seed {seed}: %{} must die at %{}", a.node, b.node);
                         assert!(matches!(g.nodes[b.node].op, Op::Unary(_) | Op::Binary(_)));
                     }
@@ -151,9 +157,9 @@ fn brute_force(bufs: &[Lifetime]) -> u64 {
             let o = cands
                 .into_iter()
                 .find(|&o| {
-                    placed.iter().all(|&(p, po)| {
-                        !bufs[p].overlaps(&bufs[b]) || po + bufs[p].size <= o || o + bufs[b].size <= po
-                    })
+                    placed
+                        .iter()
+                        .all(|&(p, po)| !bufs[p].overlaps(&bufs[b]) || po + bufs[p].size <= o || o + bufs[b].size <= po)
                 })
                 .unwrap();
             placed.push((b, o));
@@ -191,7 +197,7 @@ fn exact_search_finds_the_optimum_on_tiny_graphs() {
 
 #[test]
 fn reordering_keeps_the_graph_valid_and_never_raises_the_peak() {
-    use edgec_passes::{peak, Changed, Pass, ReorderForMemory};
+    use edgec_passes::{Changed, Pass, ReorderForMemory, peak};
     let mut lowered = 0;
     for seed in 0..300 {
         let mut g = random_graph(seed);

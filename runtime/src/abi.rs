@@ -14,8 +14,7 @@ pub type KernelFn = unsafe extern "C" fn(args: *const u8, begin: u64, end: u64);
 
 /// Runs `kernel(args, b, e)` over a partition of `[0, n_tasks)`, possibly on several threads,
 /// and returns when all tasks are done.
-pub type ParallelForFn =
-    unsafe extern "C" fn(pool: *mut c_void, kernel: KernelFn, args: *const u8, n_tasks: u64);
+pub type ParallelForFn = unsafe extern "C" fn(pool: *mut c_void, kernel: KernelFn, args: *const u8, n_tasks: u64);
 
 /// Everything a compiled model needs from its host. The object imports no symbols: memory and
 /// threads arrive here.
@@ -57,13 +56,8 @@ pub struct ModelInfo {
 /// uint32_t pos, float *logits)`: runs `n_tokens` tokens at positions `pos..pos + n_tokens`,
 /// appends their keys and values to the state, and writes `n_tokens * vocab` logits.
 /// Returns [`STATUS_OK`] or one of the `STATUS_*` codes, having done nothing.
-pub type ForwardFn = unsafe extern "C" fn(
-    ctx: *const Context,
-    ids: *const i32,
-    n_tokens: u32,
-    pos: u32,
-    logits: *mut f32,
-) -> i32;
+pub type ForwardFn =
+    unsafe extern "C" fn(ctx: *const Context, ids: *const i32, n_tokens: u32, pos: u32, logits: *mut f32) -> i32;
 
 /// `int32_t <name>_run(const Context *ctx, const void *const *inputs, void *const *outputs,
 /// const int64_t *dims)`: the entry point of a *general* graph (anything that is not the

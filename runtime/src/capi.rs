@@ -87,10 +87,7 @@ fn guard_global(f: impl FnOnce() -> Result<(), Error>) -> i32 {
 }
 
 /// Runs `f` on a non-NULL session; errors go to the session's message (and the thread's).
-fn guard_session(
-    s: *mut edgec_session,
-    f: impl FnOnce(&mut Session) -> Result<(), Error>,
-) -> i32 {
+fn guard_session(s: *mut edgec_session, f: impl FnOnce(&mut Session) -> Result<(), Error>) -> i32 {
     if s.is_null() {
         set_thread_error("session is NULL");
         return EDGEC_ERR_NULL_ARGUMENT;
@@ -144,10 +141,8 @@ pub unsafe extern "C" fn edgec_session_new(
             PathBuf::from(std::ffi::OsStr::from_bytes(path.to_bytes()))
         };
         #[cfg(not(unix))]
-        let path = PathBuf::from(
-            path.to_str()
-                .map_err(|_| Error::InvalidArgument("weights_path is not UTF-8".into()))?,
-        );
+        let path =
+            PathBuf::from(path.to_str().map_err(|_| Error::InvalidArgument("weights_path is not UTF-8".into()))?);
         // SAFETY: lives as long as the session by contract (static in practice).
         let info: &'static ModelInfo = unsafe { &*info };
         let options = SessionOptions { threads: threads as usize, ..Default::default() };
@@ -250,9 +245,7 @@ fn ids_to_u32(ids: &[i32]) -> Result<Vec<u32>, Error> {
     ids.iter()
         .enumerate()
         .map(|(index, &id)| {
-            u32::try_from(id).map_err(|_| {
-                Error::InvalidArgument(format!("token id {id} at index {index} is negative"))
-            })
+            u32::try_from(id).map_err(|_| Error::InvalidArgument(format!("token id {id} at index {index} is negative")))
         })
         .collect()
 }
@@ -338,13 +331,7 @@ pub unsafe extern "C" fn edgec_session_generate(
         unsafe { *out_n = g.tokens.len() as u32 };
         if !prompt_logits.is_null() {
             // SAFETY: room for n_prompt * vocab floats by contract.
-            unsafe {
-                std::ptr::copy_nonoverlapping(
-                    g.prompt_logits.as_ptr(),
-                    prompt_logits,
-                    g.prompt_logits.len(),
-                )
-            };
+            unsafe { std::ptr::copy_nonoverlapping(g.prompt_logits.as_ptr(), prompt_logits, g.prompt_logits.len()) };
         }
         Ok(())
     })

@@ -45,10 +45,7 @@ fn bad(msg: String) -> Error {
 
 pub fn parse_driver_output(bytes: &[u8]) -> Result<DriverOutput, Error> {
     let Some(head) = bytes.first_chunk::<DRIVER_OUTPUT_HEADER_SIZE>() else {
-        return Err(bad(format!(
-            "{} bytes, shorter than the {DRIVER_OUTPUT_HEADER_SIZE}-byte header",
-            bytes.len()
-        )));
+        return Err(bad(format!("{} bytes, shorter than the {DRIVER_OUTPUT_HEADER_SIZE}-byte header", bytes.len())));
     };
     if head[0..8] != DRIVER_OUTPUT_MAGIC {
         return Err(bad(format!("bad magic \"{}\" (expected \"EDGECOUT\")", head[0..8].escape_ascii())));
@@ -73,13 +70,7 @@ pub fn parse_driver_output(bytes: &[u8]) -> Result<DriverOutput, Error> {
     }
     let body = &bytes[DRIVER_OUTPUT_HEADER_SIZE..];
     let (lbytes, gbytes) = body.split_at(n_logits * 4);
-    let logits = lbytes
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-        .collect();
-    let generated = gbytes
-        .chunks_exact(4)
-        .map(|c| i32::from_le_bytes(c.try_into().unwrap()))
-        .collect();
+    let logits = lbytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+    let generated = gbytes.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap())).collect();
     Ok(DriverOutput { n_prompt, vocab, logits, generated, variant })
 }

@@ -41,9 +41,7 @@ impl Error {
             Error::AbiVersion { .. } | Error::BadModelInfo(_) => EDGEC_ERR_MODEL_INFO,
             Error::TokenOutOfRange { .. } => EDGEC_ERR_TOKEN_ID,
             Error::ContextOverflow { .. } => EDGEC_ERR_CONTEXT_OVERFLOW,
-            Error::EmptyPrompt | Error::InvalidArgument(_) | Error::BadDriverOutput(_) => {
-                EDGEC_ERR_INVALID_ARGUMENT
-            }
+            Error::EmptyPrompt | Error::InvalidArgument(_) | Error::BadDriverOutput(_) => EDGEC_ERR_INVALID_ARGUMENT,
             Error::ModelStatus { .. } => EDGEC_ERR_MODEL_STATUS,
             Error::OutOfMemory { .. } => EDGEC_ERR_OUT_OF_MEMORY,
         }
@@ -70,18 +68,16 @@ impl fmt::Display for Error {
             Error::Weights { path, problem } => {
                 write!(f, "weights file {}: {problem}", path.display())
             }
-            Error::AbiVersion { found, expected } => write!(
-                f,
-                "model object has ABI version {found}, this runtime implements version {expected}"
-            ),
+            Error::AbiVersion { found, expected } => {
+                write!(f, "model object has ABI version {found}, this runtime implements version {expected}")
+            }
             Error::BadModelInfo(what) => write!(f, "invalid model info: {what}"),
             Error::TokenOutOfRange { id, index, vocab } => {
                 write!(f, "token id {id} at index {index} is out of range (vocab {vocab})")
             }
-            Error::ContextOverflow { position, tokens, max_context } => write!(
-                f,
-                "context overflow: position {position} + {tokens} tokens > max context {max_context}"
-            ),
+            Error::ContextOverflow { position, tokens, max_context } => {
+                write!(f, "context overflow: position {position} + {tokens} tokens > max context {max_context}")
+            }
             Error::EmptyPrompt => write!(f, "generate needs a non-empty prompt"),
             Error::ModelStatus { status, position, tokens } => write!(
                 f,

@@ -7,12 +7,12 @@ pub mod capi;
 pub mod cpu;
 pub mod driver_output;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod mem;
 pub mod pool;
 pub mod sample;
 pub mod session;
-#[doc(hidden)]
-pub mod fuzzing;
 pub mod tokenizer;
 pub mod weights;
 

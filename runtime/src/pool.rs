@@ -161,9 +161,7 @@ impl PoolShared {
                         // SAFETY: forwarded.
                         unsafe { (job.kernel)(job.args, b, e) };
                     }
-                    if self.done.fetch_add(1, SeqCst) + 1 == job.n_chunks
-                        && self.caller_waiting.load(SeqCst)
-                    {
+                    if self.done.fetch_add(1, SeqCst) + 1 == job.n_chunks && self.caller_waiting.load(SeqCst) {
                         let _g = lock(&self.done_mx);
                         self.done_cv.notify_one();
                     }
@@ -266,14 +264,12 @@ impl ThreadPool {
         for i in 1..threads {
             let s = Arc::clone(&pool.shared);
             let pin = pin.clone();
-            let h = std::thread::Builder::new()
-                .name(format!("edgec-worker-{i}"))
-                .spawn(move || {
-                    if let Some(cpus) = pin {
-                        affinity::pin_current_thread(&cpus); // best effort: the OS may refuse
-                    }
-                    s.worker_loop()
-                })?; // on error, drop joins those already started
+            let h = std::thread::Builder::new().name(format!("edgec-worker-{i}")).spawn(move || {
+                if let Some(cpus) = pin {
+                    affinity::pin_current_thread(&cpus); // best effort: the OS may refuse
+                }
+                s.worker_loop()
+            })?; // on error, drop joins those already started
             pool.workers.push(h);
         }
         Ok(pool)
@@ -437,12 +433,7 @@ mod affinity {
 /// # Safety
 /// `pool` is NULL or comes from a live pool; `kernel` is safe to run concurrently on
 /// sub-ranges of `[0, n_tasks)` with `args`.
-pub unsafe extern "C" fn edgec_parallel_for(
-    pool: *mut c_void,
-    kernel: KernelFn,
-    args: *const u8,
-    n_tasks: u64,
-) {
+pub unsafe extern "C" fn edgec_parallel_for(pool: *mut c_void, kernel: KernelFn, args: *const u8, n_tasks: u64) {
     if pool.is_null() {
         if n_tasks > 0 {
             // SAFETY: the caller's contract.

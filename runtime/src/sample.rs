@@ -98,16 +98,10 @@ impl Sampler {
 
     pub fn new(config: SamplerConfig) -> Result<Sampler, Error> {
         if !config.temperature.is_finite() {
-            return Err(Error::InvalidArgument(format!(
-                "sampler temperature {} is not finite",
-                config.temperature
-            )));
+            return Err(Error::InvalidArgument(format!("sampler temperature {} is not finite", config.temperature)));
         }
         if !(config.top_p > 0.0 && config.top_p <= 1.0) {
-            return Err(Error::InvalidArgument(format!(
-                "sampler top_p {} is not in (0, 1]",
-                config.top_p
-            )));
+            return Err(Error::InvalidArgument(format!("sampler top_p {} is not in (0, 1]", config.top_p)));
         }
         Ok(Sampler { config, rng: Rng::new(config.seed), cand: Vec::new(), probs: Vec::new() })
     }
@@ -144,9 +138,7 @@ impl Sampler {
         let inv_t = 1.0 / temperature as f64;
         let probs = &mut self.probs;
         probs.clear();
-        probs.extend(cand.iter().map(|&(v, _)| {
-            if v.is_nan() { 0.0 } else { ((v as f64 - max as f64) * inv_t).exp() }
-        }));
+        probs.extend(cand.iter().map(|&(v, _)| if v.is_nan() { 0.0 } else { ((v as f64 - max as f64) * inv_t).exp() }));
         let total: f64 = probs.iter().sum();
         let mut keep = probs.len();
         if top_p < 1.0 {

@@ -79,9 +79,8 @@ impl Session {
         let info = model.info;
         let arena = AlignedBuf::zeroed(info.arena_size, "arena")?;
         let state = AlignedBuf::zeroed(info.state_size, "state")?;
-        let pool = ThreadPool::new(options.threads).map_err(|e| {
-            Error::InvalidArgument(format!("cannot start {} threads: {e}", options.threads))
-        })?;
+        let pool = ThreadPool::new(options.threads)
+            .map_err(|e| Error::InvalidArgument(format!("cannot start {} threads: {e}", options.threads)))?;
         Ok(Session { model, pool, weights, arena, state, pos: 0, ids: Vec::new() })
     }
 
@@ -148,9 +147,10 @@ impl Session {
     pub fn forward(&mut self, ids: &[u32], logits: &mut Vec<f32>) -> Result<(), Error> {
         self.check(ids)?;
         let vocab = self.model.info.vocab as usize;
-        let total = ids.len().checked_mul(vocab).ok_or_else(|| {
-            Error::InvalidArgument(format!("{} tokens x vocab {vocab} logits overflow", ids.len()))
-        })?;
+        let total = ids
+            .len()
+            .checked_mul(vocab)
+            .ok_or_else(|| Error::InvalidArgument(format!("{} tokens x vocab {vocab} logits overflow", ids.len())))?;
         logits.clear();
         logits.resize(total, 0.0);
         self.ids.clear();

@@ -32,15 +32,17 @@ mod sys {
     pub const MAP_FAILED: *mut c_void = !0usize as *mut c_void;
     unsafe extern "C" {
         // off_t is 64-bit on every 64-bit unix we target.
-        pub fn mmap(addr: *mut c_void, len: usize, prot: c_int, flags: c_int, fd: c_int, off: i64)
-        -> *mut c_void;
+        pub fn mmap(addr: *mut c_void, len: usize, prot: c_int, flags: c_int, fd: c_int, off: i64) -> *mut c_void;
         pub fn munmap(addr: *mut c_void, len: usize) -> c_int;
     }
 }
 
 enum Backing {
     #[cfg(all(unix, target_pointer_width = "64"))]
-    Mapped { addr: *mut std::ffi::c_void, len: usize },
+    Mapped {
+        addr: *mut std::ffi::c_void,
+        len: usize,
+    },
     Heap(AlignedBuf),
     /// Borrowed for the whole program: weights embedded in the model object (`NAME_weights`).
     Static(&'static [u8]),
@@ -77,10 +79,8 @@ impl Weights {
             .map_err(|_| weights_err(path, format!("file of {size} bytes does not fit in memory")))?;
         let backing = match mode {
             LoadMode::Read => read_heap(&mut file, len, path)?,
-            LoadMode::Map => map(&file, len).map_err(|e| Error::Io {
-                path: path.to_owned(),
-                message: format!("mmap failed: {e}"),
-            })?,
+            LoadMode::Map => map(&file, len)
+                .map_err(|e| Error::Io { path: path.to_owned(), message: format!("mmap failed: {e}") })?,
             LoadMode::Auto => match map(&file, len) {
                 Ok(b) => b,
                 Err(_) => read_heap(&mut file, len, path)?,
@@ -161,9 +161,7 @@ impl Drop for Weights {
 fn map(file: &File, len: usize) -> Result<Backing, std::io::Error> {
     use std::os::fd::AsRawFd;
     // SAFETY: a fresh read-only private mapping of an open file; checked against MAP_FAILED.
-    let addr = unsafe {
-        sys::mmap(std::ptr::null_mut(), len, sys::PROT_READ, sys::MAP_PRIVATE, file.as_raw_fd(), 0)
-    };
+    let addr = unsafe { sys::mmap(std::ptr::null_mut(), len, sys::PROT_READ, sys::MAP_PRIVATE, file.as_raw_fd(), 0) };
     if addr == sys::MAP_FAILED || addr.is_null() {
         return Err(std::io::Error::last_os_error());
     }
@@ -227,10 +225,7 @@ pub fn validate_weights(bytes: &[u8], info: &ModelInfo, path: &Path) -> Result<(
         ));
     }
     if h.header_size as usize != WEIGHTS_HEADER_SIZE {
-        return Err(weights_err(
-            path,
-            format!("header size {} (expected {WEIGHTS_HEADER_SIZE})", h.header_size),
-        ));
+        return Err(weights_err(path, format!("header size {} (expected {WEIGHTS_HEADER_SIZE})", h.header_size)));
     }
     if h.file_size != real {
         let how = if real < h.file_size { "truncated" } else { "padded" };
@@ -242,10 +237,7 @@ pub fn validate_weights(bytes: &[u8], info: &ModelInfo, path: &Path) -> Result<(
     if h.file_size != info.weights_size {
         return Err(weights_err(
             path,
-            format!(
-                "file is {real} bytes but the model was compiled with a {}-byte weights file",
-                info.weights_size
-            ),
+            format!("file is {real} bytes but the model was compiled with a {}-byte weights file", info.weights_size),
         ));
     }
     if h.content_hash != info.content_hash {

@@ -49,9 +49,21 @@ fn c_header_matches_abi_rs() {
         };
     }
     fields!(Context, "edgec_context", [weights, arena, state, pool, parallel_for]);
-    fields!(ModelInfo, "edgec_model_info", [abi_version, vocab, max_tokens, max_context, arena_size, state_size, weights_size, content_hash]);
-    fields!(WeightsHeader, "edgec_weights_header", [magic, abi_version, header_size, content_hash, file_size, reserved]);
-    fields!(edgec_runtime::capi::edgec_sampler_params, "edgec_sampler_params", [temperature, top_k, top_p, reserved, seed]);
+    fields!(
+        ModelInfo,
+        "edgec_model_info",
+        [abi_version, vocab, max_tokens, max_context, arena_size, state_size, weights_size, content_hash]
+    );
+    fields!(
+        WeightsHeader,
+        "edgec_weights_header",
+        [magic, abi_version, header_size, content_hash, file_size, reserved]
+    );
+    fields!(
+        edgec_runtime::capi::edgec_sampler_params,
+        "edgec_sampler_params",
+        [temperature, top_k, top_p, reserved, seed]
+    );
     check(format!("EDGEC_ABI_VERSION == {}", abi::ABI_VERSION));
     check(format!("EDGEC_ALIGN == {}", abi::ALIGN));
     check(format!("EDGEC_WEIGHTS_HEADER_SIZE == {}", abi::WEIGHTS_HEADER_SIZE));
@@ -95,11 +107,7 @@ fn c_header_matches_abi_rs() {
         if std == "-std=c++11" {
             // C++ as well: the header's extern "C" guards; _Static_assert is static_assert there.
             let cpp = dir.path().join("abi_check.cpp");
-            std::fs::write(
-                &cpp,
-                c.replace("_Static_assert", "static_assert").replace("_Alignof", "alignof"),
-            )
-            .unwrap();
+            std::fs::write(&cpp, c.replace("_Static_assert", "static_assert").replace("_Alignof", "alignof")).unwrap();
             if !on_path("c++") {
                 println!("note: no c++ on PATH, skipping the C++ header check");
                 continue;
@@ -209,7 +217,10 @@ fn check_driver(runner: &[&str], exe: &Path, dir: &Path) {
         (vec![tr.display().to_string(), "1,2".into(), "3".into(), "prefill".into()], "truncated"),
         (vec![pd.display().to_string(), "1,2".into(), "3".into(), "prefill".into()], "padded"),
         (vec![bv.display().to_string(), "1,2".into(), "3".into(), "prefill".into()], "ABI version 9"),
-        (vec![w.into(), "1,900,2".into(), "3".into(), "prefill".into()], "token id 900 at index 1 is out of range (vocab 37)"),
+        (
+            vec![w.into(), "1,900,2".into(), "3".into(), "prefill".into()],
+            "token id 900 at index 1 is out of range (vocab 37)",
+        ),
         (vec![w.into(), "1,-2".into(), "3".into(), "prefill".into()], "out of range"),
         (vec![w.into(), "1,,2".into(), "3".into(), "prefill".into()], "index 1"),
         (vec![w.into(), "".into(), "3".into(), "prefill".into()], "IDS"),

@@ -7,7 +7,7 @@ use edgec_runtime::pool::ThreadPool;
 use edgec_runtime::sample::argmax;
 use edgec_runtime::*;
 use std::ffi::{CStr, CString};
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 fn open_err(bytes: &[u8], mode: LoadMode) -> String {
     let dir = tempfile::tempdir().unwrap();
@@ -48,9 +48,7 @@ fn weights_header_validation() {
         b[48..56].copy_from_slice(&192u64.to_le_bytes());
         assert!(open_err(&b, mode).contains("compiled with a 128-byte weights file"));
     }
-    let e = Session::new(model(), std::path::Path::new("/nonexistent/x.weights"), Default::default())
-        .err()
-        .unwrap();
+    let e = Session::new(model(), std::path::Path::new("/nonexistent/x.weights"), Default::default()).err().unwrap();
     assert!(matches!(e, Error::Io { .. }) && e.to_string().contains("/nonexistent/x.weights"), "{e}");
 }
 
@@ -68,13 +66,10 @@ fn weights_mapped_and_read_agree() {
 
 #[test]
 fn abi_version_and_info_checked() {
-    static BAD: edgec_runtime::abi::ModelInfo =
-        edgec_runtime::abi::ModelInfo { abi_version: 99, ..INFO };
+    static BAD: edgec_runtime::abi::ModelInfo = edgec_runtime::abi::ModelInfo { abi_version: 99, ..INFO };
     let dir = tempfile::tempdir().unwrap();
     let p = write_file(dir.path(), "w", &weights_bytes());
-    let e = Session::new(Model { info: &BAD, forward: fake_forward }, &p, Default::default())
-        .err()
-        .unwrap();
+    let e = Session::new(Model { info: &BAD, forward: fake_forward }, &p, Default::default()).err().unwrap();
     assert_eq!(e, Error::AbiVersion { found: 99, expected: ABI_VERSION });
 }
 
@@ -133,8 +128,7 @@ fn bad_ids_and_overflow_rejected_before_the_call() {
 fn model_status_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let p = write_file(dir.path(), "w", &weights_bytes());
-    let mut s =
-        Session::new(Model { info: &INFO, forward: failing_forward }, &p, Default::default()).unwrap();
+    let mut s = Session::new(Model { info: &INFO, forward: failing_forward }, &p, Default::default()).unwrap();
     let e = s.forward(&[1, 2], &mut Vec::new()).unwrap_err();
     assert_eq!(e, Error::ModelStatus { status: 7, position: 0, tokens: 2 });
     assert!(e.to_string().contains("status 7"));
@@ -243,7 +237,12 @@ fn pool_many_tiny_regions() {
         for i in 0..regions {
             run(&pool, sum_kernel, &a as *const _ as *const u8, 8 + i % 3);
         }
-        let want: u64 = (0..regions).map(|i| { let n = 8 + i % 3; n * (n - 1) / 2 }).sum();
+        let want: u64 = (0..regions)
+            .map(|i| {
+                let n = 8 + i % 3;
+                n * (n - 1) / 2
+            })
+            .sum();
         assert_eq!(a.sum.load(Ordering::Relaxed), want);
         // Workers park after spinning; regions after a pause still complete.
         std::thread::sleep(std::time::Duration::from_millis(50));
@@ -369,7 +368,10 @@ fn c_api_rejects_nulls_and_works() {
         let mut pos = 0u32;
         let mut logits = vec![0f32; 3 * VOCAB as usize];
         let ids = [1i32, 2, 3];
-        assert_eq!(edgec_session_forward(std::ptr::null_mut(), ids.as_ptr(), 3, logits.as_mut_ptr()), EDGEC_ERR_NULL_ARGUMENT);
+        assert_eq!(
+            edgec_session_forward(std::ptr::null_mut(), ids.as_ptr(), 3, logits.as_mut_ptr()),
+            EDGEC_ERR_NULL_ARGUMENT
+        );
         assert_eq!(edgec_session_reset(std::ptr::null_mut()), EDGEC_ERR_NULL_ARGUMENT);
         assert_eq!(edgec_session_position(std::ptr::null(), &mut pos), EDGEC_ERR_NULL_ARGUMENT);
         assert_eq!(edgec_session_free(std::ptr::null_mut()), EDGEC_RT_OK);
@@ -403,9 +405,45 @@ fn c_api_rejects_nulls_and_works() {
         let mut out = [0i32; 8];
         let mut n = 0u32;
         let mut pl = vec![0f32; 6 * VOCAB as usize];
-        assert_eq!(edgec_session_generate(s, prompt.as_ptr(), 6, 8, std::ptr::null(), std::ptr::null_mut(), &mut n, pl.as_mut_ptr()), EDGEC_ERR_NULL_ARGUMENT);
-        assert_eq!(edgec_session_generate(s, prompt.as_ptr(), 6, 8, std::ptr::null(), out.as_mut_ptr(), std::ptr::null_mut(), pl.as_mut_ptr()), EDGEC_ERR_NULL_ARGUMENT);
-        assert_eq!(edgec_session_generate(s, prompt.as_ptr(), 6, 8, std::ptr::null(), out.as_mut_ptr(), &mut n, pl.as_mut_ptr()), EDGEC_RT_OK);
+        assert_eq!(
+            edgec_session_generate(
+                s,
+                prompt.as_ptr(),
+                6,
+                8,
+                std::ptr::null(),
+                std::ptr::null_mut(),
+                &mut n,
+                pl.as_mut_ptr()
+            ),
+            EDGEC_ERR_NULL_ARGUMENT
+        );
+        assert_eq!(
+            edgec_session_generate(
+                s,
+                prompt.as_ptr(),
+                6,
+                8,
+                std::ptr::null(),
+                out.as_mut_ptr(),
+                std::ptr::null_mut(),
+                pl.as_mut_ptr()
+            ),
+            EDGEC_ERR_NULL_ARGUMENT
+        );
+        assert_eq!(
+            edgec_session_generate(
+                s,
+                prompt.as_ptr(),
+                6,
+                8,
+                std::ptr::null(),
+                out.as_mut_ptr(),
+                &mut n,
+                pl.as_mut_ptr()
+            ),
+            EDGEC_RT_OK
+        );
         assert_eq!(n, 8);
         let want: Vec<i32> = expected_greedy(&[3, 1, 4, 1, 5, 9], 8).iter().map(|&t| t as i32).collect();
         assert_eq!(&out[..], &want[..]);
@@ -413,12 +451,30 @@ fn c_api_rejects_nulls_and_works() {
         // Sampled with top_k 1 = greedy; bad params rejected.
         edgec_session_reset(s);
         let params = edgec_sampler_params { temperature: 1.0, top_k: 1, top_p: 1.0, reserved: 0, seed: 5 };
-        assert_eq!(edgec_session_generate(s, prompt.as_ptr(), 6, 8, &params, out.as_mut_ptr(), &mut n, std::ptr::null_mut()), EDGEC_RT_OK);
+        assert_eq!(
+            edgec_session_generate(s, prompt.as_ptr(), 6, 8, &params, out.as_mut_ptr(), &mut n, std::ptr::null_mut()),
+            EDGEC_RT_OK
+        );
         assert_eq!(&out[..], &want[..]);
         let bad = edgec_sampler_params { top_p: 2.0, ..params };
-        assert_eq!(edgec_session_generate(s, prompt.as_ptr(), 6, 8, &bad, out.as_mut_ptr(), &mut n, std::ptr::null_mut()), EDGEC_ERR_INVALID_ARGUMENT);
+        assert_eq!(
+            edgec_session_generate(s, prompt.as_ptr(), 6, 8, &bad, out.as_mut_ptr(), &mut n, std::ptr::null_mut()),
+            EDGEC_ERR_INVALID_ARGUMENT
+        );
         assert!(c_str(edgec_session_last_error(s)).contains("top_p"));
-        assert_eq!(edgec_session_generate(s, prompt.as_ptr(), 0, 8, std::ptr::null(), out.as_mut_ptr(), &mut n, std::ptr::null_mut()), EDGEC_ERR_INVALID_ARGUMENT);
+        assert_eq!(
+            edgec_session_generate(
+                s,
+                prompt.as_ptr(),
+                0,
+                8,
+                std::ptr::null(),
+                out.as_mut_ptr(),
+                &mut n,
+                std::ptr::null_mut()
+            ),
+            EDGEC_ERR_INVALID_ARGUMENT
+        );
         assert_eq!(edgec_session_free(s), EDGEC_RT_OK);
     }
 }

@@ -91,11 +91,7 @@ impl OnnxModel {
             } else {
                 Err(onnx_error(
                     &self.path,
-                    format!(
-                        "{}: has {len} bytes of data, but dims {:?} of {dtype:?} need {expected}",
-                        what(),
-                        t.dims
-                    ),
+                    format!("{}: has {len} bytes of data, but dims {:?} of {dtype:?} need {expected}", what(), t.dims),
                 ))
             }
         };
@@ -153,20 +149,23 @@ impl OnnxModel {
         if !relative.components().all(|c| matches!(c, Component::Normal(_))) {
             return Err(onnx_error(
                 &self.path,
-                format!("{what}: external data location '{location}' must be a relative path inside the model's directory"),
+                format!(
+                    "{what}: external data location '{location}' must be a relative path inside the model's directory"
+                ),
             ));
         }
         let path = self.path.parent().unwrap_or(Path::new(".")).join(relative);
         let size = std::fs::metadata(&path)
-            .map_err(|e| {
-                onnx_error(&self.path, format!("{what}: missing external data file {}: {e}", path.display()))
-            })?
+            .map_err(|e| onnx_error(&self.path, format!("{what}: missing external data file {}: {e}", path.display())))?
             .len();
         let len = length.unwrap_or(expected);
         if offset.checked_add(len).is_none_or(|end| end > size) {
             return Err(onnx_error(
                 &self.path,
-                format!("{what}: external data range {offset}+{len} is past the end of {} ({size} bytes)", path.display()),
+                format!(
+                    "{what}: external data range {offset}+{len} is past the end of {} ({size} bytes)",
+                    path.display()
+                ),
             ));
         }
         Ok((path, offset, len))
