@@ -6,6 +6,7 @@
 pub mod atomic;
 pub mod bench;
 pub mod build;
+pub mod chat;
 pub mod compile;
 pub mod cross;
 pub mod graph_run;

@@ -217,8 +217,8 @@ struct RunArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        required_unless_present_any = ["prompt", "input"],
-        conflicts_with = "prompt",
+        required_unless_present_any = ["prompt", "input", "chat"],
+        conflicts_with_all = ["prompt", "chat"],
         value_name = "ID,..."
     )]
     ids: Vec<u32>,
@@ -230,12 +230,27 @@ struct RunArgs {
     /// NAME.tokenizer in a compiled directory). The continuation is printed decoded.
     #[arg(long, value_name = "TEXT")]
     prompt: Option<String>,
+    /// Chat: format QUESTION with the model's chat template (ChatML or Llama 3, from GGUF
+    /// metadata or tokenizer_config.json), generate until the end of the assistant's turn and
+    /// print only the reply, as it decodes. Without QUESTION, reads one user message per line
+    /// from stdin, keeping the conversation in the KV cache (host targets only).
+    #[arg(
+        long,
+        num_args = 0..=1,
+        value_name = "QUESTION",
+        conflicts_with_all = ["prompt", "input", "top_logits", "output", "stepwise", "memory"]
+    )]
+    chat: Option<Option<String>>,
+    /// With --chat: the system message (default: the template's own, if it has one).
+    #[arg(long, value_name = "TEXT", requires = "chat")]
+    system: Option<String>,
     /// Also print the K most likely next tokens after the prompt, with their logits.
     #[arg(long, value_name = "K")]
     top_logits: Option<usize>,
-    /// Tokens to generate after the prompt.
-    #[arg(long, default_value_t = 16, value_name = "N")]
-    max_new_tokens: usize,
+    /// Tokens to generate after the prompt (default 16; with --chat, at most this many per
+    /// reply, default 512).
+    #[arg(long, value_name = "N")]
+    max_new_tokens: Option<usize>,
     /// Worker threads on the host; 0 uses every core.
     #[arg(long, default_value_t = 0, value_name = "N")]
     threads: usize,
@@ -435,6 +450,7 @@ fn execute(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Run(a) if a.chat.is_some() => chat(a),
         Command::Run(a) => {
             let tokenizer = edgec::tokenizer::for_run(&a.model)?;
             let ids = match &a.prompt {
@@ -452,7 +468,7 @@ fn execute(cli: Cli) -> Result<()> {
             let req = RunRequest {
                 model: a.model,
                 ids,
-                max_new_tokens: a.max_new_tokens,
+                max_new_tokens: a.max_new_tokens.unwrap_or(16),
                 threads: a.threads,
                 target: a.target.triple()?,
                 stepwise: a.stepwise,
@@ -488,4 +504,54 @@ fn execute(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// `edgec run --chat`: see [`edgec::run::chat`].
+fn chat(a: RunArgs) -> Result<()> {
+    use std::io::BufRead as _;
+    let tokenizer = edgec::tokenizer::for_run(&a.model)?
+        .with_context(|| format!("--chat needs a tokenizer, and {} has none", a.model.display()))?;
+    let template = edgec::chat::ChatTemplate::for_model(&a.model, &tokenizer)?;
+    let interactive = a.chat.as_ref().is_some_and(Option::is_none);
+    let mut stdin = std::io::stdin().lock();
+    let mut read_line = move || -> Result<Option<String>> {
+        loop {
+            if interactive {
+                eprint!("> ");
+            }
+            let mut line = String::new();
+            if stdin.read_line(&mut line).context("cannot read stdin")? == 0 {
+                return Ok(None);
+            }
+            let line = line.trim_end_matches(['\n', '\r']);
+            if !line.trim().is_empty() {
+                return Ok(Some(line.to_string()));
+            }
+        }
+    };
+    let first = match &a.chat {
+        Some(Some(q)) => q.clone(),
+        _ => match read_line()? {
+            Some(q) => q,
+            None => return Ok(()),
+        },
+    };
+    let ids = tokenizer.encode(&template.first_prompt(a.system.as_deref(), &first))?;
+    let req = RunRequest {
+        model: a.model,
+        ids,
+        max_new_tokens: a.max_new_tokens.unwrap_or(512),
+        threads: a.threads,
+        target: a.target.triple()?,
+        stepwise: false,
+        // A conversation needs room for several turns; one question only for its reply.
+        max_context: a.max_context.or(interactive.then_some(4096)),
+        max_tokens: a.max_tokens,
+        linker: a.linker,
+        runner: a.runner,
+        sampling: SamplerConfig { temperature: a.temperature, top_k: a.top_k, top_p: a.top_p, seed: a.seed },
+        quant: a.quant.quant,
+    };
+    let next = move || if interactive { read_line() } else { Ok(None) };
+    edgec::run::chat(&req, &template, &tokenizer, next, &mut std::io::stdout().lock())
 }

@@ -97,11 +97,102 @@ fn peak_rss() -> Option<u64> {
 /// Runs like [`run`] and measures the peak resident memory of a host run (`None` for an
 /// emulated target, or where /proc is missing).
 pub fn run_measured(req: &RunRequest) -> Result<(RunOutput, Option<MemoryUse>)> {
+    let (_scratch, dir, manifest) = prepare(req)?;
+    let target = compiled_target(req, &dir, &manifest)?;
+    if target == Triple::host() {
+        // Reset the peak to the current RSS, so a compile before the run doesn't count.
+        let _ = std::fs::write("/proc/self/clear_refs", "5");
+        let out = crate::host::run(&dir, &manifest, req)?;
+        let header = std::fs::read_to_string(manifest.header(&dir)).unwrap_or_default();
+        let weights = std::fs::metadata(manifest.weights(&dir))
+            .or_else(|_| std::fs::metadata(manifest.object(&dir)))
+            .map_or(0, |m| m.len());
+        let memory = peak_rss().map(|peak_rss| MemoryUse {
+            peak_rss,
+            weights,
+            arena: header_size(&header, "arena_size"),
+            kv_state: header_size(&header, "state_size"),
+        });
+        Ok((out, memory))
+    } else if crate::cross::can_run(&target) {
+        Ok((crate::cross::run(&dir, &manifest, &target, req)?, None))
+    } else {
+        bail!(
+            "cannot run {target} on this machine; `edgec run` supports the host ({}) and aarch64-unknown-linux-gnu under qemu",
+            Triple::host()
+        )
+    }
+}
+
+/// `edgec run --chat`: `req.ids` is the first turn formatted with `template` (see
+/// [`crate::chat::ChatTemplate::first_prompt`]). Generates the assistant's reply until the
+/// end-of-turn token, EOS or `req.max_new_tokens`, writing its text to `out` as tokens decode;
+/// then asks `next_user` for the next user message (`None` ends the conversation) and carries
+/// on in the same KV cache. Host targets only.
+pub fn chat(
+    req: &RunRequest,
+    template: &crate::chat::ChatTemplate,
+    tokenizer: &edgec_runtime::Tokenizer,
+    mut next_user: impl FnMut() -> Result<Option<String>>,
+    out: &mut dyn std::io::Write,
+) -> Result<()> {
+    let (_scratch, dir, manifest) = prepare(req)?;
+    let target = compiled_target(req, &dir, &manifest)?;
+    if target != Triple::host() {
+        bail!("--chat runs on the host ({}) only, not {target}", Triple::host());
+    }
+    let mut session = crate::host::open_session(&dir, &manifest, req.threads, req.linker.as_deref())?;
+    let mut sampler = edgec_runtime::Sampler::new(req.sampling)?;
+    let stops: Vec<u32> = std::iter::once(template.end_of_turn).chain(tokenizer.eos).collect();
+    let mut ids = req.ids.clone();
+    loop {
+        let max_context = u64::from(session.info().max_context);
+        let room = max_context.saturating_sub(u64::from(session.position()) + ids.len() as u64);
+        if room == 0 {
+            bail!("the conversation fills the KV cache ({max_context} positions); give a larger --max-context");
+        }
+        let max_new = req.max_new_tokens.min(usize::try_from(room + 1).unwrap_or(usize::MAX));
+        let mut decoder = edgec_runtime::tokenizer::StreamDecoder::default();
+        let mut ended = false;
+        let mut last = None;
+        let mut failed = None;
+        session.generate(&ids, max_new, &mut sampler, |tok| {
+            last = Some(tok);
+            if stops.contains(&tok) {
+                ended = true;
+                return false;
+            }
+            let text = decoder.push(tokenizer.token_bytes(tok).unwrap_or_default());
+            match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+                Ok(()) => true,
+                Err(e) => {
+                    failed = Some(e);
+                    false
+                }
+            }
+        })?;
+        if let Some(e) = failed {
+            return Err(e).context("cannot write the reply");
+        }
+        writeln!(out, "{}", decoder.finish())?;
+        out.flush()?;
+        let Some(user) = next_user()? else { return Ok(()) };
+        // The last generated token was not fed back: feed the turn's end, then the next turn.
+        ids = match last {
+            Some(tok) if !ended => vec![tok, template.end_of_turn],
+            _ => vec![template.end_of_turn],
+        };
+        ids.extend(tokenizer.encode(&template.next_prompt(&user))?);
+    }
+}
+
+/// Compiles `req.model` for the target when it is a checkpoint (into a temporary directory,
+/// returned to keep it alive); the compiled directory and its manifest, checked against `req`.
+fn prepare(req: &RunRequest) -> Result<(Option<tempfile::TempDir>, PathBuf, Manifest)> {
     if req.ids.is_empty() {
         bail!("--ids is empty: give at least one prompt token id");
     }
-    // Keep a compile's temporary directory alive until the run ends.
-    let mut _scratch = None;
+    let mut scratch = None;
     let (dir, manifest) = if req.model.join(manifest::FILE_NAME).is_file() {
         let m = Manifest::read(&req.model)?;
         if req.max_context.is_some() || req.max_tokens.is_some() || req.quant != edgec_ir::quant::Preset::F32 {
@@ -133,40 +224,22 @@ pub fn run_measured(req: &RunRequest) -> Result<(RunOutput, Option<MemoryUse>)> 
             &mut std::io::sink(),
         )?;
         let dir = tmp.path().to_path_buf();
-        _scratch = Some(tmp);
+        scratch = Some(tmp);
         (dir, compiled.manifest)
     };
     check_request(req, &manifest)?;
+    Ok((scratch, dir, manifest))
+}
 
+/// The target `dir` was compiled for; an error if `req.target` asks for another.
+fn compiled_target(req: &RunRequest, dir: &Path, manifest: &Manifest) -> Result<Triple> {
     let target: Triple = manifest.target.parse().map_err(|e| anyhow::anyhow!("{}: bad target: {e}", dir.display()))?;
     if let Some(t) = &req.target
         && *t != target
     {
         bail!("{} was compiled for {target}, not {t}", dir.display());
     }
-    if target == Triple::host() {
-        // Reset the peak to the current RSS, so a compile before the run doesn't count.
-        let _ = std::fs::write("/proc/self/clear_refs", "5");
-        let out = crate::host::run(&dir, &manifest, req)?;
-        let header = std::fs::read_to_string(manifest.header(&dir)).unwrap_or_default();
-        let weights = std::fs::metadata(manifest.weights(&dir))
-            .or_else(|_| std::fs::metadata(manifest.object(&dir)))
-            .map_or(0, |m| m.len());
-        let memory = peak_rss().map(|peak_rss| MemoryUse {
-            peak_rss,
-            weights,
-            arena: header_size(&header, "arena_size"),
-            kv_state: header_size(&header, "state_size"),
-        });
-        Ok((out, memory))
-    } else if crate::cross::can_run(&target) {
-        Ok((crate::cross::run(&dir, &manifest, &target, req)?, None))
-    } else {
-        bail!(
-            "cannot run {target} on this machine; `edgec run` supports the host ({}) and aarch64-unknown-linux-gnu under qemu",
-            Triple::host()
-        )
-    }
+    Ok(target)
 }
 
 /// Positions the KV cache must hold: the prompt, then every generated token but the last.

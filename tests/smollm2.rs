@@ -119,6 +119,65 @@ fn decoding_token_by_token_handles_split_characters() {
     assert_eq!(out, text);
 }
 
+/// The chat template's prompt ids against Jinja + HuggingFace `tokenizers`
+/// (`tests/smollm2/make_chat_cases.py`), with SmolLM2's default system message and with one given.
+#[test]
+fn chat_prompt_matches_the_template_and_hf_tokenizers() {
+    let t = tokenizer();
+    let template = edgec::chat::ChatTemplate::for_model(&model(), &t).unwrap();
+    assert_eq!(template.family, edgec::chat::Family::ChatMl);
+    assert_eq!(template.end_of_turn, 2);
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/smollm2/chat_cases.json")).unwrap();
+    let cases: serde_json::Value = serde_json::from_str(&text).unwrap();
+    for c in cases.as_array().unwrap() {
+        let prompt = template.first_prompt(c["system"].as_str(), c["user"].as_str().unwrap());
+        assert_eq!(prompt, c["text"].as_str().unwrap());
+        let want: Vec<u32> = c["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+        assert_eq!(t.encode(&prompt).unwrap(), want, "{prompt:?}");
+    }
+    // An unknown template is refused, naming its markers; a known one needs its special tokens.
+    let err = edgec::chat::ChatTemplate::detect("{{ '[INST] ' + m + ' [/INST]' }}", &t).unwrap_err().to_string();
+    assert!(err.contains("not recognised") && err.contains("[INST]"), "{err}");
+    let err = edgec::chat::ChatTemplate::detect("<|start_header_id|><|end_header_id|><|eot_id|>", &t)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("Llama 3") && err.contains("<|start_header_id|>"), "{err}");
+}
+
+/// `--chat`: the template, greedy generation to `<|im_end|>`, and only the reply on stdout.
+#[test]
+fn chat_answers_paris_on_x86_64() {
+    let m = model();
+    let args = ["run", m.to_str().unwrap(), "--chat", "What is the capital of France?", "--max-new-tokens", "48"];
+    let o = edgec(&args);
+    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "edgec {args:?} failed: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(stdout.contains("Paris"), "{stdout}");
+    assert!(!stdout.contains("<|im_") && !stdout.contains("assistant"), "{stdout}");
+}
+
+/// `--chat` without a question: one user message per stdin line, one conversation.
+#[test]
+fn chat_reads_turns_from_stdin() {
+    use std::io::Write;
+    let m = model();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_edgec"))
+        .args(["run", m.to_str().unwrap(), "--chat", "--max-new-tokens", "32"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"What is the capital of France?\n\nAnd of Germany?\n").unwrap();
+    let o = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let replies: Vec<&str> = stdout.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(replies.len() >= 2, "{stdout}");
+    assert!(replies[0].contains("Paris") && stdout.contains("Berlin"), "{stdout}");
+}
+
 /// The model's top next token, from the CLI's `--top-logits 1` line `top 1: ID LOGIT "TEXT"`.
 fn top1(target: &str) -> (u32, f32, String) {
     let m = model();

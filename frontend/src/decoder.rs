@@ -28,11 +28,17 @@ pub(crate) enum Weights<'a> {
     Record(&'a std::cell::RefCell<Vec<(String, Vec<u64>)>>),
 }
 
-/// A weight source other than a safetensors checkpoint: given a HuggingFace tensor name and
-/// its expected shape, the stored tensor (checked) and the transforms that bring it to the HF
-/// layout.
+/// A weight source other than a safetensors checkpoint: given a HuggingFace tensor name, its
+/// expected whole shape and the rows wanted (`first..first + rows`), the stored tensor (checked)
+/// and the transforms that bring those rows to the HF layout.
 pub(crate) trait WeightLookup {
-    fn lookup(&self, name: &str, expected: &[u64]) -> Result<(WeightSource, Vec<edgec_ir::Transform>), FrontendError>;
+    fn lookup(
+        &self,
+        name: &str,
+        full: &[u64],
+        first: u64,
+        rows: u64,
+    ) -> Result<(WeightSource, Vec<edgec_ir::Transform>), FrontendError>;
 }
 
 struct Builder<'a> {
@@ -78,12 +84,7 @@ impl Builder<'_> {
             }
             Weights::Checkpoint(c) => c,
             Weights::Lookup(l) => {
-                if first != 0 || Some(rows) != full.first().copied() {
-                    return Err(FrontendError::Options(format!(
-                        "'{name}': row ranges of this format are not supported"
-                    )));
-                }
-                let (source, transforms) = l.lookup(name, full)?;
+                let (source, transforms) = l.lookup(name, full, first, rows)?;
                 return Ok(self.g.add_weight_transformed(label, ty, source, transforms));
             }
         };

@@ -1,5 +1,6 @@
 //! GGUF files (llama.cpp's single-file models): header, metadata, tensor infos, and the
-//! mapping of `general.architecture = llama` onto the one decoder builder.
+//! mapping of `general.architecture` = `llama`, `qwen2`, `phi2`, `phi3` onto the one decoder
+//! builder (metadata onto a config.json, llama.cpp's tensor names onto HuggingFace's).
 //!
 //! Layout (little-endian; versions 2 and 3, which differ from 1 in using u64 counts):
 //!
@@ -32,6 +33,70 @@ pub const MAX_STRING: u64 = 16 << 20;
 /// Arrays nest at most this deep.
 pub const MAX_ARRAY_DEPTH: u32 = 4;
 pub const DEFAULT_ALIGNMENT: u64 = 32;
+
+/// A `general.architecture` edgec builds, and how its metadata maps onto a config.json.
+#[derive(Clone, Copy, Debug)]
+struct Arch {
+    name: &'static str,
+    /// The `architectures` entry (the family in `config::FAMILIES`).
+    hf: &'static str,
+    model_type: &'static str,
+    /// GGUF stores no activation: llama.cpp fixes it per architecture.
+    hidden_act: &'static str,
+    /// `{arch}.` key of the norm epsilon, and the config.json field it becomes.
+    eps_key: &'static str,
+    eps_field: &'static str,
+    /// `rope.dimension_count` below the head size is honoured.
+    partial_rotary: bool,
+}
+
+const RMS_EPS: &str = "attention.layer_norm_rms_epsilon";
+
+const ARCHITECTURES: &[Arch] = &[
+    Arch {
+        name: "llama",
+        hf: "LlamaForCausalLM",
+        model_type: "llama",
+        hidden_act: "silu",
+        eps_key: RMS_EPS,
+        eps_field: "rms_norm_eps",
+        partial_rotary: false,
+    },
+    Arch {
+        name: "qwen2",
+        hf: "Qwen2ForCausalLM",
+        model_type: "qwen2",
+        hidden_act: "silu",
+        eps_key: RMS_EPS,
+        eps_field: "rms_norm_eps",
+        partial_rotary: false,
+    },
+    Arch {
+        name: "phi2",
+        hf: "PhiForCausalLM",
+        model_type: "phi",
+        hidden_act: "gelu_new",
+        eps_key: "attention.layer_norm_epsilon",
+        eps_field: "layer_norm_eps",
+        partial_rotary: true,
+    },
+    Arch {
+        name: "phi3",
+        hf: "Phi3ForCausalLM",
+        model_type: "phi3",
+        hidden_act: "silu",
+        eps_key: RMS_EPS,
+        eps_field: "rms_norm_eps",
+        partial_rotary: true,
+    },
+];
+
+impl Arch {
+    /// A name [`GgufFile::architecture`] accepted.
+    fn of(name: &str) -> Arch {
+        *ARCHITECTURES.iter().find(|a| a.name == name).expect("a checked architecture")
+    }
+}
 
 /// A metadata value.
 #[derive(Clone, Debug, PartialEq)]
@@ -510,11 +575,11 @@ impl GgufFile {
     /// The architecture, checked to be one edgec builds.
     pub fn architecture(&self) -> Result<&str, FrontendError> {
         let arch = self.str("general.architecture")?;
-        if arch != "llama" {
+        if !ARCHITECTURES.iter().any(|a| a.name == arch) {
             return Err(FrontendError::UnsupportedArchitecture {
                 path: self.path.clone(),
                 found: format!("general.architecture = '{arch}'"),
-                supported: "llama".into(),
+                supported: ARCHITECTURES.iter().map(|a| a.name).collect::<Vec<_>>().join(", "),
             });
         }
         Ok(arch)
@@ -524,6 +589,7 @@ impl GgufFile {
     /// validated by the same code as a HuggingFace checkpoint's.
     pub fn decoder_config(&self) -> Result<DecoderConfig, FrontendError> {
         let arch = self.architecture()?;
+        let a = Arch::of(arch);
         let k = |s: &str| format!("{arch}.{s}");
         let heads = self.u64(&k("attention.head_count"))?;
         let hidden = self.u64(&k("embedding_length"))?;
@@ -532,18 +598,26 @@ impl GgufFile {
             None => self.tokens_len()?,
         };
         let mut cfg = serde_json::json!({
-            "architectures": ["LlamaForCausalLM"],
-            "model_type": arch,
+            "architectures": [a.hf],
+            "model_type": a.model_type,
+            "hidden_act": a.hidden_act,
             "hidden_size": hidden,
             "intermediate_size": self.u64(&k("feed_forward_length"))?,
             "num_hidden_layers": self.u64(&k("block_count"))?,
             "num_attention_heads": heads,
             "num_key_value_heads": self.opt_u64(&k("attention.head_count_kv"))?.unwrap_or(heads),
-            "rms_norm_eps": self.opt_f64(&k("attention.layer_norm_rms_epsilon"))?.unwrap_or(1e-5),
             "rope_theta": self.opt_f64(&k("rope.freq_base"))?.unwrap_or(10000.0),
             "vocab_size": vocab,
             "tie_word_embeddings": self.tensor("output.weight").is_none(),
         });
+        // llama.cpp requires the epsilon for every architecture but llama (where 1e-5 has long
+        // been assumed).
+        let eps = match self.opt_f64(&k(a.eps_key))? {
+            Some(e) => e,
+            None if arch == "llama" => 1e-5,
+            None => return Err(self.missing(&k(a.eps_key))),
+        };
+        cfg[a.eps_field] = eps.into();
         if let Some(n) = self.opt_u64(&k("context_length"))? {
             cfg["max_position_embeddings"] = n.into();
         }
@@ -553,15 +627,20 @@ impl GgufFile {
             None => 0,
         };
         cfg["head_dim"] = head_dim.into();
-        if let Some(rot) = self.opt_u64(&k("rope.dimension_count"))?
-            && rot != head_dim
-        {
-            return Err(FrontendError::Unsupported {
-                path: self.path.clone(),
-                field: k("rope.dimension_count"),
-                value: rot.to_string(),
-                note: format!("llama rotates the whole head of {head_dim}"),
-            });
+        let rot = self.opt_u64(&k("rope.dimension_count"))?.filter(|&r| r != head_dim);
+        if let Some(rot) = rot {
+            if !a.partial_rotary || head_dim == 0 {
+                return Err(FrontendError::Unsupported {
+                    path: self.path.clone(),
+                    field: k("rope.dimension_count"),
+                    value: rot.to_string(),
+                    note: format!("{arch} rotates the whole head of {head_dim}"),
+                });
+            }
+            cfg["partial_rotary_factor"] = (rot as f64 / head_dim as f64).into();
+        }
+        if let Some(w) = self.opt_u64(&k("attention.sliding_window"))? {
+            cfg["sliding_window"] = w.into();
         }
         if let Some(t) = self.opt_str(&k("rope.scaling.type"))?
             && t != "none"
@@ -573,6 +652,14 @@ impl GgufFile {
                 note: "rope scaling from GGUF metadata is not supported yet".into(),
             });
         }
+        if self.tensor("rope_factors_long.weight").is_some() || self.tensor("rope_factors_short.weight").is_some() {
+            return Err(FrontendError::Unsupported {
+                path: self.path.clone(),
+                field: "rope_factors_long.weight".into(),
+                value: "present".into(),
+                note: "Phi-3 LongRoPE scaling from a GGUF file is not supported yet".into(),
+            });
+        }
         if self.tensor("rope_freqs.weight").is_some() {
             return Err(FrontendError::Unsupported {
                 path: self.path.clone(),
@@ -581,7 +668,19 @@ impl GgufFile {
                 note: "Llama 3.1 rope scaling from a GGUF file is not supported yet".into(),
             });
         }
-        DecoderConfig::from_json(&self.path, &cfg)
+        let mut c = DecoderConfig::from_json(&self.path, &cfg)?;
+        if let Some(rot) = rot {
+            // The stored count, not `head_dim * factor` rounded down.
+            if rot > head_dim || rot == 0 || rot % 2 != 0 {
+                return Err(FrontendError::InvalidField {
+                    path: self.path.clone(),
+                    field: k("rope.dimension_count"),
+                    message: format!("{rot} rotary features of {head_dim}; need an even number >= 2"),
+                });
+            }
+            c.rotary_dim = rot as u32;
+        }
+        Ok(c)
     }
 
     fn tokens_len(&self) -> Result<u64, FrontendError> {
@@ -664,30 +763,57 @@ pub struct GgufTokenizer {
     pub add_bos: bool,
 }
 
-/// A HuggingFace Llama tensor name → its GGUF name and whether its rows carry GGUF's rope
-/// permutation (`Some(heads)`).
-fn gguf_name(hf: &str, cfg: &DecoderConfig) -> Option<(String, Option<u32>)> {
-    match hf {
-        "model.embed_tokens.weight" => return Some(("token_embd.weight".into(), None)),
-        "model.norm.weight" => return Some(("output_norm.weight".into(), None)),
-        "lm_head.weight" => return Some(("output.weight".into(), None)),
+/// Where a HuggingFace tensor lives in a GGUF file.
+struct Stored {
+    name: String,
+    /// GGUF's rope row permutation (`Some(heads)`): llama only, as llama.cpp's converter
+    /// permutes Q/K for `LlamaModel` alone.
+    permute: Option<u32>,
+    /// For a part of a fused tensor (Phi-2's `attn_qkv` read as q/k/v): the rows before it and
+    /// the stored tensor's rows.
+    fused: Option<(u64, u64)>,
+}
+
+/// A HuggingFace tensor name → where llama.cpp's converter stores it.
+fn gguf_name(hf: &str, cfg: &DecoderConfig, file: &GgufFile) -> Option<Stored> {
+    let llama = cfg.family.architecture == "LlamaForCausalLM";
+    let (base, kind) = hf.rsplit_once('.')?;
+    if kind != "weight" && kind != "bias" {
+        return None;
+    }
+    let plain = |name: &str| Some(Stored { name: format!("{name}.{kind}"), permute: None, fused: None });
+    match base {
+        "model.embed_tokens" => return plain("token_embd"),
+        "model.norm" | "model.final_layernorm" => return plain("output_norm"),
+        "lm_head" => return plain("output"),
         _ => {}
     }
-    let rest = hf.strip_prefix("model.layers.")?;
+    let rest = base.strip_prefix("model.layers.")?;
     let (layer, part) = rest.split_once('.')?;
-    let (name, permute) = match part {
-        "self_attn.q_proj.weight" => ("attn_q", Some(cfg.heads)),
-        "self_attn.k_proj.weight" => ("attn_k", Some(cfg.kv_heads)),
-        "self_attn.v_proj.weight" => ("attn_v", None),
-        "self_attn.o_proj.weight" => ("attn_output", None),
-        "mlp.gate_proj.weight" => ("ffn_gate", None),
-        "mlp.up_proj.weight" => ("ffn_up", None),
-        "mlp.down_proj.weight" => ("ffn_down", None),
-        "input_layernorm.weight" => ("attn_norm", None),
-        "post_attention_layernorm.weight" => ("ffn_norm", None),
+    let blk = |name: &str| format!("blk.{layer}.{name}.{kind}");
+    let hd = u64::from(cfg.head_dim);
+    let (q, kv) = (u64::from(cfg.heads) * hd, u64::from(cfg.kv_heads) * hd);
+    let (name, heads, rows_before) = match part {
+        "self_attn.q_proj" => ("attn_q", cfg.heads, 0),
+        "self_attn.k_proj" => ("attn_k", cfg.kv_heads, q),
+        "self_attn.v_proj" => ("attn_v", 0, q + kv),
+        "self_attn.qkv_proj" => ("attn_qkv", 0, 0),
+        "self_attn.o_proj" | "self_attn.dense" => ("attn_output", 0, 0),
+        "mlp.gate_proj" => ("ffn_gate", 0, 0),
+        // Phi-3's gate_up_proj is stored whole as ffn_up (gate rows first, as in HF).
+        "mlp.up_proj" | "mlp.gate_up_proj" | "mlp.fc1" => ("ffn_up", 0, 0),
+        "mlp.down_proj" | "mlp.fc2" => ("ffn_down", 0, 0),
+        "input_layernorm" => ("attn_norm", 0, 0),
+        "post_attention_layernorm" => ("ffn_norm", 0, 0),
         _ => return None,
     };
-    Some((format!("blk.{layer}.{name}.weight"), permute))
+    let is_qkv = matches!(name, "attn_q" | "attn_k" | "attn_v");
+    // Phi-2 converted from its original checkpoint (`mixer.Wqkv`) has one fused attn_qkv.
+    if is_qkv && !llama && file.tensor(&blk(name)).is_none() && file.tensor(&blk("attn_qkv")).is_some() {
+        return Some(Stored { name: blk("attn_qkv"), permute: None, fused: Some((rows_before, q + 2 * kv)) });
+    }
+    let permute = (llama && heads > 0 && kind == "weight").then_some(heads);
+    Some(Stored { name: blk(name), permute, fused: None })
 }
 
 /// A GGUF file as the decoder builder's weight source.
@@ -697,21 +823,34 @@ pub(crate) struct GgufWeights<'a> {
 }
 
 impl WeightLookup for GgufWeights<'_> {
-    fn lookup(&self, name: &str, expected: &[u64]) -> Result<(WeightSource, Vec<Transform>), FrontendError> {
+    fn lookup(
+        &self,
+        name: &str,
+        full: &[u64],
+        first: u64,
+        rows: u64,
+    ) -> Result<(WeightSource, Vec<Transform>), FrontendError> {
         let f = self.file;
         let file = f.path.file_name().map_or_else(|| f.path.display().to_string(), |n| n.to_string_lossy().into());
-        let (gname, permute) = gguf_name(name, self.cfg)
+        let stored = gguf_name(name, self.cfg, f)
             .ok_or_else(|| FrontendError::MissingTensor { file: file.clone(), tensor: name.to_string() })?;
+        let gname = stored.name;
         let t = f
             .tensor(&gname)
             .ok_or_else(|| FrontendError::MissingTensor { file: file.clone(), tensor: gname.clone() })?;
+        let mut expected = full.to_vec();
+        let mut first = first;
+        if let Some((before, total)) = stored.fused {
+            expected[0] = total;
+            first += before;
+        }
         let shape = t.shape();
         if shape != expected {
             return Err(FrontendError::TensorShape {
                 file,
                 tensor: gname,
                 shape: shape.iter().map(|&d| d as usize).collect(),
-                expected: expected.to_vec(),
+                expected,
             });
         }
         let storage = t.ty.storage().ok_or_else(|| FrontendError::UnsupportedTensorType {
@@ -720,25 +859,30 @@ impl WeightLookup for GgufWeights<'_> {
             ty: t.ty.to_string(),
             supported: GgmlType::SUPPORTED,
         })?;
+        // A row range of a row-major tensor is a byte range: whole rows (or whole blocks).
+        let row_elems: u64 = expected.iter().skip(1).product();
+        let inner = t.dims.first().copied().unwrap_or(1);
+        let skip = storage.bytes(first * row_elems, inner).ok_or_else(|| FrontendError::TensorShape {
+            file: file.clone(),
+            tensor: format!("{gname} (rows {first}..{})", first + rows),
+            shape: shape.iter().map(|&d| d as usize).collect(),
+            expected: expected.clone(),
+        })?;
+        let offset = t.offset + skip;
         let source = match storage {
-            Storage::Plain(dtype) => WeightSource::File { path: f.path.clone(), offset: t.offset, dtype },
-            Storage::Blocks(format) => WeightSource::Blocks { path: f.path.clone(), offset: t.offset, format },
+            Storage::Plain(dtype) => WeightSource::File { path: f.path.clone(), offset, dtype },
+            Storage::Blocks(format) => WeightSource::Blocks { path: f.path.clone(), offset, format },
         };
         let mut transforms = Vec::new();
-        if let Some(heads) = permute {
+        if let Some(heads) = stored.permute {
             // llama.cpp's convert script stored w.reshape(heads, 2, half, cols).swapaxes(1, 2):
             // view the rows as [heads, half, 2] and swap back.
-            let (rows, cols) = (expected[0], expected[1]);
+            let (all, cols) = (expected[0], expected[1]);
             let heads = u64::from(heads);
-            if heads == 0 || rows % (heads * 2) != 0 {
-                return Err(FrontendError::TensorShape {
-                    file,
-                    tensor: gname,
-                    shape: vec![],
-                    expected: expected.to_vec(),
-                });
+            if heads == 0 || all % (heads * 2) != 0 || first != 0 || rows != all {
+                return Err(FrontendError::TensorShape { file, tensor: gname, shape: vec![], expected });
             }
-            let half = rows / heads / 2;
+            let half = all / heads / 2;
             transforms.push(Transform::Permute { dims: vec![heads, half, 2, cols], perm: vec![0, 2, 1, 3] });
         }
         Ok((source, transforms))

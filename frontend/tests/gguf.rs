@@ -374,3 +374,53 @@ fn hostile_sizes_are_refused_before_allocating() {
     let e = open_err(&b);
     assert!(e.contains("overflow") || e.contains("past the end"), "{e}");
 }
+
+/// tiny_llama's metadata under another `general.architecture` (its `llama.*` keys renamed).
+fn as_arch(arch: &str, drop: &[&str]) -> Vec<(&'static str, V)> {
+    let (kv, _) = tiny_llama(8);
+    kv.into_iter()
+        .map(|(k, v)| match (k, k.strip_prefix("llama.")) {
+            ("general.architecture", _) => (k, vstr(arch)),
+            (_, Some(rest)) => (&*Box::leak(format!("{arch}.{rest}").into_boxed_str()), v),
+            _ => (k, v),
+        })
+        .filter(|(k, _)| !drop.contains(k))
+        .collect()
+}
+
+#[test]
+fn gguf_architectures_and_missing_keys_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, tensors) = tiny_llama(8);
+    let config_err = |name: &str, kv: &[(&str, V)]| {
+        let path = write(dir.path(), name, &gguf(3, kv, &tensors, 32));
+        GgufFile::open(&path).unwrap().decoder_config().unwrap_err().to_string()
+    };
+    let e = config_err("gpt2.gguf", &as_arch("gpt2", &[]));
+    assert!(e.contains("gpt2.gguf") && e.contains("'gpt2'"), "{e}");
+    assert!(e.contains("llama, qwen2, phi2, phi3"), "lists the supported architectures: {e}");
+    // llama.cpp requires the epsilon for these (llama keeps its 1e-5 default).
+    for (arch, key) in [
+        ("qwen2", "qwen2.attention.layer_norm_rms_epsilon"),
+        ("phi3", "phi3.attention.layer_norm_rms_epsilon"),
+        ("phi2", "phi2.attention.layer_norm_epsilon"),
+        ("qwen2", "qwen2.block_count"),
+        ("phi2", "phi2.embedding_length"),
+        ("phi3", "phi3.feed_forward_length"),
+    ] {
+        let e = config_err("missing.gguf", &as_arch(arch, &[key]));
+        assert!(e.contains("missing.gguf") && e.contains(key), "{arch} without {key}: {e}");
+    }
+    // The families map: Phi-2 is LayerNorm + gelu, Phi-3 honours a partial rotary count.
+    let mut kv = as_arch("phi2", &[]);
+    kv.push(("phi2.attention.layer_norm_epsilon", vf32(1e-5)));
+    kv.push(("phi2.rope.dimension_count", vu32(8)));
+    let path = write(dir.path(), "phi2.gguf", &gguf(3, &kv, &tensors, 32));
+    let c = GgufFile::open(&path).unwrap().decoder_config().unwrap();
+    assert_eq!((c.family.architecture, c.rotary_dim, c.model_type.as_str()), ("PhiForCausalLM", 8, "phi"));
+    // qwen2 rotates whole heads.
+    let mut kv = as_arch("qwen2", &[]);
+    kv.push(("qwen2.rope.dimension_count", vu32(8)));
+    let e = config_err("qwen2.gguf", &kv);
+    assert!(e.contains("qwen2.rope.dimension_count") && e.contains("whole head"), "{e}");
+}
