@@ -1,11 +1,11 @@
 //! `NAME_forward`: argument checks, then one `parallel_for` call per node.
 
 use crate::kernels::{KernelSpec, SLOT_N_TOKENS, SLOT_POS, SLOT_PTRS, SLOT_ROWS, Tasks};
-use crate::signature::{Signature, rows_cols};
+use crate::signature::{RowsCols, Signature, rows_cols};
 use crate::weights_file::WeightsLayout;
 use cranelift_codegen::ir::{
-    AbiParam, Function, InstBuilder, MemFlagsData, Signature as ClifSig, StackSlotData, StackSlotKind, Value,
-    condcodes::IntCC, types,
+    AbiParam, FuncRef, Function, InstBuilder, MemFlagsData, SigRef, Signature as ClifSig, StackSlotData, StackSlotKind,
+    Value, condcodes::IntCC, types,
 };
 use cranelift_codegen::isa::CallConv;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
@@ -28,25 +28,14 @@ pub(crate) fn forward_signature(cc: CallConv) -> ClifSig {
     s
 }
 
-/// `parallel_for(pool, kernel, args, n_tasks)`.
-fn parallel_for_signature(cc: CallConv) -> ClifSig {
-    let mut s = ClifSig::new(cc);
-    for _ in 0..4 {
-        s.params.push(AbiParam::new(types::I64));
-    }
-    s
-}
-
 // Offsets of `Context` fields, from the one ABI definition. Every target is 64-bit, so the
 // host's layout is the target's.
 const CTX_WEIGHTS: i32 = offset_of!(Context, weights) as i32;
 const CTX_ARENA: i32 = offset_of!(Context, arena) as i32;
 const CTX_STATE: i32 = offset_of!(Context, state) as i32;
-const CTX_POOL: i32 = offset_of!(Context, pool) as i32;
-const CTX_PARALLEL_FOR: i32 = offset_of!(Context, parallel_for) as i32;
 
 /// Returns `code` from the function when `cond` is true, else continues.
-fn return_if(b: &mut FunctionBuilder, cond: Value, code: i32) {
+pub(crate) fn return_if(b: &mut FunctionBuilder, cond: Value, code: i32) {
     let fail = b.create_block();
     let cont = b.create_block();
     b.ins().brif(cond, fail, &[], cont, &[]);
@@ -54,6 +43,99 @@ fn return_if(b: &mut FunctionBuilder, cond: Value, code: i32) {
     let c = b.ins().iconst(types::I32, i64::from(code));
     b.ins().return_(&[c]);
     b.switch_to_block(cont);
+}
+
+/// Returns `STATUS_BAD_TOKEN_ID` unless each of the `count` i32s at `base`, read as u32, is
+/// below `limit` (so a negative id fails too).
+pub(crate) fn check_ids(b: &mut FunctionBuilder, base: Value, count: Value, limit: u64) {
+    let header = b.create_block();
+    let body = b.create_block();
+    let done = b.create_block();
+    b.append_block_param(header, types::I64);
+    let zero = b.ins().iconst(types::I64, 0);
+    b.ins().jump(header, &[zero.into()]);
+    b.switch_to_block(header);
+    let i = b.block_params(header)[0];
+    let go = b.ins().icmp(IntCC::UnsignedLessThan, i, count);
+    b.ins().brif(go, body, &[], done, &[]);
+    b.switch_to_block(body);
+    let off = b.ins().imul_imm_s(i, 4);
+    let a = b.ins().iadd(base, off);
+    let id = b.ins().load(types::I32, MemFlagsData::new().with_notrap(), a, 0);
+    let bad = b.ins().icmp_imm_u(IntCC::UnsignedGreaterThanOrEqual, id, limit.min(u64::from(u32::MAX)) as i64);
+    return_if(b, bad, STATUS_BAD_TOKEN_ID);
+    let next = b.ins().iadd_imm_s(i, 1);
+    b.ins().jump(header, &[next.into()]);
+    b.switch_to_block(done);
+}
+
+/// A node's run-time row count, `const_factor · n^seq_powers`; 0 for kernels that compute
+/// their own extents (no row/column split).
+pub(crate) fn rows_value(b: &mut FunctionBuilder, rc: Option<RowsCols>, n: Value) -> Value {
+    let Some(rc) = rc else { return b.ins().iconst(types::I64, 0) };
+    let mut rows = b.ins().iconst(types::I64, rc.const_factor as i64);
+    for _ in 0..rc.seq_powers {
+        rows = b.ins().imul(rows, n);
+    }
+    rows
+}
+
+/// How an entry point calls its kernels: one argument block on its stack, refilled for each
+/// node (see the slot table in lib.rs), then `ctx->parallel_for(pool, kernel, block, n_tasks)`.
+pub(crate) struct Dispatch {
+    args: Value,
+    pool: Value,
+    parallel_for: Value,
+    signature: SigRef,
+}
+
+impl Dispatch {
+    pub(crate) fn new(b: &mut FunctionBuilder, g: &Graph, ctx: Value, cc: CallConv) -> Dispatch {
+        let ctx_flags = MemFlagsData::trusted().with_readonly();
+        let pool = b.ins().load(types::I64, ctx_flags, ctx, offset_of!(Context, pool) as i32);
+        let parallel_for = b.ins().load(types::I64, ctx_flags, ctx, offset_of!(Context, parallel_for) as i32);
+        let max_arity = g.nodes.iter().map(|n| n.args.len()).max().unwrap_or(0) as u32;
+        let block_bytes = (SLOT_PTRS + max_arity + 1) * 8;
+        let slot = b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, block_bytes, 4));
+        let args = b.ins().stack_addr(types::I64, slot, 0);
+        // parallel_for(pool, kernel, args, n_tasks)
+        let mut sig = ClifSig::new(cc);
+        sig.params.extend([AbiParam::new(types::I64); 4]);
+        let signature = b.import_signature(sig);
+        Dispatch { args, pool, parallel_for, signature }
+    }
+
+    /// Fills the block for one node and runs its kernel over its tasks.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn call(
+        &self,
+        b: &mut FunctionBuilder,
+        spec: &KernelSpec,
+        kernel: FuncRef,
+        n: Value,
+        pos: Value,
+        rows: Value,
+        operands: &[Value],
+        result: Value,
+    ) {
+        let st = MemFlagsData::trusted();
+        let slot = |k: u32| (k * 8) as i32;
+        b.ins().store(st, n, self.args, slot(SLOT_N_TOKENS));
+        b.ins().store(st, pos, self.args, slot(SLOT_POS));
+        b.ins().store(st, rows, self.args, slot(SLOT_ROWS));
+        for (a, &ptr) in operands.iter().enumerate() {
+            b.ins().store(st, ptr, self.args, slot(SLOT_PTRS + a as u32));
+        }
+        b.ins().store(st, result, self.args, slot(SLOT_PTRS + operands.len() as u32));
+        let n_tasks = match spec.tasks() {
+            Tasks::Rows => rows,
+            Tasks::Static(t) => b.ins().iconst(types::I64, t as i64),
+            Tasks::RowsTimes(t) => b.ins().imul_imm_s(rows, t as i64),
+            Tasks::Prod(p) => p.emit(b, n),
+        };
+        let kaddr = b.ins().func_addr(types::I64, kernel);
+        b.ins().call_indirect(self.signature, self.parallel_for, &[self.pool, kaddr, self.args, n_tasks]);
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -99,53 +181,20 @@ pub(crate) fn build_forward(
     let over = b.ins().icmp_imm_u(IntCC::UnsignedGreaterThan, end, i64::from(sig.max_context));
     return_if(&mut b, over, STATUS_CONTEXT_OVERFLOW);
 
-    {
-        // for i in 0..n: ids[i] as u32 < vocab (a negative id is a huge u32).
-        let header = b.create_block();
-        let body = b.create_block();
-        let done = b.create_block();
-        b.append_block_param(header, types::I64);
-        let zero = b.ins().iconst(types::I64, 0);
-        b.ins().jump(header, &[zero.into()]);
-        b.switch_to_block(header);
-        let i = b.block_params(header)[0];
-        let go = b.ins().icmp(IntCC::UnsignedLessThan, i, n);
-        b.ins().brif(go, body, &[], done, &[]);
-        b.switch_to_block(body);
-        let off = b.ins().imul_imm_s(i, 4);
-        let a = b.ins().iadd(ids, off);
-        let id = b.ins().load(types::I32, MemFlagsData::new().with_notrap(), a, 0);
-        let bad = b.ins().icmp_imm_u(IntCC::UnsignedGreaterThanOrEqual, id, i64::from(sig.vocab));
-        let fail = b.create_block();
-        let next_b = b.create_block();
-        b.ins().brif(bad, fail, &[], next_b, &[]);
-        b.switch_to_block(fail);
-        let c = b.ins().iconst(types::I32, i64::from(STATUS_BAD_TOKEN_ID));
-        b.ins().return_(&[c]);
-        b.switch_to_block(next_b);
-        let next = b.ins().iadd_imm_s(i, 1);
-        b.ins().jump(header, &[next.into()]);
-        b.switch_to_block(done);
-    }
+    // ids[i] as u32 < vocab for i in 0..n.
+    check_ids(&mut b, ids, n, u64::from(sig.vocab));
 
     let ctx_flags = MemFlagsData::trusted().with_readonly();
     let weights = b.ins().load(types::I64, ctx_flags, ctx, CTX_WEIGHTS);
     let arena = b.ins().load(types::I64, ctx_flags, ctx, CTX_ARENA);
     let state = b.ins().load(types::I64, ctx_flags, ctx, CTX_STATE);
-    let pool = b.ins().load(types::I64, ctx_flags, ctx, CTX_POOL);
-    let pf = b.ins().load(types::I64, ctx_flags, ctx, CTX_PARALLEL_FOR);
+    let dispatch = Dispatch::new(&mut b, g, ctx, cc);
 
     // The `pos` operand of rope/cache_write/attention is read from the block's slot 1; its
     // pointer slot still gets a valid address (a stack copy) for uniformity.
     let pos_slot = b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, 8, 3));
     b.ins().stack_store(types::I64, pos32, pos_slot, 0);
     let pos_ptr = b.ins().stack_addr(types::I64, pos_slot, 0);
-
-    let max_arity = g.nodes.iter().map(|n| n.args.len()).max().unwrap_or(0) as u32;
-    let block_bytes = (SLOT_PTRS + max_arity + 1) * 8;
-    let args_slot = b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, block_bytes, 4));
-    let args = b.ins().stack_addr(types::I64, args_slot, 0);
-    let pf_sig = b.import_signature(parallel_for_signature(cc));
 
     let value_ptr = |b: &mut FunctionBuilder, v: ValueRef| -> Value {
         match v {
@@ -157,36 +206,16 @@ pub(crate) fn build_forward(
         }
     };
 
-    let st = MemFlagsData::trusted();
     for (i, node) in g.nodes.iter().enumerate() {
-        // Run-time rows: const_factor · n^seq_powers of the relevant shape.
+        // A cache write's rows are those of the rows it writes, not of the whole state.
         let rows_ty = match node.op {
             Op::CacheWrite => g.type_of(node.args[1]),
             _ => &node.ty,
         };
-        // General kernels (symbolic last dim) compute their own extents: rows = 0.
-        let rc = rows_cols(rows_ty).unwrap_or(crate::signature::RowsCols { const_factor: 0, seq_powers: 0, cols: 0 });
-        let mut rows = b.ins().iconst(types::I64, rc.const_factor as i64);
-        for _ in 0..rc.seq_powers {
-            rows = b.ins().imul(rows, n);
-        }
-        b.ins().store(st, n, args, (SLOT_N_TOKENS * 8) as i32);
-        b.ins().store(st, pos, args, (SLOT_POS * 8) as i32);
-        b.ins().store(st, rows, args, (SLOT_ROWS * 8) as i32);
-        for (a, &v) in node.args.iter().enumerate() {
-            let ptr = value_ptr(&mut b, v);
-            b.ins().store(st, ptr, args, ((SLOT_PTRS + a as u32) * 8) as i32);
-        }
+        let rows = rows_value(&mut b, rows_cols(rows_ty), n);
+        let operands: Vec<Value> = node.args.iter().map(|&v| value_ptr(&mut b, v)).collect();
         let out = node_ptr(&mut b, g, plan, sig, i, logits, arena, state);
-        b.ins().store(st, out, args, ((SLOT_PTRS + node.args.len() as u32) * 8) as i32);
-        let n_tasks = match specs[i].tasks() {
-            Tasks::Rows => rows,
-            Tasks::Static(t) => b.ins().iconst(types::I64, t as i64),
-            Tasks::RowsTimes(t) => b.ins().imul_imm_s(rows, t as i64),
-            Tasks::Prod(p) => p.emit(&mut b, n),
-        };
-        let kaddr = b.ins().func_addr(types::I64, krefs[i]);
-        b.ins().call_indirect(pf_sig, pf, &[pool, kaddr, args, n_tasks]);
+        dispatch.call(&mut b, &specs[i], krefs[i], n, pos, rows, &operands, out);
     }
     let ok = b.ins().iconst(types::I32, i64::from(STATUS_OK));
     b.ins().return_(&[ok]);

@@ -9,16 +9,14 @@
 //! element of an input that a `gather` indexes with (`STATUS_BAD_TOKEN_ID`) before any kernel
 //! runs, and returns having done nothing on failure.
 
+use crate::entry::{Dispatch, check_ids, return_if, rows_value};
 use crate::error::BackendError;
-use crate::kernels::{
-    Kargs, KernelSpec, SLOT_N_TOKENS, SLOT_POS, SLOT_PTRS, SLOT_ROWS, Tasks, gather_index_input, kernel_signature,
-};
+use crate::kernels::{Kargs, KernelSpec, gather_index_input, kernel_signature};
 use crate::signature::rows_cols;
 use crate::weights_file::WeightsLayout;
 use cranelift_codegen::Context;
 use cranelift_codegen::ir::{
-    AbiParam, Function, InstBuilder, MemFlagsData, Signature as ClifSig, StackSlotData, StackSlotKind, UserFuncName,
-    Value, condcodes::IntCC, types,
+    AbiParam, Function, InstBuilder, MemFlagsData, Signature as ClifSig, UserFuncName, Value, condcodes::IntCC, types,
 };
 use cranelift_codegen::isa::CallConv;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
@@ -26,9 +24,7 @@ use cranelift_module::{DataDescription, FuncId, Linkage, Module};
 use cranelift_object::{ObjectBuilder, ObjectModule};
 use edgec_ir::{DType, Dim, Graph, Op, ValueRef};
 use edgec_passes::plan::MemoryPlan;
-use edgec_runtime::abi::{
-    Context as AbiContext, ModelInfo, STATUS_BAD_TOKEN_COUNT, STATUS_BAD_TOKEN_ID, STATUS_NULL_ARGUMENT, STATUS_OK,
-};
+use edgec_runtime::abi::{Context as AbiContext, ModelInfo, STATUS_BAD_TOKEN_COUNT, STATUS_NULL_ARGUMENT, STATUS_OK};
 use std::collections::HashMap;
 use std::mem::offset_of;
 
@@ -118,16 +114,6 @@ fn run_signature(cc: CallConv) -> ClifSig {
     }
     s.returns.push(AbiParam::new(types::I32));
     s
-}
-
-fn return_if(b: &mut FunctionBuilder, cond: Value, code: i32) {
-    let fail = b.create_block();
-    let cont = b.create_block();
-    b.ins().brif(cond, fail, &[], cont, &[]);
-    b.switch_to_block(fail);
-    let c = b.ins().iconst(types::I32, i64::from(code));
-    b.ins().return_(&[c]);
-    b.switch_to_block(cont);
 }
 
 /// The `NAME_info` of a general graph: `vocab` and `max_context` 0, `max_tokens` the symbol's
@@ -313,81 +299,34 @@ fn build_run(
     // Every index a gather will read: 0 <= id < rows (as u32).
     for &(k, rows) in &sig.index_inputs {
         let count = emit_count(&mut b, g.inputs[k as usize].ty.shape.dims(), n);
-        let base = in_ptrs[k as usize];
-        let header = b.create_block();
-        let body = b.create_block();
-        let done = b.create_block();
-        b.append_block_param(header, types::I64);
-        b.ins().jump(header, &[z.into()]);
-        b.switch_to_block(header);
-        let i = b.block_params(header)[0];
-        let go = b.ins().icmp(IntCC::UnsignedLessThan, i, count);
-        b.ins().brif(go, body, &[], done, &[]);
-        b.switch_to_block(body);
-        let off = b.ins().imul_imm_s(i, 4);
-        let a = b.ins().iadd(base, off);
-        let id = b.ins().load(types::I32, trusted, a, 0);
-        let bad = b.ins().icmp_imm_u(IntCC::UnsignedGreaterThanOrEqual, id, rows.min(u64::from(u32::MAX)) as i64);
-        return_if(&mut b, bad, STATUS_BAD_TOKEN_ID);
-        let next = b.ins().iadd_imm_s(i, 1);
-        b.ins().jump(header, &[next.into()]);
-        b.switch_to_block(done);
+        check_ids(&mut b, in_ptrs[k as usize], count, rows);
     }
 
     let ctx_flags = MemFlagsData::trusted().with_readonly();
     let weights = b.ins().load(types::I64, ctx_flags, ctx, offset_of!(AbiContext, weights) as i32);
     let arena = b.ins().load(types::I64, ctx_flags, ctx, offset_of!(AbiContext, arena) as i32);
-    let pool = b.ins().load(types::I64, ctx_flags, ctx, offset_of!(AbiContext, pool) as i32);
-    let pf = b.ins().load(types::I64, ctx_flags, ctx, offset_of!(AbiContext, parallel_for) as i32);
-    let max_arity = g.nodes.iter().map(|n| n.args.len()).max().unwrap_or(0) as u32;
-    let block_bytes = (SLOT_PTRS + max_arity + 1) * 8;
-    let args_slot = b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, block_bytes, 4));
-    let args = b.ins().stack_addr(types::I64, args_slot, 0);
-    let mut pf_sig = ClifSig::new(cc);
-    for _ in 0..4 {
-        pf_sig.params.push(AbiParam::new(types::I64));
-    }
-    let pf_sig = b.import_signature(pf_sig);
+    let dispatch = Dispatch::new(&mut b, g, ctx, cc);
     let node_ptr = |b: &mut FunctionBuilder, i: usize| -> Value {
         match sig.outputs.iter().position(|&o| o == i) {
             Some(j) => out_ptrs[j],
             None => b.ins().iadd_imm_s(arena, plan.offsets[i].expect("checked by check_plan") as i64),
         }
     };
-    let st = MemFlagsData::trusted();
     for (i, node) in g.nodes.iter().enumerate() {
-        let rows = match rows_cols(&node.ty) {
-            Some(rc) => {
-                let mut rows = b.ins().iconst(types::I64, rc.const_factor as i64);
-                for _ in 0..rc.seq_powers {
-                    rows = b.ins().imul(rows, n);
-                }
-                rows
-            }
-            None => z,
-        };
-        b.ins().store(st, n, args, (SLOT_N_TOKENS * 8) as i32);
-        b.ins().store(st, z, args, (SLOT_POS * 8) as i32);
-        b.ins().store(st, rows, args, (SLOT_ROWS * 8) as i32);
-        for (a, &v) in node.args.iter().enumerate() {
-            let ptr = match v {
+        let rows = rows_value(&mut b, rows_cols(&node.ty), n);
+        let operands: Vec<Value> = node
+            .args
+            .iter()
+            .map(|&v| match v {
                 ValueRef::Input(k) => in_ptrs[k as usize],
                 ValueRef::Weight(w) => b.ins().iadd_imm_s(weights, layout.offsets[w as usize] as i64),
                 ValueRef::Node(j) => node_ptr(&mut b, j as usize),
                 ValueRef::State(_) => unreachable!("checked: no state"),
-            };
-            b.ins().store(st, ptr, args, ((SLOT_PTRS + a as u32) * 8) as i32);
-        }
+            })
+            .collect();
         let out = node_ptr(&mut b, i);
-        b.ins().store(st, out, args, ((SLOT_PTRS + node.args.len() as u32) * 8) as i32);
-        let n_tasks = match specs[i].tasks() {
-            Tasks::Rows => rows,
-            Tasks::Static(t) => b.ins().iconst(types::I64, t as i64),
-            Tasks::RowsTimes(t) => b.ins().imul_imm_s(rows, t as i64),
-            Tasks::Prod(p) => p.emit(&mut b, n),
-        };
-        let kaddr = b.ins().func_addr(types::I64, krefs[i]);
-        b.ins().call_indirect(pf_sig, pf, &[pool, kaddr, args, n_tasks]);
+        // General graphs have no position: slot 1 is 0.
+        dispatch.call(&mut b, &specs[i], krefs[i], n, z, rows, &operands, out);
     }
     let ok = b.ins().iconst(types::I32, i64::from(STATUS_OK));
     b.ins().return_(&[ok]);
