@@ -4,38 +4,7 @@ mod common;
 use common::*;
 
 fn check(fixture_name: &str, target: &str, stepwise: bool) {
-    if target.starts_with("aarch64") {
-        require_aarch64_tools();
-    }
-    let r = reference(fixture_name);
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out.safetensors");
-    let ids: Vec<String> = r.input_ids.iter().map(i64::to_string).collect();
-    let ids = ids.join(",");
-    let model = fixture(fixture_name);
-    let mut args = vec![
-        "run",
-        model.to_str().unwrap(),
-        "--ids",
-        &ids,
-        "--max-new-tokens",
-        "8",
-        "--target",
-        target,
-        "--output",
-        out.to_str().unwrap(),
-    ];
-    if stepwise {
-        args.push("--stepwise");
-    }
-    let o = edgec(&args);
-    assert!(o.status.success(), "edgec {args:?} failed: {}", String::from_utf8_lossy(&o.stderr));
-    let got = read_run_output(&out);
-    assert_eq!(got.logits_shape, vec![r.input_ids.len(), r.vocab]);
-    let diff = max_abs_diff(&got.logits, &r.logits);
-    eprintln!("{fixture_name} {target} stepwise={stepwise}: max |logits - PyTorch| = {diff:e}");
-    assert!(diff <= 1e-3, "{fixture_name} on {target}: logits differ from PyTorch by {diff}");
-    assert_eq!(got.generated_ids, r.greedy_ids, "{fixture_name} on {target}: greedy tokens differ from PyTorch");
+    check_against_pytorch(&fixture(fixture_name), fixture_name, target, stepwise);
 }
 
 /// Four tests per fixture: x86_64 and aarch64 (qemu), one-call prefill and token by token.

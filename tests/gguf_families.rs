@@ -40,35 +40,7 @@ fn gguf_fixtures() -> Option<PathBuf> {
 /// `edgec run FILE.gguf` against the fixture's PyTorch reference.
 fn check(file: &str, fixture_name: &str, target: &str) {
     let Some(dir) = gguf_fixtures() else { return };
-    if target.starts_with("aarch64") {
-        require_aarch64_tools();
-    }
-    let r = reference(fixture_name);
-    let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("out.safetensors");
-    let ids: Vec<String> = r.input_ids.iter().map(i64::to_string).collect();
-    let ids = ids.join(",");
-    let model = dir.join(format!("{file}.gguf"));
-    let args = [
-        "run",
-        model.to_str().unwrap(),
-        "--ids",
-        &ids,
-        "--max-new-tokens",
-        "8",
-        "--target",
-        target,
-        "--output",
-        out.to_str().unwrap(),
-    ];
-    let o = edgec(&args);
-    assert!(o.status.success(), "edgec {args:?} failed: {}", String::from_utf8_lossy(&o.stderr));
-    let got = read_run_output(&out);
-    assert_eq!(got.logits_shape, vec![r.input_ids.len(), r.vocab]);
-    let diff = max_abs_diff(&got.logits, &r.logits);
-    eprintln!("{file}.gguf {target}: max |logits - PyTorch| = {diff:e}");
-    assert!(diff <= 1e-3, "{file}.gguf on {target}: logits differ from PyTorch by {diff}");
-    assert_eq!(got.generated_ids, r.greedy_ids, "{file}.gguf on {target}: greedy tokens differ from PyTorch");
+    check_against_pytorch(&dir.join(format!("{file}.gguf")), fixture_name, target, false);
 }
 
 macro_rules! gguf_tests {

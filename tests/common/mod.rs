@@ -70,3 +70,40 @@ pub fn require_aarch64_tools() {
         assert!(found, "{tool} is missing: run ./scripts/test, which installs it");
     }
 }
+
+/// `edgec run MODEL` on the prompt of fixture `reference_name`, for `target`, then the bar:
+/// logits within 1e-3 of PyTorch's and exactly its greedy ids (8 tokens through the KV cache).
+pub fn check_against_pytorch(model: &Path, reference_name: &str, target: &str, stepwise: bool) {
+    if target.starts_with("aarch64") {
+        require_aarch64_tools();
+    }
+    let r = reference(reference_name);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.safetensors");
+    let ids: Vec<String> = r.input_ids.iter().map(i64::to_string).collect();
+    let ids = ids.join(",");
+    let mut args = vec![
+        "run",
+        model.to_str().unwrap(),
+        "--ids",
+        &ids,
+        "--max-new-tokens",
+        "8",
+        "--target",
+        target,
+        "--output",
+        out.to_str().unwrap(),
+    ];
+    if stepwise {
+        args.push("--stepwise");
+    }
+    let o = edgec(&args);
+    assert!(o.status.success(), "edgec {args:?} failed: {}", String::from_utf8_lossy(&o.stderr));
+    let got = read_run_output(&out);
+    assert_eq!(got.logits_shape, vec![r.input_ids.len(), r.vocab]);
+    let what = format!("{} on {target} (stepwise: {stepwise})", model.display());
+    let diff = max_abs_diff(&got.logits, &r.logits);
+    eprintln!("{what}: max |logits - PyTorch| = {diff:e}");
+    assert!(diff <= 1e-3, "{what}: logits differ from PyTorch by {diff}");
+    assert_eq!(got.generated_ids, r.greedy_ids, "{what}: greedy tokens differ from PyTorch");
+}
