@@ -168,22 +168,9 @@ pub fn compile_with(req: &CompileRequest, pkg: &Packaging, log: &mut dyn Write) 
     }
     let max_tokens = req.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS.min(req.max_context));
     let load = edgec_frontend::LoadOptions { max_context: req.max_context, max_tokens };
-    let mut graph = edgec_frontend::load_model(&req.model, &load)?;
+    let (mut graph, timings) = build_graph(req, &load, log)?;
     graph.name = name.clone();
     let tokenizer = crate::tokenizer::for_model(&req.model)?;
-
-    let manager = match &req.passes {
-        Some(names) => PassManager::from_names(names)?,
-        None => PassManager::preset(req.opt_level),
-    }
-    .print_after(&req.print_after)?;
-    let mut print_err = Ok(());
-    let timings = manager.run(&mut graph, &mut |pass, g| {
-        if print_err.is_ok() {
-            print_err = write!(log, "; after {pass}\n{}", edgec_ir::text::print(g));
-        }
-    })?;
-    print_err?;
     if req.quant != edgec_ir::quant::Preset::F32 {
         edgec_ir::quant::apply_preset(&mut graph, req.quant);
         edgec_ir::verify::verify(&graph).context("after --quant")?;
@@ -275,6 +262,68 @@ pub fn compile_with(req: &CompileRequest, pkg: &Packaging, log: &mut dyn Write) 
         timings,
         weights: weight_stats,
     })
+}
+
+/// The model's graph after the passes `req` asks for (printing those `--print-after` names to
+/// `log`); an ONNX export also gets the decoder signature.
+pub fn build_graph(
+    req: &CompileRequest,
+    load: &edgec_frontend::LoadOptions,
+    log: &mut dyn Write,
+) -> Result<(Graph, Vec<PassTiming>)> {
+    let onnx = is_onnx(&req.model);
+    let mut graph = if onnx { import_onnx(&req.model, load)? } else { edgec_frontend::load_model(&req.model, load)? };
+    let manager = match &req.passes {
+        Some(names) => PassManager::from_names(names)?,
+        None => PassManager::preset(req.opt_level),
+    }
+    .print_after(&req.print_after)?;
+    let mut print_err = Ok(());
+    let timings = manager.run(&mut graph, &mut |pass, g| {
+        if print_err.is_ok() {
+            print_err = write!(log, "; after {pass}\n{}", edgec_ir::text::print(g));
+        }
+    })?;
+    print_err?;
+    if onnx {
+        to_decoder(&mut graph, load).with_context(|| format!("{}", req.model.display()))?;
+    }
+    Ok((graph, timings))
+}
+
+/// Whether `model` is an ONNX file: imported, then recognised and given the decoder signature.
+pub(crate) fn is_onnx(model: &Path) -> bool {
+    model.is_file() && model.extension().is_some_and(|e| e == "onnx")
+}
+
+/// Imports an ONNX causal LM with its sequence bounded by `max_context`, so the folded rotary
+/// tables and causal mask cover every position the KV cache will hold (the recognition rules
+/// check them over that whole range).
+fn import_onnx(model: &Path, load: &edgec_frontend::LoadOptions) -> Result<Graph> {
+    load.validate()?;
+    let limit = edgec_frontend::onnx::import::FOLD_LIMIT;
+    if load.max_context.checked_mul(load.max_context).is_none_or(|n| n > limit) {
+        bail!(
+            "{}: an ONNX causal LM compiles with --max-context up to {} for now: its causal mask is \
+             folded at max_context² elements, and the import-time folder stops at {limit}",
+            model.display(),
+            limit.isqrt()
+        );
+    }
+    let m = edgec_frontend::onnx::OnnxModel::open(model)?;
+    let opts = edgec_frontend::onnx::ImportOptions { max_seq: load.max_context, symbols: Vec::new() };
+    Ok(edgec_frontend::onnx::import(&m, &opts)?)
+}
+
+/// After the passes: the decoder signature (ids, pos, KV states, logits), then a schedule for it.
+fn to_decoder(g: &mut Graph, load: &edgec_frontend::LoadOptions) -> Result<()> {
+    use edgec_passes::{DecoderSignature, Pass, ReorderForMemory};
+    DecoderSignature { max_context: load.max_context, max_tokens: load.max_tokens }
+        .run(g)
+        .context("cannot give it the decoder signature (the recognition passes run at -O1 and above)")?;
+    ReorderForMemory.run(g)?;
+    edgec_ir::verify::verify(g).context("after the decoder signature")?;
+    Ok(())
 }
 
 fn vocab_of(g: &Graph) -> Result<u32> {

@@ -32,10 +32,17 @@ pub fn run_graph(req: &GraphRunRequest, inputs: &[(String, Tensor)]) -> Result<V
     let opts = edgec_frontend::onnx::ImportOptions { max_seq: req.max_seq, symbols: Vec::new() };
     let mut g = edgec_frontend::onnx::import(&m, &opts)?;
     g.name = "graph".into();
-    PassManager::preset(OptLevel::O2).run(&mut g, &mut |_, _| {})?;
+    general_pipeline().run(&mut g, &mut |_, _| {})?;
     let target = req.target.clone().unwrap_or_else(Triple::host);
     let compiled = CompiledGraph::build_for(&g, &target, req.linker.as_deref(), req.runner.as_deref())?;
     compiled.run(&g, inputs, req.threads)
+}
+
+/// The passes for a general graph: `-O2` without recognition, whose `rope` and `attention`
+/// take a start position that only the decoder signature (`NAME_forward`) supplies.
+pub fn general_pipeline() -> PassManager {
+    let names: Vec<&str> = OptLevel::O2.pipeline().iter().copied().filter(|&p| p != "recognize").collect();
+    PassManager::from_names(&names).expect("the -O2 passes exist")
 }
 
 enum Loaded {

@@ -31,7 +31,10 @@ enum Command {
     /// Compile a model into NAME.o, NAME.weights, NAME.h and edgec.json in OUTDIR.
     #[command(after_help = "Supported models: HuggingFace checkpoints of LlamaForCausalLM, \
 MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, PhiForCausalLM (Phi-2) and Phi3ForCausalLM \
-(config.json + model.safetensors, or sharded with model.safetensors.index.json), in f32, f16 or bf16.\n\
+(config.json + model.safetensors, or sharded with model.safetensors.index.json), in f32, f16 or bf16; \
+GGUF files of the llama, qwen2, phi2 and phi3 architectures; and ONNX exports of those causal LMs \
+(input_ids in, logits out), whose primitive ops the `recognize` pass rewrites into the same kernels \
+and whose attention becomes a KV cache.\n\
 Supported targets (see `edgec targets`): aarch64-linux-android[API], x86_64-linux-android[API], \
 aarch64-apple-ios[VERSION][-sim], aarch64-apple-darwin, x86_64-apple-darwin (or -apple-macosxVERSION), \
 aarch64-unknown-linux-gnu, x86_64-unknown-linux-gnu.\n\n\
@@ -117,7 +120,8 @@ struct InspectArgs {
 
 #[derive(Args)]
 struct CompileArgs {
-    /// HuggingFace checkpoint directory (config.json + safetensors), or a GGUF file.
+    /// HuggingFace checkpoint directory (config.json + safetensors), a GGUF file, or an ONNX
+    /// export of a causal LM (model.onnx).
     model: PathBuf,
     /// Output directory; created if missing. Files appear all at once or not at all.
     #[arg(short, long, value_name = "OUTDIR")]
@@ -211,7 +215,7 @@ struct PassArgs {
 #[derive(Args)]
 struct RunArgs {
     /// A checkpoint directory, a GGUF file, an OUTDIR written by `edgec compile`, or an ONNX
-    /// file (a general graph: give `--input`).
+    /// file: a causal LM export runs like a checkpoint; any other graph runs with `--input`.
     model: PathBuf,
     /// Prompt token ids, comma-separated.
     #[arg(
@@ -428,7 +432,7 @@ fn execute(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Run(a) if a.input.is_some() || a.model.extension().is_some_and(|e| e == "onnx") => {
+        Command::Run(a) if a.input.is_some() => {
             let input = a.input.as_ref().context("an ONNX model runs with --input FILE.safetensors")?;
             let inputs = edgec::graph_run::read_inputs(input)?;
             let longest = inputs.iter().flat_map(|(_, t)| t.shape.iter().copied()).max().unwrap_or(1) as u64;

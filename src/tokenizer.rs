@@ -16,6 +16,13 @@ pub fn file_name(model_name: &str) -> String {
 /// The tokenizer of a model file or checkpoint directory; `None` for a checkpoint without a
 /// `tokenizer.json`. A GGUF file must have one.
 pub fn for_model(model: &Path) -> Result<Option<Tokenizer>> {
+    if crate::compile::is_onnx(model) {
+        // An ONNX export sits beside the checkpoint's tokenizer.json, if anything.
+        return match model.parent() {
+            Some(dir) if dir.join("tokenizer.json").is_file() => for_model(dir),
+            _ => Ok(None),
+        };
+    }
     if model.is_file() {
         let file = GgufFile::open(model)?;
         let t = file.tokenizer()?;

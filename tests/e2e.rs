@@ -7,7 +7,14 @@ fn check(fixture_name: &str, target: &str, stepwise: bool) {
     check_against_pytorch(&fixture(fixture_name), fixture_name, target, stepwise);
 }
 
-/// Four tests per fixture: x86_64 and aarch64 (qemu), one-call prefill and token by token.
+/// The fixture's ONNX export, recognised and given the decoder signature: greedy decoding
+/// through the KV cache, as from the checkpoint.
+fn check_onnx(fixture_name: &str, target: &str, stepwise: bool) {
+    check_against_pytorch(&fixture(fixture_name).join("model.onnx"), fixture_name, target, stepwise);
+}
+
+/// Six tests per fixture: x86_64 and aarch64 (qemu), one-call prefill and token by token, and
+/// the ONNX export token by token on x86_64 and as one prefill on aarch64.
 macro_rules! family_tests {
     ($($name:ident => $fixture:literal),* $(,)?) => {
         $(
@@ -29,6 +36,14 @@ macro_rules! family_tests {
                 #[test]
                 fn aarch64_stepwise() {
                     super::check($fixture, ARM, true);
+                }
+                #[test]
+                fn onnx_x86_64_stepwise() {
+                    super::check_onnx($fixture, X86, true);
+                }
+                #[test]
+                fn onnx_aarch64_prefill() {
+                    super::check_onnx($fixture, ARM, false);
                 }
             }
         )*

@@ -248,23 +248,25 @@ fn layer(
     // Attention block.
     let x = b.norm(cfg, h, &format!("{p}.input_layernorm"))?;
     let bias = cfg.biases.qkv;
+    // Qwen3's per-head q/k norm follows its projection directly (the order exports use).
+    let qk_norm = |b: &mut Builder, x: ValueRef, which: &str| -> Result<ValueRef, FrontendError> {
+        if !fam.qk_norm {
+            return Ok(x);
+        }
+        let w = b.weight(&format!("{p}.self_attn.{which}_norm.weight"), &[hd])?;
+        b.node(Op::RmsNorm { eps: cfg.norm_eps, group: Some(cfg.head_dim) }, vec![x, w])
+    };
     let (q, k, v) = if fam.fused_qkv {
         let parts = [("q", q_width), ("k", kv_width), ("v", kv_width)];
         let o = b.fused(x, &format!("{p}.self_attn.qkv_proj"), &parts, hidden, bias)?;
-        (o[0], o[1], o[2])
+        (qk_norm(b, o[0], "q")?, qk_norm(b, o[1], "k")?, o[2])
     } else {
         let q = b.dense(x, &format!("{p}.self_attn.q_proj"), q_width, hidden, bias)?;
+        let q = qk_norm(b, q, "q")?;
         let k = b.dense(x, &format!("{p}.self_attn.k_proj"), kv_width, hidden, bias)?;
+        let k = qk_norm(b, k, "k")?;
         let v = b.dense(x, &format!("{p}.self_attn.v_proj"), kv_width, hidden, bias)?;
         (q, k, v)
-    };
-    let (q, k) = if fam.qk_norm {
-        let norm = Op::RmsNorm { eps: cfg.norm_eps, group: Some(cfg.head_dim) };
-        let qn = b.weight(&format!("{p}.self_attn.q_norm.weight"), &[hd])?;
-        let kn = b.weight(&format!("{p}.self_attn.k_norm.weight"), &[hd])?;
-        (b.node(norm.clone(), vec![q, qn])?, b.node(norm, vec![k, kn])?)
-    } else {
-        (q, k)
     };
     let rope_op = Op::Rope { head_dim: cfg.head_dim, rotary_dim: cfg.rotary_dim };
     let q = b.node(rope_op.clone(), vec![q, s.cos, s.sin, s.pos])?;
@@ -298,16 +300,17 @@ fn mlp(b: &mut Builder, cfg: &DecoderConfig, p: &str, x: ValueRef) -> Result<Val
     let (hidden, inter, bias) = (cfg.hidden, cfg.intermediate, cfg.biases.mlp);
     match cfg.family.mlp {
         MlpKind::Gated { fused } => {
+            // The activation right after its matmul (as transformers' exports order it), so
+            // the gate's buffer is rewritten in place before the up projection needs memory.
             let (gate, up) = if fused {
                 let o =
                     b.fused(x, &format!("{p}.mlp.gate_up_proj"), &[("gate", inter), ("up", inter)], hidden, bias)?;
-                (o[0], o[1])
+                (b.act(cfg, o[0])?, o[1])
             } else {
                 let gate = b.dense(x, &format!("{p}.mlp.gate_proj"), inter, hidden, bias)?;
-                let up = b.dense(x, &format!("{p}.mlp.up_proj"), inter, hidden, bias)?;
-                (gate, up)
+                let gate = b.act(cfg, gate)?;
+                (gate, b.dense(x, &format!("{p}.mlp.up_proj"), inter, hidden, bias)?)
             };
-            let gate = b.act(cfg, gate)?;
             let m = b.node(Op::Binary(BinaryOp::Mul), vec![gate, up])?;
             b.dense(m, &format!("{p}.mlp.down_proj"), hidden, inter, bias)
         }

@@ -121,6 +121,13 @@ pub fn node_to_string(g: &Graph, index: usize, n: &Node) -> String {
     s
 }
 
+/// A node as the kernel it becomes, without value names: `matmul(transpose_b) f32[seq, 64],
+/// f32[172, 64] -> f32[seq, 172]`. Two graphs with the same listing run the same kernels.
+pub fn kernel_to_string(g: &Graph, n: &Node) -> String {
+    let args: Vec<String> = n.args.iter().map(|&a| type_to_string(g, g.type_of(a))).collect();
+    format!("{}{} {} -> {}", n.op.name(), op_attrs(&n.op), args.join(", "), type_to_string(g, &n.ty))
+}
+
 fn op_attrs(op: &Op) -> String {
     match op {
         Op::MatMul { transpose_b: true } => "(transpose_b)".to_string(),

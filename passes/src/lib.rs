@@ -5,14 +5,19 @@
 //! when asked, hands the graph to an observer after each pass (`--print-after`), and times them.
 
 mod dce;
+mod decoder_signature;
 mod infer_shapes;
 mod manager;
 pub mod plan;
+mod recognize;
 mod reorder;
+pub mod rewrite;
 
 pub use dce::DeadCodeElimination;
+pub use decoder_signature::DecoderSignature;
 pub use infer_shapes::InferShapes;
 pub use manager::{OptLevel, PASSES, PassManager, PassTiming};
+pub use recognize::{Recognize, START_POS, SimplifyLayout};
 pub use reorder::{ReorderForMemory, memory_order, peak};
 
 use edgec_ir::{Graph, IrError};

@@ -1,4 +1,4 @@
-use crate::{Changed, DeadCodeElimination, InferShapes, Pass, PassError, ReorderForMemory};
+use crate::{Changed, DeadCodeElimination, InferShapes, Pass, PassError, Recognize, ReorderForMemory, SimplifyLayout};
 use edgec_ir::{Graph, verify::verify};
 use std::time::{Duration, Instant};
 
@@ -6,6 +6,11 @@ use std::time::{Duration, Instant};
 pub const PASSES: &[(&str, &str)] = &[
     ("infer-shapes", "recompute every node's type from its operands"),
     ("dce", "remove nodes no output needs and weights no node uses"),
+    (
+        "recognize",
+        "rewrite primitive subgraphs (an ONNX export's) into rms_norm, layer_norm, silu, gelu_tanh, rope, attention and transpose_b matmuls",
+    ),
+    ("simplify-layout", "remove reshapes and transposes that cancel; sink unit-dim reshapes below elementwise ops"),
     ("reorder-for-memory", "run independent nodes in an order that lowers the arena's peak"),
 ];
 
@@ -13,6 +18,8 @@ fn pass_by_name(name: &str) -> Option<Box<dyn Pass>> {
     match name {
         "infer-shapes" => Some(Box::new(InferShapes)),
         "dce" => Some(Box::new(DeadCodeElimination)),
+        "recognize" => Some(Box::new(Recognize)),
+        "simplify-layout" => Some(Box::new(SimplifyLayout)),
         "reorder-for-memory" => Some(Box::new(ReorderForMemory)),
         _ => None,
     }
@@ -32,8 +39,10 @@ impl OptLevel {
     pub fn pipeline(self) -> &'static [&'static str] {
         match self {
             OptLevel::O0 => &[],
-            OptLevel::O1 => &["infer-shapes", "dce"],
-            OptLevel::O2 | OptLevel::O3 => &["infer-shapes", "dce", "reorder-for-memory"],
+            OptLevel::O1 => &["infer-shapes", "dce", "recognize", "simplify-layout"],
+            OptLevel::O2 | OptLevel::O3 => {
+                &["infer-shapes", "dce", "recognize", "simplify-layout", "reorder-for-memory"]
+            }
         }
     }
 }

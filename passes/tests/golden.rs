@@ -5,6 +5,8 @@
 //! ; what the case shows, in prose
 //! ; run: dce                 (passes, comma-separated; a last `plan [STRATEGY..] [no-in-place]`
 //!                             prints the memory plan after them)
+//! ; tolerance: 1e-5           (optional: the passes may change outputs by this much relative to
+//!                             their largest magnitude, e.g. a recognised norm; default exact)
 //! graph g { ... }            (the input, in the IR text form)
 //! ; output:
 //! graph g { ... }            (the graph after the passes, then the plan's table)
@@ -28,6 +30,7 @@ struct Case {
     head: String,
     input: String,
     run: Vec<String>,
+    tolerance: f32,
     expected: String,
 }
 
@@ -47,7 +50,11 @@ fn parse_case(path: &Path) -> Case {
         .split(',')
         .map(|s| s.trim().to_string())
         .collect();
-    Case { head, input, run, expected }
+    let tolerance = head
+        .lines()
+        .find_map(|l| l.strip_prefix("; tolerance:"))
+        .map_or(0.0, |t| t.trim().parse().unwrap_or_else(|_| panic!("{}: bad tolerance '{t}'", path.display())));
+    Case { head, input, run, tolerance, expected }
 }
 
 /// Deterministic inputs for a graph: ids cycle through a small range, pos is 0.
@@ -55,7 +62,16 @@ fn sample_inputs(g: &Graph) -> Vec<Tensor> {
     g.inputs
         .iter()
         .map(|inp| {
-            let shape: Vec<usize> = inp.ty.shape.0.iter().map(|&d| g.dim_max(d).min(4) as usize).collect();
+            let shape: Vec<usize> = inp
+                .ty
+                .shape
+                .0
+                .iter()
+                .map(|&d| match d {
+                    edgec_ir::Dim::Const(n) => n as usize,
+                    edgec_ir::Dim::Sym(_) => g.dim_max(d).min(4) as usize,
+                })
+                .collect();
             let n: usize = shape.iter().product();
             match inp.ty.dtype {
                 edgec_ir::DType::I32 if shape.is_empty() => Tensor::i32(shape, vec![0]),
@@ -101,7 +117,22 @@ fn run_case(path: &Path) -> Option<String> {
     if !passes.is_empty() {
         let before = outputs(&g);
         PassManager::from_names(passes).unwrap().verify_each(true).run(&mut g, &mut |_, _| {}).unwrap();
-        assert_eq!(outputs(&g), before, "{}: the passes changed the graph's outputs", path.display());
+        let after = outputs(&g);
+        if case.tolerance == 0.0 {
+            assert_eq!(after, before, "{}: the passes changed the graph's outputs", path.display());
+        } else {
+            for (a, b) in after.iter().zip(&before) {
+                let (a, b) = (a.as_f32().expect("f32 outputs"), b.as_f32().expect("f32 outputs"));
+                let scale = b.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-30);
+                let diff = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+                assert!(
+                    a.len() == b.len() && diff <= case.tolerance * scale,
+                    "{}: outputs moved by {diff} (tolerance {} of {scale})",
+                    path.display(),
+                    case.tolerance
+                );
+            }
+        }
         actual += &text::print(&g);
     }
     if let Some(opts) = plan {
@@ -123,7 +154,7 @@ fn run_case(path: &Path) -> Option<String> {
 
 #[test]
 fn golden_cases() {
-    let mut files: Vec<PathBuf> = ["passes", "plan"]
+    let mut files: Vec<PathBuf> = ["passes", "plan", "recognize"]
         .iter()
         .flat_map(|d| std::fs::read_dir(golden_dir().join(d)).unwrap())
         .map(|e| e.unwrap().path())
