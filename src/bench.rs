@@ -417,7 +417,10 @@ pub fn read_bandwidth(threads: usize, bytes: usize, passes: usize) -> f64 {
                 .collect();
             barrier.wait();
             let t = Instant::now();
-            let sum = handles.into_iter().map(|h| h.join().expect("summing thread")).fold(0u64, u64::wrapping_add);
+            let sum = handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                .fold(0u64, u64::wrapping_add);
             (t.elapsed().as_secs_f64(), sum)
         });
         sink = sink.wrapping_add(sum);
@@ -471,7 +474,7 @@ pub fn fma_peak(threads: usize, wide: bool) -> Option<f64> {
             barrier.wait();
             let t = Instant::now();
             for h in handles {
-                std::hint::black_box(h.join().expect("FMA thread"));
+                std::hint::black_box(h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)));
             }
             t.elapsed().as_secs_f64()
         });

@@ -197,10 +197,12 @@ pub fn compile_with(req: &CompileRequest, pkg: &Packaging, log: &mut dyn Write) 
         hash
     } else {
         // Without `weights` in --emit the file is still streamed (for the hash), then dropped.
-        let weights_file = files.create(&manifest.weights(&req.out_dir))?;
+        let path = manifest.weights(&req.out_dir);
+        let weights_file = files.create(&path)?;
         let mut writer = std::io::BufWriter::new(weights_file.as_file_mut());
-        let hash = edgec_backend::write_weights_with_stats(&graph, &layout, &mut writer)?;
-        writer.flush().context("cannot write the weights file")?;
+        let hash = edgec_backend::write_weights_with_stats(&graph, &layout, &mut writer)
+            .with_context(|| format!("{}", path.display()))?;
+        writer.flush().with_context(|| format!("cannot write {}", path.display()))?;
         drop(writer);
         if !pkg.emit.weights {
             files.discard_last();
@@ -301,11 +303,12 @@ pub(crate) fn is_onnx(model: &Path) -> bool {
 /// check them over that whole range).
 fn import_onnx(model: &Path, load: &edgec_frontend::LoadOptions) -> Result<Graph> {
     load.validate()?;
-    let limit = edgec_frontend::onnx::import::FOLD_LIMIT;
+    let limit = edgec_frontend::limits::get(edgec_frontend::limits::Limit::OnnxFoldElements);
     if load.max_context.checked_mul(load.max_context).is_none_or(|n| n > limit) {
         bail!(
             "{}: an ONNX causal LM compiles with --max-context up to {} for now: its causal mask is \
-             folded at max_context² elements, and the import-time folder stops at {limit}",
+             folded at max_context² elements, and the import-time folder stops at {limit} \
+             (--limit onnx-fold-elements=N raises it)",
             model.display(),
             limit.isqrt()
         );

@@ -40,6 +40,7 @@ pub fn run_graph(req: &GraphRunRequest, inputs: &[(String, Tensor)]) -> Result<V
 
 /// The passes for a general graph: `-O2` without recognition, whose `rope` and `attention`
 /// take a start position that only the decoder signature (`NAME_forward`) supplies.
+#[allow(clippy::expect_used, reason = "the -O2 pass names are built in, not read from anywhere")]
 pub fn general_pipeline() -> PassManager {
     let names: Vec<&str> = OptLevel::O2.pipeline().iter().copied().filter(|&p| p != "recognize").collect();
     PassManager::from_names(&names).expect("the -O2 passes exist")
@@ -211,8 +212,8 @@ impl CompiledGraph {
                         Data::I32(v) => v.as_mut_ptr().cast(),
                     })
                     .collect();
-                let arena = AlignedBuf::new(self.info.arena_size as usize);
-                let state = AlignedBuf::new(self.info.state_size as usize);
+                let arena = AlignedBuf::new(self.info.arena_size, "arena")?;
+                let state = AlignedBuf::new(self.info.state_size, "state")?;
                 let pool = edgec_runtime::pool::ThreadPool::new(edgec_runtime::pool::resolve_threads(threads))?;
                 let ctx = abi::Context {
                     weights: weights.as_ptr(),
@@ -319,12 +320,18 @@ struct AlignedBuf {
 }
 
 impl AlignedBuf {
-    fn new(len: usize) -> AlignedBuf {
-        let layout = std::alloc::Layout::from_size_align(len.max(64), 64).expect("arena size");
+    /// `len` zeroed bytes, 64-byte aligned; `what` names the buffer in errors.
+    fn new(len: u64, what: &str) -> Result<AlignedBuf> {
+        let layout = usize::try_from(len.max(64))
+            .ok()
+            .and_then(|n| std::alloc::Layout::from_size_align(n, 64).ok())
+            .with_context(|| format!("the {what} of {len} bytes does not fit in memory"))?;
         // SAFETY: non-zero size.
         let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
-        assert!(!ptr.is_null(), "out of memory");
-        AlignedBuf { ptr, layout }
+        if ptr.is_null() {
+            bail!("out of memory allocating the {what} ({len} bytes)");
+        }
+        Ok(AlignedBuf { ptr, layout })
     }
 }
 
@@ -346,17 +353,15 @@ pub fn read_inputs(path: &Path) -> Result<Vec<(String, Tensor)>> {
         let shape = v.shape().to_vec();
         let d = v.data();
         let t = match v.dtype() {
-            Dtype::F32 => {
-                Tensor::f32(shape, d.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect())
-            }
-            Dtype::I32 => {
-                Tensor::i32(shape, d.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap())).collect())
-            }
+            Dtype::F32 => Tensor::f32(shape, d.as_chunks::<4>().0.iter().map(|c| f32::from_le_bytes(*c)).collect()),
+            Dtype::I32 => Tensor::i32(shape, d.as_chunks::<4>().0.iter().map(|c| i32::from_le_bytes(*c)).collect()),
             Dtype::I64 => {
                 let v: Result<Vec<i32>> = d
-                    .chunks_exact(8)
+                    .as_chunks::<8>()
+                    .0
+                    .iter()
                     .map(|c| {
-                        let x = i64::from_le_bytes(c.try_into().unwrap());
+                        let x = i64::from_le_bytes(*c);
                         i32::try_from(x).with_context(|| format!("`{name}`: {x} does not fit in i32"))
                     })
                     .collect();

@@ -27,10 +27,51 @@ pub fn run(dir: &Path, m: &Manifest, req: &RunRequest) -> Result<RunOutput> {
     Ok(RunOutput { vocab: info.vocab as usize, logits, generated: generation.tokens })
 }
 
+/// A compiled model linked and loaded into this process (for the rest of it).
+pub struct LoadedModel {
+    /// The object's `NAME_info` and `NAME_forward`.
+    pub model: Model,
+    lib: &'static libloading::Library,
+}
+
 /// Links the compiled object in `dir` into a shared library (with `linker`, default `cc`),
 /// loads it for the rest of the process, and opens a session over its weights (the weights
 /// file, or the object's embedded image) with `threads` threads (0: the runtime's default).
 pub fn open_session(dir: &Path, m: &Manifest, threads: usize, linker: Option<&str>) -> Result<Session> {
+    let loaded = load_model(dir, m, linker)?;
+    let (lib, model, info) = (loaded.lib, loaded.model, loaded.model.info);
+    let options = SessionOptions { threads, ..SessionOptions::default() };
+    let weights_file = m.weights(dir);
+    let session = if weights_file.is_file() {
+        Session::new(model, &weights_file, options)?
+    } else {
+        // Compiled with --embed-weights: the weights file image is the object's NAME_weights.
+        let symbol = format!("{}_weights", m.name);
+        // SAFETY: NAME_weights is a read-only array of `weights_size` bytes in the loaded
+        // library, which stays loaded for the whole process; the runtime checks its header.
+        let bytes: &'static [u8] = unsafe {
+            // Not libloading's error: it names the temporary library.
+            let base = *lib.get::<*const u8>(symbol.as_bytes()).map_err(|_| {
+                anyhow::anyhow!(
+                    "{} has no {}, and {} embeds no weights (no symbol {symbol})",
+                    dir.display(),
+                    weights_file
+                        .file_name()
+                        .map_or_else(|| weights_file.display().to_string(), |f| f.to_string_lossy().into()),
+                    m.object(dir).file_name().map_or_else(String::new, |f| f.to_string_lossy().into_owned())
+                )
+            })?;
+            std::slice::from_raw_parts(base, usize::try_from(info.weights_size)?)
+        };
+        Session::from_static(model, bytes, options)?
+    };
+    Ok(session)
+}
+
+/// Links the compiled object in `dir` into a shared library (with `linker`, default `cc`) and
+/// loads it for the rest of the process: its `NAME_info` and `NAME_forward`, for sessions
+/// opened by the caller (several may share one `edgec_runtime::Weights`).
+pub fn load_model(dir: &Path, m: &Manifest, linker: Option<&str>) -> Result<LoadedModel> {
     let scratch =
         tempfile::Builder::new().prefix("edgec-host-").tempdir().context("cannot create a temporary directory")?;
     let lib_path = scratch.path().join(format!("lib{}.so", m.name));
@@ -61,27 +102,5 @@ pub fn open_session(dir: &Path, m: &Manifest, threads: usize, linker: Option<&st
             .with_context(|| format!("{} has no symbol {}_forward", lib_path.display(), m.name))?
     };
 
-    let options = SessionOptions { threads, ..SessionOptions::default() };
-    let model = Model { info, forward };
-    let weights_file = m.weights(dir);
-    let session = if weights_file.is_file() {
-        Session::new(model, &weights_file, options)?
-    } else {
-        // Compiled with --embed-weights: the weights file image is the object's NAME_weights.
-        let symbol = format!("{}_weights", m.name);
-        // SAFETY: NAME_weights is a read-only array of `weights_size` bytes in the loaded
-        // library, which stays loaded for the whole process; the runtime checks its header.
-        let bytes: &'static [u8] = unsafe {
-            let base = *lib.get::<*const u8>(symbol.as_bytes()).with_context(|| {
-                format!(
-                    "{} has no {} and the object has no embedded weights ({symbol})",
-                    dir.display(),
-                    weights_file.display()
-                )
-            })?;
-            std::slice::from_raw_parts(base, usize::try_from(info.weights_size)?)
-        };
-        Session::from_static(model, bytes, options)?
-    };
-    Ok(session)
+    Ok(LoadedModel { model: Model { info, forward }, lib })
 }

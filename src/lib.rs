@@ -3,6 +3,10 @@
 //!
 //! The CLI (`src/main.rs`) is a thin layer over this library.
 
+// Data from a file or a caller never meets unwrap()/expect() (issue 9); `scripts/test` runs
+// clippy, which enforces this. Tests may unwrap.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod atomic;
 pub mod bench;
 pub mod build;
@@ -13,6 +17,7 @@ pub mod graph_run;
 pub mod host;
 pub mod inspect;
 pub mod manifest;
+pub mod perplexity;
 pub mod report;
 pub mod run;
 pub mod synth;

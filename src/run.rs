@@ -188,7 +188,7 @@ pub fn chat(
 
 /// Compiles `req.model` for the target when it is a checkpoint (into a temporary directory,
 /// returned to keep it alive); the compiled directory and its manifest, checked against `req`.
-fn prepare(req: &RunRequest) -> Result<(Option<tempfile::TempDir>, PathBuf, Manifest)> {
+pub(crate) fn prepare(req: &RunRequest) -> Result<(Option<tempfile::TempDir>, PathBuf, Manifest)> {
     if req.ids.is_empty() {
         bail!("--ids is empty: give at least one prompt token id");
     }
@@ -232,7 +232,7 @@ fn prepare(req: &RunRequest) -> Result<(Option<tempfile::TempDir>, PathBuf, Mani
 }
 
 /// The target `dir` was compiled for; an error if `req.target` asks for another.
-fn compiled_target(req: &RunRequest, dir: &Path, manifest: &Manifest) -> Result<Triple> {
+pub(crate) fn compiled_target(req: &RunRequest, dir: &Path, manifest: &Manifest) -> Result<Triple> {
     let target: Triple = manifest.target.parse().map_err(|e| anyhow::anyhow!("{}: bad target: {e}", dir.display()))?;
     if let Some(t) = &req.target
         && *t != target

@@ -128,12 +128,13 @@ pub fn synth(req: &SynthRequest) -> Result<Synthesized> {
     let mut shards: Vec<Vec<usize>> = vec![Vec::new()];
     let mut filled = 0u64;
     for (i, &size) in sizes.iter().enumerate() {
-        let cur = shards.last_mut().expect("never empty");
-        if !cur.is_empty() && filled + size > req.shard_size {
+        let last = shards.len() - 1;
+        if !shards[last].is_empty() && filled + size > req.shard_size {
             shards.push(Vec::new());
             filled = 0;
         }
-        shards.last_mut().expect("never empty").push(i);
+        let last = shards.len() - 1;
+        shards[last].push(i);
         filled += size;
     }
     let n = shards.len();
@@ -170,6 +171,7 @@ pub fn synth(req: &SynthRequest) -> Result<Synthesized> {
             }
         }
         let index = serde_json::json!({ "metadata": { "total_size": total }, "weight_map": map });
+        #[allow(clippy::expect_used, reason = "a serde_json::Value always serializes")]
         let text = serde_json::to_string_pretty(&index).expect("JSON serializes") + "\n";
         files.write(&req.out_dir.join(edgec_frontend::checkpoint::INDEX_FILE), text.as_bytes())?;
     }
@@ -192,6 +194,7 @@ fn header_json<'a>(tensors: impl Iterator<Item = (&'a String, &'a Vec<u64>, u64)
     let mut at = 0u64;
     for (name, shape, size) in tensors {
         let shape: Vec<String> = shape.iter().map(u64::to_string).collect();
+        #[allow(clippy::expect_used, reason = "a string always serializes")]
         let name = serde_json::to_string(name).expect("a string serializes");
         h += &format!(
             r#",{name}:{{"dtype":"{}","shape":[{}],"data_offsets":[{at},{}]}}"#,

@@ -1,4 +1,5 @@
-//! `NAME_forward`: argument checks, then one `parallel_for` call per node.
+//! `NAME_forward`: argument checks (NULL arguments and context fields, token count, context
+//! room, every id), then one `parallel_for` call per node.
 
 use crate::kernels::{KernelSpec, SLOT_N_TOKENS, SLOT_POS, SLOT_PTRS, SLOT_ROWS, Tasks};
 use crate::signature::{RowsCols, Signature, rows_cols};
@@ -94,6 +95,9 @@ impl Dispatch {
         let ctx_flags = MemFlagsData::trusted().with_readonly();
         let pool = b.ins().load(types::I64, ctx_flags, ctx, offset_of!(Context, pool) as i32);
         let parallel_for = b.ins().load(types::I64, ctx_flags, ctx, offset_of!(Context, parallel_for) as i32);
+        // Defence in depth: a NULL callback is refused, not called (`pool` may be NULL).
+        let no_pf = b.ins().icmp_imm_u(IntCC::Equal, parallel_for, 0);
+        return_if(b, no_pf, STATUS_NULL_ARGUMENT);
         let max_arity = g.nodes.iter().map(|n| n.args.len()).max().unwrap_or(0) as u32;
         let block_bytes = (SLOT_PTRS + max_arity + 1) * 8;
         let slot = b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, block_bytes, 4));
@@ -188,6 +192,15 @@ pub(crate) fn build_forward(
     let weights = b.ins().load(types::I64, ctx_flags, ctx, CTX_WEIGHTS);
     let arena = b.ins().load(types::I64, ctx_flags, ctx, CTX_ARENA);
     let state = b.ins().load(types::I64, ctx_flags, ctx, CTX_STATE);
+    // The context's buffers must be there (an empty arena or state is never read).
+    let mut missing = b.ins().icmp_imm_u(IntCC::Equal, weights, 0);
+    for (ptr, size) in [(arena, plan.arena_size), (state, plan.state_size)] {
+        if size > 0 {
+            let c = b.ins().icmp_imm_u(IntCC::Equal, ptr, 0);
+            missing = b.ins().bor(missing, c);
+        }
+    }
+    return_if(&mut b, missing, STATUS_NULL_ARGUMENT);
     let dispatch = Dispatch::new(&mut b, g, ctx, cc);
 
     // The `pos` operand of rope/cache_write/attention is read from the block's slot 1; its

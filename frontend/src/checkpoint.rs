@@ -132,10 +132,10 @@ pub fn parse_header(map: &[u8], path: &Path, label: &str) -> Result<Vec<(String,
     let truncated = |message: String| FrontendError::Truncated { path: path.to_path_buf(), message };
     let invalid = |message: String| FrontendError::InvalidSafetensors { path: path.to_path_buf(), message };
     let file_len = map.len() as u64;
-    if file_len < 8 {
+    let Some(&prefix) = map.first_chunk::<8>() else {
         return Err(truncated(format!("{file_len} bytes, shorter than the 8-byte header length")));
-    }
-    let header_len = u64::from_le_bytes(map[..8].try_into().expect("8 bytes"));
+    };
+    let header_len = u64::from_le_bytes(prefix);
     let data_start = header_len.checked_add(8).filter(|&e| e <= file_len).ok_or_else(|| {
         truncated(format!("header of {header_len} bytes extends past the end of the file ({file_len} bytes)"))
     })?;
@@ -147,7 +147,8 @@ pub fn parse_header(map: &[u8], path: &Path, label: &str) -> Result<Vec<(String,
                 truncated,
             ));
         }
-        Err(e) => return Err(invalid(e.to_string())),
+        // The crate's messages for bad offsets and shapes do not always name the tensor.
+        Err(e) => return Err(invalid(diagnose_header(map, data_start).unwrap_or_else(|| e.to_string()))),
     };
     let mut out = Vec::new();
     let mut names: Vec<(String, &safetensors::tensor::TensorInfo)> = meta.tensors().into_iter().collect();
@@ -197,4 +198,68 @@ fn diagnose_length(map: &[u8], data_start: u64, file_len: u64) -> Option<String>
     }
     let (s, e, name) = worst?;
     Some(format!("tensor '{name}' (bytes {s}..{e} of the data) lies past the end of the file ({file_len} bytes)"))
+}
+
+/// When the header's entries are inconsistent: the first tensor (by offset) whose byte range is
+/// reversed, past the end of the data, not where the previous one ends, or not the size its
+/// shape and dtype need, as a message.
+fn diagnose_header(map: &[u8], data_start: u64) -> Option<String> {
+    let header = map.get(8..usize::try_from(data_start).ok()?)?;
+    let data_len = map.len() as u64 - data_start;
+    let json: serde_json::Value = serde_json::from_slice(header).ok()?;
+    let mut entries = Vec::new();
+    for (name, info) in json.as_object()? {
+        if name == "__metadata__" {
+            continue;
+        }
+        let offs = info.get("data_offsets")?.as_array()?;
+        let (start, end) = match offs.as_slice() {
+            [s, e] => (s.as_u64()?, e.as_u64()?),
+            _ => return Some(format!("tensor '{name}': data_offsets must be [start, end]")),
+        };
+        let shape: Vec<u64> = info.get("shape")?.as_array()?.iter().map(|d| d.as_u64()).collect::<Option<_>>()?;
+        let dtype = info.get("dtype")?.as_str()?;
+        entries.push((start, end, name, shape, dtype));
+    }
+    entries.sort_by_key(|e| (e.0, e.1));
+    let mut previous_end = 0u64;
+    for (start, end, name, shape, dtype) in entries {
+        if start > end {
+            return Some(format!("tensor '{name}': data_offsets [{start}, {end}] end before they start"));
+        }
+        if end > data_len {
+            return Some(format!(
+                "tensor '{name}': bytes {start}..{end} lie past the end of the data section ({data_len} bytes)"
+            ));
+        }
+        let Some(elements) = shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d)) else {
+            return Some(format!("tensor '{name}': shape {shape:?} has more elements than 64 bits can count"));
+        };
+        let size = match dtype {
+            "F64" | "I64" | "U64" => 8,
+            "F32" | "I32" | "U32" => 4,
+            "F16" | "BF16" | "I16" | "U16" => 2,
+            "BOOL" | "U8" | "I8" | "F8_E5M2" | "F8_E4M3" | "F8_E8M0" => 1,
+            _ => 0,
+        };
+        match elements.checked_mul(size) {
+            None => {
+                return Some(format!("tensor '{name}': shape {shape:?} of {dtype} needs more than 2^64 bytes"));
+            }
+            Some(bytes) if size > 0 && bytes != end - start => {
+                return Some(format!(
+                    "tensor '{name}': shape {shape:?} of {dtype} needs {bytes} bytes, but data_offsets [{start}, {end}] hold {}",
+                    end - start
+                ));
+            }
+            _ => {}
+        }
+        if start != previous_end {
+            return Some(format!(
+                "tensor '{name}' starts at byte {start} of the data, but the tensors before it end at {previous_end} (the data must be contiguous)"
+            ));
+        }
+        previous_end = end;
+    }
+    None
 }

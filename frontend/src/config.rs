@@ -91,11 +91,12 @@ const LLAMA: Family = Family {
     final_norm: "model.norm",
 };
 
-/// The families this frontend builds. Each one is checked against PyTorch by a fixture.
 /// The most decoder layers a config may declare (real models have at most a few hundred);
 /// per-layer tables are allocated from this count before any tensor is looked up.
-pub const MAX_LAYERS: u64 = 4096;
+/// The default of `--limit layers` ([`crate::limits::Limit::Layers`]).
+pub const MAX_LAYERS: u64 = crate::limits::Limit::Layers.default_value();
 
+/// The families this frontend builds. Each one is checked against PyTorch by a fixture.
 pub const FAMILIES: &[Family] = &[
     LLAMA,
     Family { architecture: "MistralForCausalLM", sliding: SlidingRule::AllLayers, ..LLAMA },
@@ -260,8 +261,12 @@ impl DecoderConfig {
         let hidden = f.positive("hidden_size")?;
         let intermediate = f.positive("intermediate_size")?;
         let layers = f.u64("num_hidden_layers")?;
-        if layers > MAX_LAYERS {
-            return Err(f.invalid("num_hidden_layers", format!("{layers} exceeds the limit of {MAX_LAYERS} layers")));
+        let max = crate::limits::get(crate::limits::Limit::Layers);
+        if layers > max {
+            return Err(f.invalid(
+                "num_hidden_layers",
+                format!("{layers} exceeds the limit of {max} layers (--limit layers=N raises it)"),
+            ));
         }
         let heads = to_u32(&f, "num_attention_heads", f.positive("num_attention_heads")?)?;
         let kv_heads = match f.opt_u64("num_key_value_heads")? {

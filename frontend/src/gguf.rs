@@ -28,8 +28,9 @@ use std::path::{Path, PathBuf};
 pub const MAGIC: [u8; 4] = *b"GGUF";
 /// The most dims a ggml tensor has (`GGML_MAX_DIMS`).
 pub const MAX_DIMS: u32 = 4;
-/// The longest metadata string or key accepted (chat templates run to kilobytes, not more).
-pub const MAX_STRING: u64 = 16 << 20;
+/// The default longest metadata string or key accepted (chat templates run to kilobytes, not
+/// more); `--limit gguf-string-bytes` ([`crate::limits::Limit::GgufStringBytes`]) changes it.
+pub const MAX_STRING: u64 = crate::limits::Limit::GgufStringBytes.default_value();
 /// Arrays nest at most this deep.
 pub const MAX_ARRAY_DEPTH: u32 = 4;
 pub const DEFAULT_ALIGNMENT: u64 = 32;
@@ -90,13 +91,6 @@ const ARCHITECTURES: &[Arch] = &[
         partial_rotary: true,
     },
 ];
-
-impl Arch {
-    /// A name [`GgufFile::architecture`] accepted.
-    fn of(name: &str) -> Arch {
-        *ARCHITECTURES.iter().find(|a| a.name == name).expect("a checked architecture")
-    }
-}
 
 /// A metadata value.
 #[derive(Clone, Debug, PartialEq)]
@@ -159,6 +153,29 @@ impl Value {
     pub fn as_array(&self) -> Option<&[Value]> {
         if let Value::Array(a) = self { Some(a) } else { None }
     }
+    /// The value for a message: numbers and bools as written, strings quoted (cut at 64
+    /// characters), arrays by their length.
+    pub fn show(&self) -> String {
+        match self {
+            Value::String(s) if s.chars().count() > 64 => {
+                format!("{:?}...", s.chars().take(64).collect::<String>())
+            }
+            Value::String(s) => format!("{s:?}"),
+            Value::Array(a) => format!("{} items", a.len()),
+            Value::U8(v) => v.to_string(),
+            Value::I8(v) => v.to_string(),
+            Value::U16(v) => v.to_string(),
+            Value::I16(v) => v.to_string(),
+            Value::U32(v) => v.to_string(),
+            Value::I32(v) => v.to_string(),
+            Value::U64(v) => v.to_string(),
+            Value::I64(v) => v.to_string(),
+            Value::F32(v) => v.to_string(),
+            Value::F64(v) => v.to_string(),
+            Value::Bool(v) => v.to_string(),
+        }
+    }
+
     /// The GGUF type name, for messages.
     pub fn type_name(&self) -> &'static str {
         match self {
@@ -336,7 +353,9 @@ impl<'a> Reader<'a> {
         Ok(s)
     }
     fn array<const N: usize>(&mut self, what: &dyn Fn() -> String) -> Result<[u8; N], FrontendError> {
-        Ok(self.bytes(N as u64, what)?.try_into().expect("N bytes"))
+        let mut a = [0u8; N];
+        a.copy_from_slice(self.bytes(N as u64, what)?);
+        Ok(a)
     }
     fn u32(&mut self, what: &dyn Fn() -> String) -> Result<u32, FrontendError> {
         Ok(u32::from_le_bytes(self.array(what)?))
@@ -346,8 +365,12 @@ impl<'a> Reader<'a> {
     }
     fn string(&mut self, what: &dyn Fn() -> String) -> Result<String, FrontendError> {
         let len = self.u64(what)?;
-        if len > MAX_STRING {
-            return Err(self.err(format!("{}: string length {len} exceeds the limit of {MAX_STRING} bytes", what())));
+        let max = crate::limits::get(crate::limits::Limit::GgufStringBytes);
+        if len > max {
+            return Err(self.err(format!(
+                "{}: string length {len} exceeds the limit of {max} bytes (--limit gguf-string-bytes=N raises it)",
+                what()
+            )));
         }
         let b = self.bytes(len, what)?;
         String::from_utf8(b.to_vec()).map_err(|_| self.err(format!("{}: string is not UTF-8", what())))
@@ -459,7 +482,13 @@ impl GgufFile {
             None => DEFAULT_ALIGNMENT,
             Some(v) => match v.as_u64() {
                 Some(a) if a.is_power_of_two() && a <= 1 << 20 => a,
-                _ => return Err(r.err(format!("general.alignment = {v:?} is not a power of two up to 1 MiB"))),
+                _ => {
+                    return Err(r.err(format!(
+                        "general.alignment = {} ({}) is not a power of two up to 1 MiB",
+                        v.show(),
+                        v.type_name()
+                    )));
+                }
             },
         };
         let mut raw = Vec::with_capacity(tensor_count as usize);
@@ -494,6 +523,7 @@ impl GgufFile {
             if index.insert(t.name.clone(), i).is_some() {
                 return Err(r.err(format!("tensor '{}' appears twice", t.name)));
             }
+            let relative = t.offset;
             let start = t.offset.checked_add(data_offset);
             t.offset = start.unwrap_or(u64::MAX);
             // Types edgec reads get their byte range checked now; the rest when used.
@@ -505,13 +535,11 @@ impl GgufFile {
                 })?;
                 let end = start.and_then(|s| s.checked_add(bytes));
                 if end.is_none_or(|e| e > file_len) {
-                    return Err(FrontendError::Truncated {
-                        path: path.to_path_buf(),
-                        message: format!(
-                            "tensor '{}' ({} bytes at offset {}) lies past the end of the file ({file_len} bytes)",
-                            t.name, bytes, t.offset
-                        ),
-                    });
+                    return Err(r.err(format!(
+                        "truncated: tensor '{}' ({bytes} bytes at offset {} of the data section, which starts at \
+                         byte {data_offset}) lies past the end of the file ({file_len} bytes)",
+                        t.name, relative
+                    )));
                 }
             }
         }
@@ -543,7 +571,7 @@ impl GgufFile {
         FrontendError::InvalidField {
             path: self.path.clone(),
             field: key.to_string(),
-            message: format!("expected {expected}, got a {} ({v:?})", v.type_name()),
+            message: format!("expected {expected}, got a {} ({})", v.type_name(), v.show()),
         }
     }
     pub fn opt_u64(&self, key: &str) -> Result<Option<u64>, FrontendError> {
@@ -574,22 +602,26 @@ impl GgufFile {
 
     /// The architecture, checked to be one edgec builds.
     pub fn architecture(&self) -> Result<&str, FrontendError> {
+        self.arch().map(|(name, _)| name)
+    }
+
+    /// The architecture's name and how it maps onto a config.json.
+    fn arch(&self) -> Result<(&str, Arch), FrontendError> {
         let arch = self.str("general.architecture")?;
-        if !ARCHITECTURES.iter().any(|a| a.name == arch) {
-            return Err(FrontendError::UnsupportedArchitecture {
+        match ARCHITECTURES.iter().find(|a| a.name == arch) {
+            Some(a) => Ok((arch, *a)),
+            None => Err(FrontendError::UnsupportedArchitecture {
                 path: self.path.clone(),
                 found: format!("general.architecture = '{arch}'"),
                 supported: ARCHITECTURES.iter().map(|a| a.name).collect::<Vec<_>>().join(", "),
-            });
+            }),
         }
-        Ok(arch)
     }
 
     /// The model's hyperparameters, mapped from `{arch}.*` metadata onto a config.json and
     /// validated by the same code as a HuggingFace checkpoint's.
     pub fn decoder_config(&self) -> Result<DecoderConfig, FrontendError> {
-        let arch = self.architecture()?;
-        let a = Arch::of(arch);
+        let (arch, a) = self.arch()?;
         let k = |s: &str| format!("{arch}.{s}");
         let heads = self.u64(&k("attention.head_count"))?;
         let hidden = self.u64(&k("embedding_length"))?;
@@ -668,7 +700,7 @@ impl GgufFile {
                 note: "Llama 3.1 rope scaling from a GGUF file is not supported yet".into(),
             });
         }
-        let mut c = DecoderConfig::from_json(&self.path, &cfg)?;
+        let mut c = DecoderConfig::from_json(&self.path, &cfg).map_err(|e| gguf_field_names(e, arch, &a))?;
         if let Some(rot) = rot {
             // The stored count, not `head_dim * factor` rounded down.
             if rot > head_dim || rot == 0 || rot % 2 != 0 {
@@ -743,6 +775,40 @@ impl GgufFile {
             merges,
             token_types,
         })
+    }
+}
+
+/// A config error about a config.json field, renamed to the GGUF key it came from
+/// (`num_hidden_layers` → `llama.block_count (num_hidden_layers)`).
+fn gguf_field_names(e: FrontendError, arch: &str, a: &Arch) -> FrontendError {
+    let key = |field: &str| -> Option<String> {
+        let k = match field {
+            "num_hidden_layers" => "block_count",
+            "hidden_size" => "embedding_length",
+            "intermediate_size" => "feed_forward_length",
+            "num_attention_heads" => "attention.head_count",
+            "num_key_value_heads" => "attention.head_count_kv",
+            "head_dim" => "attention.key_length",
+            "rope_theta" => "rope.freq_base",
+            "max_position_embeddings" => "context_length",
+            "sliding_window" => "attention.sliding_window",
+            "vocab_size" => "vocab_size",
+            f if f == a.eps_field => a.eps_key,
+            _ => return None,
+        };
+        Some(format!("{arch}.{k} ({field})"))
+    };
+    match e {
+        FrontendError::InvalidField { path, field, message } => {
+            FrontendError::InvalidField { field: key(&field).unwrap_or(field), path, message }
+        }
+        FrontendError::MissingField { path, field } => {
+            FrontendError::MissingField { field: key(&field).unwrap_or(field), path }
+        }
+        FrontendError::Unsupported { path, field, value, note } => {
+            FrontendError::Unsupported { field: key(&field).unwrap_or(field), path, value, note }
+        }
+        e => e,
     }
 }
 

@@ -398,6 +398,9 @@ pub enum Preset {
     Q8G32,
     /// `q4_g32` (asymmetric, searched); rows not a multiple of 32 fall back to `q8_c`.
     Q4,
+    /// `q4s_g32` (symmetric, ggml's Q4_0 layout: int4 groups of 32 with an f16 scale, 4.5 bits
+    /// per weight; searched); rows not a multiple of 32 fall back to `q8_c`.
+    Q4S,
     /// `q4_g128`; rows not a multiple of 128 fall back to `q4_g32`, then `q8_c`.
     Q4G128,
     /// Keep the source's format where the weights file can store it (GGUF Q8_0/Q4_0/Q4_1
@@ -406,7 +409,7 @@ pub enum Preset {
 }
 
 impl Preset {
-    pub const NAMES: &'static str = "f32, f16, q8, q8-g32, q4, q4-g128, keep";
+    pub const NAMES: &'static str = "f32, f16, q8, q8-g32, q4, q4s, q4-g128, keep";
 
     pub fn from_name(s: &str) -> Option<Preset> {
         Some(match s {
@@ -415,6 +418,7 @@ impl Preset {
             "q8" => Preset::Q8,
             "q8-g32" => Preset::Q8G32,
             "q4" => Preset::Q4,
+            "q4s" => Preset::Q4S,
             "q4-g128" => Preset::Q4G128,
             "keep" => Preset::Keep,
             _ => return None,
@@ -428,6 +432,7 @@ impl Preset {
             Preset::Q8 => "q8",
             Preset::Q8G32 => "q8-g32",
             Preset::Q4 => "q4",
+            Preset::Q4S => "q4s",
             Preset::Q4G128 => "q4-g128",
             Preset::Keep => "keep",
         }
@@ -472,6 +477,10 @@ pub fn choose(g: &Graph, i: usize, preset: Preset) -> Option<Storage> {
         Preset::Q8 => Some(Storage::Q8C),
         Preset::Q8G32 => Some(if fits(Storage::Q8G { group: 32 }) { Storage::Q8G { group: 32 } } else { Storage::Q8C }),
         Preset::Q4 => Some(if fits(q4(32)) { q4(32) } else { Storage::Q8C }),
+        Preset::Q4S => {
+            let q4s = Storage::Q4G { group: 32, min: false };
+            Some(if fits(q4s) { q4s } else { Storage::Q8C })
+        }
         Preset::Q4G128 => Some([q4(128), q4(32)].into_iter().find(|&s| fits(s)).unwrap_or(Storage::Q8C)),
         Preset::Keep => {
             let rows_kept = w.transforms.iter().all(|t| row_permutation_dims(t, cols).is_some());
@@ -526,4 +535,18 @@ pub fn check_storage(storage: Storage, dims: &[Dim]) -> Result<(), String> {
 /// The error a weight's stored bytes could not be produced with.
 pub(crate) fn werr(name: &str, m: impl std::fmt::Display) -> IrError {
     IrError::new(format!("weight '{name}': {m}"))
+}
+
+#[cfg(test)]
+mod preset_tests {
+    use super::Preset;
+
+    #[test]
+    fn every_listed_preset_parses_back_to_its_name() {
+        for name in Preset::NAMES.split(", ") {
+            let p = Preset::from_name(name).unwrap_or_else(|| panic!("{name} is listed but does not parse"));
+            assert_eq!(p.name(), name);
+        }
+        assert_eq!(Preset::from_name("q4s"), Some(Preset::Q4S));
+    }
 }

@@ -138,13 +138,19 @@ impl WeightsHeader {
     }
 
     pub fn from_bytes(b: &[u8; WEIGHTS_HEADER_SIZE]) -> WeightsHeader {
-        let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap());
-        let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap());
+        // Fixed ranges of a fixed-size array: `at` cannot fail.
+        fn at<const N: usize>(b: &[u8], i: usize) -> [u8; N] {
+            let mut a = [0u8; N];
+            a.copy_from_slice(&b[i..i + N]);
+            a
+        }
+        let u32_at = |i: usize| u32::from_le_bytes(at(b, i));
+        let u64_at = |i: usize| u64::from_le_bytes(at(b, i));
         WeightsHeader {
-            magic: b[0..8].try_into().unwrap(),
+            magic: at(b, 0),
             abi_version: u32_at(8),
             header_size: u32_at(12),
-            content_hash: b[16..48].try_into().unwrap(),
+            content_hash: at(b, 16),
             file_size: u64_at(48),
             reserved: u64_at(56),
         }

@@ -50,7 +50,7 @@ pub fn parse_driver_output(bytes: &[u8]) -> Result<DriverOutput, Error> {
     if head[0..8] != DRIVER_OUTPUT_MAGIC {
         return Err(bad(format!("bad magic \"{}\" (expected \"EDGECOUT\")", head[0..8].escape_ascii())));
     }
-    let u32_at = |i: usize| u32::from_le_bytes(head[i..i + 4].try_into().unwrap());
+    let u32_at = |i: usize| u32::from_le_bytes([head[i], head[i + 1], head[i + 2], head[i + 3]]);
     let (n_prompt, vocab, n_generated, variant) = (u32_at(8), u32_at(12), u32_at(16), u32_at(20));
     if variant > 1 {
         return Err(bad(format!("variant field is {variant}, expected 0 (baseline) or 1 (dotprod)")));
@@ -70,7 +70,7 @@ pub fn parse_driver_output(bytes: &[u8]) -> Result<DriverOutput, Error> {
     }
     let body = &bytes[DRIVER_OUTPUT_HEADER_SIZE..];
     let (lbytes, gbytes) = body.split_at(n_logits * 4);
-    let logits = lbytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
-    let generated = gbytes.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap())).collect();
+    let logits = lbytes.as_chunks::<4>().0.iter().map(|c| f32::from_le_bytes(*c)).collect();
+    let generated = gbytes.as_chunks::<4>().0.iter().map(|c| i32::from_le_bytes(*c)).collect();
     Ok(DriverOutput { n_prompt, vocab, logits, generated, variant })
 }

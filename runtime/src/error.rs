@@ -15,8 +15,8 @@ pub enum Error {
     AbiVersion { found: u32, expected: u32 },
     /// The model's `ModelInfo` is unusable (e.g. a zero vocabulary).
     BadModelInfo(String),
-    /// An input id is not below the vocabulary size.
-    TokenOutOfRange { id: u32, index: usize, vocab: u32 },
+    /// An input id is negative (C API) or not below the vocabulary size.
+    TokenOutOfRange { id: i64, index: usize, vocab: u32 },
     /// Running the tokens would go past the KV cache.
     ContextOverflow { position: u32, tokens: usize, max_context: u32 },
     /// `generate` needs at least one prompt token to produce the first logits row.

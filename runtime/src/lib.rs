@@ -2,6 +2,10 @@
 //! runs its parallel regions on a thread pool, samples tokens, and exposes all of it to Rust
 //! ([`Session`]) and C (`include/edgec_runtime.h`). Standard library only.
 
+// Data from a file or a caller never meets unwrap()/expect() (issue 9); `scripts/test` runs
+// clippy, which enforces this. Tests may unwrap.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod abi;
 pub mod capi;
 pub mod cpu;

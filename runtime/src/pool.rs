@@ -239,7 +239,11 @@ impl ThreadPool {
     /// With `threads = 0` on Linux/Android, when the machine has slower cores (big.LITTLE), the
     /// workers are also pinned to the faster cores (see [`default_threads`]); the caller's own
     /// thread is the app's and is left alone.
+    ///
+    /// More than [`MAX_THREADS`] is refused (`InvalidInput`, the message from
+    /// [`check_threads`]) rather than silently capped.
     pub fn new(threads: usize) -> std::io::Result<ThreadPool> {
+        check_threads(threads).map_err(|m| std::io::Error::new(std::io::ErrorKind::InvalidInput, m))?;
         let pin = if threads == 0 { affinity::fast_subset() } else { None };
         let threads = resolve_threads(threads).min(MAX_THREADS);
         let shared = Arc::new(PoolShared {
@@ -306,6 +310,18 @@ impl Drop for ThreadPool {
             let _ = h.join();
         }
     }
+}
+
+/// Refuses an explicit thread count above [`MAX_THREADS`] (a caller's mistake, such as a
+/// negative count cast to unsigned), with a message naming the value and the limit. 0 means
+/// [`default_threads`]; every other value up to the limit is taken as asked.
+pub fn check_threads(threads: usize) -> Result<(), String> {
+    if threads > MAX_THREADS {
+        return Err(format!(
+            "{threads} threads is more than the limit of {MAX_THREADS} (0 = the default: the fast cores, at most {MAX_AUTO_THREADS})"
+        ));
+    }
+    Ok(())
 }
 
 /// `threads`, or [`default_threads`] when it is 0.

@@ -93,7 +93,8 @@ fn by_logit_desc(a: &(f32, u32), b: &(f32, u32)) -> std::cmp::Ordering {
 impl Sampler {
     /// Argmax, first index on ties.
     pub fn greedy() -> Sampler {
-        Sampler::new(SamplerConfig::default()).expect("the default config is valid")
+        let config = SamplerConfig::default();
+        Sampler { config, rng: Rng::new(config.seed), cand: Vec::new(), probs: Vec::new() }
     }
 
     pub fn new(config: SamplerConfig) -> Result<Sampler, Error> {

@@ -5,8 +5,9 @@ use crate::error::Error;
 use crate::mem::AlignedBuf;
 use crate::pool::{ThreadPool, edgec_parallel_for};
 use crate::sample::Sampler;
-use crate::weights::{LoadMode, Weights};
+use crate::weights::{LoadMode, Weights, validate_weights};
 use std::path::Path;
+use std::sync::Arc;
 
 /// How an app hands its linked model object over: the object's `<name>_info` and
 /// `<name>_forward` symbols.
@@ -20,7 +21,7 @@ pub struct Model {
 pub struct SessionOptions {
     /// Threads running kernels, the caller's included; 0 = [`crate::pool::default_threads`]
     /// (the fast cores of a big.LITTLE phone, workers pinned to them; at most
-    /// [`crate::pool::MAX_AUTO_THREADS`]).
+    /// [`crate::pool::MAX_AUTO_THREADS`]). Above [`crate::pool::MAX_THREADS`] (1024) is refused.
     pub threads: usize,
     /// How the weights file is brought into memory.
     pub load: LoadMode,
@@ -46,12 +47,14 @@ pub struct Generation {
     pub stop: StopReason,
 }
 
-/// One conversation with a model. Not `Sync`: one forward at a time (`&mut self`).
+/// One conversation with a model. Not `Sync`: one forward at a time (`&mut self`). Several
+/// sessions of one model may share its weights ([`Session::with_shared_weights`]) and run on
+/// different threads at once: each owns its arena, KV state, thread pool and position.
 pub struct Session {
     model: Model,
     // Field order = drop order: the pool's threads end before the memory they could touch.
     pool: ThreadPool,
-    weights: Weights,
+    weights: Arc<Weights>,
     arena: AlignedBuf,
     state: AlignedBuf,
     pos: u32,
@@ -61,7 +64,20 @@ pub struct Session {
 impl Session {
     pub fn new(model: Model, weights_path: &Path, options: SessionOptions) -> Result<Session, Error> {
         Session::check_info(model.info)?;
+        check_options(&options)?;
         let weights = Weights::open_with(weights_path, model.info, options.load)?;
+        Session::with_weights(model, Arc::new(weights), options)
+    }
+
+    /// A session over weights already opened for this model (by [`Weights::open`], or taken
+    /// from another session with [`Session::shared_weights`]): one mapping serves every
+    /// session, while each has its own arena, KV state and threads. The weights' header is
+    /// checked against `model.info` again (magic, ABI version, size, content hash), so weights
+    /// of another build are refused; `options.load` does not apply.
+    pub fn with_shared_weights(model: Model, weights: Arc<Weights>, options: SessionOptions) -> Result<Session, Error> {
+        Session::check_info(model.info)?;
+        check_options(&options)?;
+        validate_weights(weights.bytes(), model.info, weights.path())?;
         Session::with_weights(model, weights, options)
     }
 
@@ -71,11 +87,12 @@ impl Session {
     /// exactly as for a file; `options.load` does not apply.
     pub fn from_static(model: Model, weights: &'static [u8], options: SessionOptions) -> Result<Session, Error> {
         Session::check_info(model.info)?;
+        check_options(&options)?;
         let weights = Weights::from_static(weights, model.info, "embedded weights")?;
-        Session::with_weights(model, weights, options)
+        Session::with_weights(model, Arc::new(weights), options)
     }
 
-    fn with_weights(model: Model, weights: Weights, options: SessionOptions) -> Result<Session, Error> {
+    fn with_weights(model: Model, weights: Arc<Weights>, options: SessionOptions) -> Result<Session, Error> {
         let info = model.info;
         let arena = AlignedBuf::zeroed(info.arena_size, "arena")?;
         let state = AlignedBuf::zeroed(info.state_size, "state")?;
@@ -108,6 +125,12 @@ impl Session {
         &self.weights
     }
 
+    /// The weights as a shared handle, to open another session over the same mapping
+    /// ([`Session::with_shared_weights`]).
+    pub fn shared_weights(&self) -> &Arc<Weights> {
+        &self.weights
+    }
+
     /// Threads taking part in parallel regions, the caller's included.
     pub fn threads(&self) -> usize {
         self.pool.threads()
@@ -128,7 +151,7 @@ impl Session {
     fn check(&self, ids: &[u32]) -> Result<(), Error> {
         let info = self.model.info;
         if let Some((index, &id)) = ids.iter().enumerate().find(|&(_, &id)| id >= info.vocab) {
-            return Err(Error::TokenOutOfRange { id, index, vocab: info.vocab });
+            return Err(Error::TokenOutOfRange { id: i64::from(id), index, vocab: info.vocab });
         }
         if self.pos as u64 + ids.len() as u64 > info.max_context as u64 {
             return Err(Error::ContextOverflow {
@@ -229,4 +252,9 @@ impl Session {
         }
         Ok(Generation { prompt_logits, tokens, stop })
     }
+}
+
+/// Options checked before anything is opened or allocated.
+fn check_options(options: &SessionOptions) -> Result<(), Error> {
+    crate::pool::check_threads(options.threads).map_err(Error::InvalidArgument)
 }

@@ -379,7 +379,8 @@ impl<'a> ByteReader<'a> {
         Ok(s)
     }
     fn u32(&mut self) -> Result<u32, TokenizerError> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+        let b = self.take(4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
 }
 
@@ -404,7 +405,8 @@ impl StreamDecoder {
                 }
                 Err(e) => {
                     let good = e.valid_up_to();
-                    out.push_str(std::str::from_utf8(&self.pending[..good]).expect("valid prefix"));
+                    // Valid UTF-8 up to `good`, so nothing is replaced here.
+                    out.push_str(&String::from_utf8_lossy(&self.pending[..good]));
                     match e.error_len() {
                         // Incomplete at the end: wait for more bytes.
                         None => {
@@ -439,7 +441,8 @@ pub fn bytes_to_unicode() -> [char; 256] {
             char::from(b)
         } else {
             next += 1;
-            char::from_u32(next - 1).expect("valid char")
+            // Below U+0200: always a char.
+            char::from_u32(next - 1).unwrap_or(char::REPLACEMENT_CHARACTER)
         };
     }
     map

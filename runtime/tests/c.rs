@@ -90,6 +90,7 @@ fn c_header_matches_abi_rs() {
         ("EDGEC_ERR_MODEL_STATUS", EDGEC_ERR_MODEL_STATUS),
         ("EDGEC_ERR_OUT_OF_MEMORY", EDGEC_ERR_OUT_OF_MEMORY),
         ("EDGEC_ERR_PANIC", EDGEC_ERR_PANIC),
+        ("EDGEC_ERR_INVALID_HANDLE", EDGEC_ERR_INVALID_HANDLE),
     ] {
         check(format!("{name} == {v}"));
     }

@@ -389,7 +389,7 @@ fn c_api_rejects_nulls_and_works() {
         assert_eq!(edgec_session_position(s, &mut pos), EDGEC_RT_OK);
         assert_eq!(pos, 3);
         let neg = [-1i32];
-        assert_eq!(edgec_session_forward(s, neg.as_ptr(), 1, logits.as_mut_ptr()), EDGEC_ERR_INVALID_ARGUMENT);
+        assert_eq!(edgec_session_forward(s, neg.as_ptr(), 1, logits.as_mut_ptr()), EDGEC_ERR_TOKEN_ID);
         let big = [900i32];
         assert_eq!(edgec_session_forward(s, big.as_ptr(), 1, logits.as_mut_ptr()), EDGEC_ERR_TOKEN_ID);
         assert_eq!(c_str(edgec_session_last_error(s)), "token id 900 at index 0 is out of range (vocab 37)");

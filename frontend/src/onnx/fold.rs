@@ -8,7 +8,6 @@
 //! Semantics follow the ONNX operator specs for opsets 13–21; floats are computed in f32 as
 //! ONNX Runtime does.
 
-use super::import::FOLD_LIMIT;
 use super::proto::{AttributeProto, AttributeType, DataType, NodeProto, TensorProto};
 use edgec_ir::UnaryOp;
 
@@ -78,25 +77,21 @@ pub fn decode(dtype: DataType, dims: &[i64], bytes: &[u8]) -> R<Dense> {
     let shape: Vec<usize> =
         dims.iter().map(|&d| usize::try_from(d).map_err(|_| format!("bad dim {d}"))).collect::<R<_>>()?;
     let data = match dtype {
-        DataType::Float => Data::F(bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()),
-        DataType::Double => {
-            Data::F(bytes.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32).collect())
-        }
+        DataType::Float => Data::F(bytes.as_chunks::<4>().0.iter().map(|c| f32::from_le_bytes(*c)).collect()),
+        DataType::Double => Data::F(bytes.as_chunks::<8>().0.iter().map(|c| f64::from_le_bytes(*c) as f32).collect()),
         DataType::Float16 => {
             Data::F(bytes.chunks_exact(2).map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]]))).collect())
         }
         DataType::Bfloat16 => Data::F(
             bytes.chunks_exact(2).map(|c| f32::from_bits(u32::from(u16::from_le_bytes([c[0], c[1]])) << 16)).collect(),
         ),
-        DataType::Int64 => Data::I(bytes.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect()),
-        DataType::Uint64 => {
-            Data::I(bytes.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap()) as i64).collect())
-        }
+        DataType::Int64 => Data::I(bytes.as_chunks::<8>().0.iter().map(|c| i64::from_le_bytes(*c)).collect()),
+        DataType::Uint64 => Data::I(bytes.as_chunks::<8>().0.iter().map(|c| u64::from_le_bytes(*c) as i64).collect()),
         DataType::Int32 => {
-            Data::I(bytes.chunks_exact(4).map(|c| i64::from(i32::from_le_bytes(c.try_into().unwrap()))).collect())
+            Data::I(bytes.as_chunks::<4>().0.iter().map(|c| i64::from(i32::from_le_bytes(*c))).collect())
         }
         DataType::Uint32 => {
-            Data::I(bytes.chunks_exact(4).map(|c| i64::from(u32::from_le_bytes(c.try_into().unwrap()))).collect())
+            Data::I(bytes.as_chunks::<4>().0.iter().map(|c| i64::from(u32::from_le_bytes(*c))).collect())
         }
         DataType::Int16 => {
             Data::I(bytes.chunks_exact(2).map(|c| i64::from(i16::from_le_bytes([c[0], c[1]]))).collect())
@@ -216,11 +211,14 @@ pub fn numel(shape: &[usize]) -> usize {
 }
 
 /// The element count of a value about to be folded from a shape the file controls, refused
-/// above [`FOLD_LIMIT`] before anything is allocated.
+/// above the folding limit ([`crate::limits::Limit::OnnxFoldElements`]) before anything is allocated.
 fn sized(shape: &[usize]) -> R<usize> {
     let n = numel(shape);
-    if n as u64 > FOLD_LIMIT {
-        return Err(format!("a folded value of shape {shape:?} exceeds the folding limit of {FOLD_LIMIT} elements"));
+    let limit = crate::limits::get(crate::limits::Limit::OnnxFoldElements);
+    if n as u64 > limit {
+        return Err(format!(
+            "a folded value of shape {shape:?} exceeds the folding limit of {limit} elements (--limit onnx-fold-elements=N raises it)"
+        ));
     }
     Ok(n)
 }

@@ -64,12 +64,14 @@ impl Default for ImportOptions {
 pub const OPSETS: std::ops::RangeInclusive<i64> = 13..=21;
 
 /// The most elements of an initializer the folder reads into memory.
-pub const FOLD_LIMIT: u64 = 1 << 20;
+/// The default of [`crate::limits::Limit::OnnxFoldElements`] (`--limit onnx-fold-elements`).
+pub const FOLD_LIMIT: u64 = crate::limits::Limit::OnnxFoldElements.default_value();
 
 /// The most nodes a graph may have once model-local functions are inlined (every call visited
 /// counts too, so nested calls cannot expand exponentially). Real exports have tens of
 /// thousands.
-pub const MAX_NODES: usize = 1 << 20;
+/// The default of [`crate::limits::Limit::OnnxNodes`] (`--limit onnx-nodes`).
+pub const MAX_NODES: usize = crate::limits::Limit::OnnxNodes.default_value() as usize;
 
 /// Ops lowered to IR when an input is only known at run time (all of [`fold::FOLDABLE`] are
 /// also accepted when their inputs are constant).
@@ -174,8 +176,11 @@ fn inline_functions(nodes: &[NodeProto], functions: &[FunctionProto]) -> Result<
     ) -> Result<(), String> {
         for n in nodes {
             *visited += 1;
-            if *visited > MAX_NODES {
-                return Err(format!("the graph has more than {MAX_NODES} nodes once its functions are inlined"));
+            let max = crate::limits::get(crate::limits::Limit::OnnxNodes);
+            if *visited as u64 > max {
+                return Err(format!(
+                    "the graph has more than {max} nodes once its functions are inlined (--limit onnx-nodes=N raises it)"
+                ));
             }
             let Some(f) = fs.iter().find(|f| f.name == n.op_type && f.domain == n.domain) else {
                 out.push(n.clone());
@@ -234,6 +239,14 @@ fn inline_functions(nodes: &[NodeProto], functions: &[FunctionProto]) -> Result<
     Ok(out)
 }
 
+/// A reader error as a message for a node's error, which names the file already.
+fn without_path(e: FrontendError) -> String {
+    match e {
+        FrontendError::Onnx { message, .. } => message,
+        e => e.to_string(),
+    }
+}
+
 /// An initializer's element count, saturating (negative dims count as 0; `tensor_bytes`
 /// rejects them).
 fn init_elements(t: &TensorProto) -> u64 {
@@ -257,11 +270,9 @@ fn check_ops(nodes: &[NodeProto], opset: i64) -> Result<(), String> {
     if bad.is_empty() {
         return Ok(());
     }
-    let mut kinds: Vec<&str> = nodes
-        .iter()
-        .filter(|n| !LOWERED.contains(&n.op_type.as_str()) && !fold::FOLDABLE.contains(&n.op_type.as_str()))
-        .map(|n| n.op_type.as_str())
-        .collect();
+    // The op kinds, domain-qualified outside the default domain.
+    let mut kinds: Vec<&str> =
+        bad.iter().filter_map(|b| b.rsplit_once(" (").and_then(|(_, k)| k.strip_suffix(')'))).collect();
     kinds.sort_unstable();
     kinds.dedup();
     Err(format!(
@@ -326,10 +337,11 @@ fn schedule(m: &OnnxModel, nodes: &[NodeProto], opset: i64) -> Result<Vec<usize>
         return Ok(order);
     }
     // Walk back through unscheduled producers until a node repeats: that is a cycle.
-    let mut at = (0..nodes.len()).find(|&i| indegree[i] > 0).expect("some node is left");
+    let stuck = || "the graph cannot be scheduled".to_string();
+    let mut at = (0..nodes.len()).find(|&i| indegree[i] > 0).ok_or_else(stuck)?;
     let mut path = vec![at];
     loop {
-        at = *deps[at].iter().find(|&&p| indegree[p] > 0).expect("a blocked node has a blocked producer");
+        at = *deps[at].iter().find(|&&p| indegree[p] > 0).ok_or_else(stuck)?;
         if let Some(pos) = path.iter().position(|&p| p == at) {
             let mut cycle: Vec<usize> = path[pos..].to_vec();
             cycle.reverse();
@@ -510,12 +522,12 @@ impl<'m> Importer<'m> {
     fn init_dense(&self, i: usize) -> R<Dense> {
         let t = self.init(i);
         let elements = init_elements(t);
-        if elements > FOLD_LIMIT {
+        if elements > crate::limits::get(crate::limits::Limit::OnnxFoldElements) {
             return Err(format!("initializer '{}' ({elements} elements) is too large to fold", t.name));
         }
         let dtype =
             DataType::try_from(t.data_type).map_err(|_| format!("initializer '{}': unknown data type", t.name))?;
-        let bytes = match self.m.tensor_bytes(t).map_err(|e| e.to_string())? {
+        let bytes = match self.m.tensor_bytes(t).map_err(without_path)? {
             TensorBytes::Inline(b) => b,
             TensorBytes::File { path, offset, len } if path == self.m.path => {
                 self.m.map[offset as usize..(offset + len) as usize].to_vec()
@@ -533,7 +545,7 @@ impl<'m> Importer<'m> {
     }
 
     fn is_small_init(&self, i: usize) -> bool {
-        init_elements(self.init(i)) <= FOLD_LIMIT
+        init_elements(self.init(i)) <= crate::limits::get(crate::limits::Limit::OnnxFoldElements)
     }
 
     /// The value of `name` at every probe, if it is known at compile time.
@@ -598,7 +610,7 @@ impl<'m> Importer<'m> {
             Ok(DataType::Bfloat16) => Some(DType::BF16),
             _ => None,
         };
-        let source = match (self.m.tensor_bytes(t).map_err(|e| e.to_string())?, stored) {
+        let source = match (self.m.tensor_bytes(t).map_err(without_path)?, stored) {
             (TensorBytes::File { path, offset, .. }, Some(dtype)) => WeightSource::File { path, offset, dtype },
             _ => WeightSource::Literal(self.init_dense(i)?.as_f32()),
         };
@@ -693,7 +705,7 @@ impl<'m> Importer<'m> {
                 let at: Vec<Option<&Dense>> = ins.iter().map(|c| c.as_ref().map(|c| &c[k])).collect();
                 let r = fold::eval(n, self.opset, &at, &|t| {
                     let dtype = DataType::try_from(t.data_type).map_err(|_| "unknown data type".to_string())?;
-                    let bytes = match self.m.tensor_bytes(t).map_err(|e| e.to_string())? {
+                    let bytes = match self.m.tensor_bytes(t).map_err(without_path)? {
                         TensorBytes::Inline(b) => b,
                         TensorBytes::File { offset, len, .. } => {
                             self.m.map[offset as usize..(offset + len) as usize].to_vec()

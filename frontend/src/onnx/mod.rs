@@ -52,7 +52,7 @@ impl OnnxModel {
     pub fn from_bytes(path: &Path, map: Bytes) -> Result<OnnxModel, FrontendError> {
         let model = ModelProto::decode(map.clone()).map_err(|e| FrontendError::Onnx {
             path: path.to_path_buf(),
-            message: format!("not a valid ONNX model (truncated or corrupt protobuf): {e}"),
+            message: format!("not a valid ONNX model (truncated or corrupt protobuf): {}", decode_error(&e)),
         })?;
         if model.graph.is_none() {
             return Err(onnx_error(path, "the model has no graph"));
@@ -61,7 +61,9 @@ impl OnnxModel {
     }
 
     pub fn graph(&self) -> &proto::GraphProto {
-        self.model.graph.as_ref().expect("checked at open")
+        // `from_bytes` refuses a model without a graph; the empty one is never returned.
+        static EMPTY: std::sync::OnceLock<proto::GraphProto> = std::sync::OnceLock::new();
+        self.model.graph.as_ref().unwrap_or_else(|| EMPTY.get_or_init(proto::GraphProto::default))
     }
 
     /// The opset version imported for `domain` ("" or "ai.onnx" for the default set).
@@ -169,6 +171,28 @@ impl OnnxModel {
             ));
         }
         Ok((path, offset, len))
+    }
+}
+
+/// prost's decode error in one short phrase: what is wrong and the outermost field it was
+/// found under. prost prints `failed to decode Protobuf message: ` and then every message and
+/// field it was inside, which for deeply nested graphs runs to thousands of characters.
+fn decode_error(e: &prost::DecodeError) -> String {
+    let text = e.to_string();
+    let mut rest = text.strip_prefix("failed to decode Protobuf message: ").unwrap_or(&text);
+    // `Message.field: ` entries, innermost first, then the description.
+    let mut fields = Vec::new();
+    while let Some((field, tail)) = rest.split_once(": ")
+        && field.contains('.')
+        && !field.contains(' ')
+    {
+        fields.push(field);
+        rest = tail;
+    }
+    match fields.as_slice() {
+        [] => rest.to_string(),
+        [outer] => format!("{rest} in {outer}"),
+        [.., outer] => format!("{rest} in {outer}, {} fields deep", fields.len()),
     }
 }
 
