@@ -16,34 +16,10 @@ use common::*;
 use edgec_runtime::capi::*;
 use edgec_runtime::pool::{MAX_THREADS, ThreadPool, check_threads, default_threads};
 use edgec_runtime::*;
-use std::ffi::{CStr, CString};
+use std::ffi::CString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn on_path(tool: &str) -> bool {
-    Command::new(tool).arg("--version").output().is_ok_and(|o| o.status.success())
-}
-
-fn run_ok(cmd: &mut Command) -> std::process::Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn c_str(p: *const std::ffi::c_char) -> String {
-    assert!(!p.is_null());
-    unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
-}
 
 /// This crate as a C static library, built from the current sources with `rustc` directly
 /// (it has no dependencies, so no cargo is needed), and the system libraries it needs.

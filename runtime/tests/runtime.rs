@@ -6,7 +6,7 @@ use edgec_runtime::capi::*;
 use edgec_runtime::pool::ThreadPool;
 use edgec_runtime::sample::argmax;
 use edgec_runtime::*;
-use std::ffi::{CStr, CString};
+use std::ffi::CString;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 fn open_err(bytes: &[u8], mode: LoadMode) -> String {
@@ -334,11 +334,6 @@ fn generate_with_sampling_is_deterministic() {
 }
 
 // ---------- C API ----------
-
-fn c_str(p: *const std::ffi::c_char) -> String {
-    assert!(!p.is_null());
-    unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
-}
 
 #[test]
 fn c_api_rejects_nulls_and_works() {

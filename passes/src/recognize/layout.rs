@@ -1,6 +1,5 @@
 //! Layout rules: reshapes and transposes that cancel, and reshapes sunk below elementwise ops.
 
-use super::binary;
 use crate::rewrite::{Rewrite, Rule};
 use edgec_ir::{Dim, IrError, Op, ValueRef};
 
@@ -117,9 +116,6 @@ impl Rule for SinkReshape {
                     (_, Some(b)) if keeps_shape(y) && neutral_broadcast(cx, b, y, x) => (x, b),
                     _ => return Ok(None),
                 };
-                if binary(n, *op).is_none() {
-                    return Ok(None);
-                }
                 let inner = cx.emit(Op::Binary(*op), vec![cx.map(operands.0)?, cx.map(operands.1)?])?;
                 cx.reshape(inner, n.ty.shape.0.clone()).map(Some)
             }

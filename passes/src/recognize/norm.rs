@@ -23,7 +23,7 @@ impl Rule for RmsNormRule {
         }) else {
             return Ok(None);
         };
-        norm_node(cx, root, x, &[w], |group| Op::RmsNorm { eps, group })
+        norm_node(cx, root, x, &[w], |group| Some(Op::RmsNorm { eps, group }))
     }
 }
 
@@ -53,7 +53,7 @@ impl Rule for LayerNormRule {
         }) else {
             return Ok(None);
         };
-        norm_node(cx, root, x, &[w, b], |_| Op::LayerNorm { eps })
+        norm_node(cx, root, x, &[w, b], |group| group.is_none().then_some(Op::LayerNorm { eps }))
     }
 }
 
@@ -107,13 +107,13 @@ fn last_dim(cx: &Rewrite<'_>, x: ValueRef) -> Option<u64> {
 
 /// Emits `op(reshape(x, [rows, features]), weights..)` reshaped back to `root`'s shape. Each
 /// weight must be a vector over `x`'s last dim; when the features span more dims than the last,
-/// `op` gets `Some(group)` (rules that cannot group return `None` for it).
+/// `op` gets `Some(group)` and returns `None` if it cannot normalize per group.
 fn norm_node(
     cx: &mut Rewrite<'_>,
     root: u32,
     x: ValueRef,
     weights: &[ValueRef],
-    op: impl Fn(Option<u32>) -> Op,
+    op: impl Fn(Option<u32>) -> Option<Op>,
 ) -> Result<Option<ValueRef>, IrError> {
     let Some(last) = last_dim(cx, x) else { return Ok(None) };
     let Some((rows, features)) = rows_features(cx.ty(x).shape.dims()) else { return Ok(None) };
@@ -124,10 +124,7 @@ fn norm_node(
     if features != last && group.is_none() {
         return Ok(None);
     }
-    let op = op(group);
-    if group.is_some() && !matches!(op, Op::RmsNorm { .. }) {
-        return Ok(None);
-    }
+    let Some(op) = op(group) else { return Ok(None) };
     let x2 = cx.map(x)?;
     let x2 = cx.reshape(x2, vec![rows, Dim::Const(features)])?;
     let mut args = vec![x2];

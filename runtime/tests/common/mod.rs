@@ -166,3 +166,31 @@ pub fn session(dir: &Path, threads: usize) -> Session {
     let p = write_file(dir, "fake.weights", &weights_bytes());
     Session::new(model(), &p, SessionOptions { threads, ..Default::default() }).unwrap()
 }
+
+/// The runtime crate's directory.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Whether `tool --version` runs.
+pub fn on_path(tool: &str) -> bool {
+    std::process::Command::new(tool).arg("--version").output().is_ok_and(|o| o.status.success())
+}
+
+/// Runs `cmd`, failing the test with its output if it fails.
+pub fn run_ok(cmd: &mut std::process::Command) -> std::process::Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A C string returned by the C API (never NULL).
+pub fn c_str(p: *const std::ffi::c_char) -> String {
+    assert!(!p.is_null());
+    unsafe { std::ffi::CStr::from_ptr(p) }.to_string_lossy().into_owned()
+}
