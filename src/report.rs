@@ -303,7 +303,7 @@ fn nice_step(span: f64, target: f64) -> f64 {
 /// rectangle per arena buffer (tooltip: node, op, type, steps, offset, size), coloured by op
 /// kind, with the lower bound as a dashed line. Only buffers are `<rect>` elements.
 pub fn memory_svg(g: &Graph, plan: &MemoryPlan) -> String {
-    let bufs = lifetimes(g).unwrap_or_default();
+    let bufs = lifetimes(g, &plan.groups).unwrap_or_default();
     let steps = g.nodes.len().max(1) as f64;
     let arena = plan.arena_size.max(1) as f64;
     let (w, h) = (1200.0, 640.0);

@@ -1,8 +1,9 @@
 //! An ONNX export compiles to the same kernels as the checkpoint it was exported from: the
 //! `recognize` pass rewrites the export's primitives (and its full-sequence attention, via the
 //! decoder signature) into the ops the checkpoint builder emits. `tests/golden/kernels/` holds
-//! each fixture's listing, one kernel call per line in schedule order, as the decode step runs
-//! it; `EDGEC_BLESS=1` rewrites them.
+//! each fixture's listing, one kernel per line in schedule order, as the decode step runs it,
+//! with the kernels launched together as one dispatch group in braces; `EDGEC_BLESS=1`
+//! rewrites them.
 
 use edgec::compile::{CompileRequest, build_graph};
 use std::path::{Path, PathBuf};
@@ -29,7 +30,7 @@ fn listing(model: &Path) -> String {
     };
     let (g, _) =
         build_graph(&req, &load, &mut std::io::sink()).unwrap_or_else(|e| panic!("{}: {e:#}", model.display()));
-    g.nodes.iter().map(|n| edgec_ir::text::kernel_to_string(&g, n) + "\n").collect()
+    edgec_passes::dispatch::listing(&g)
 }
 
 /// Phi-3's export multiplies by the fused `qkv_proj` and `gate_up_proj` once and slices the

@@ -13,6 +13,7 @@ use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_module::{FuncId, Module};
 use cranelift_object::ObjectModule;
 use edgec_ir::{Graph, Op, ValueRef};
+use edgec_passes::dispatch::GroupKind;
 use edgec_passes::plan::MemoryPlan;
 use edgec_runtime::abi::{
     Context, STATUS_BAD_TOKEN_COUNT, STATUS_BAD_TOKEN_ID, STATUS_CONTEXT_OVERFLOW, STATUS_NULL_ARGUMENT, STATUS_OK,
@@ -81,17 +82,31 @@ pub(crate) fn rows_value(b: &mut FunctionBuilder, rc: Option<RowsCols>, n: Value
     rows
 }
 
-/// How an entry point calls its kernels: one argument block on its stack, refilled for each
-/// node (see the slot table in lib.rs), then `ctx->parallel_for(pool, kernel, block, n_tasks)`.
+/// How an entry point calls its kernels: argument blocks on its stack (see the slot table in
+/// lib.rs), refilled for each launch, then `ctx->parallel_for(pool, kernel, block, n_tasks)`.
+/// A fused dispatch group gets one block per member plus the group kernel's block of
+/// `(member block, member tasks)` pairs (`kernels/group.rs`).
 pub(crate) struct Dispatch {
-    args: Value,
+    /// `max_members` member blocks of `block_bytes` each, then the group block.
+    blocks: Value,
+    block_bytes: u32,
+    max_members: u32,
     pool: Value,
     parallel_for: Value,
     signature: SigRef,
 }
 
+/// What one node's kernel call needs.
+pub(crate) struct Call<'a> {
+    pub spec: &'a KernelSpec,
+    pub rows: Value,
+    pub operands: &'a [Value],
+    pub result: Value,
+}
+
 impl Dispatch {
-    pub(crate) fn new(b: &mut FunctionBuilder, g: &Graph, ctx: Value, cc: CallConv) -> Dispatch {
+    /// `max_members`: the largest dispatch group the entry point launches as one.
+    pub(crate) fn new(b: &mut FunctionBuilder, g: &Graph, ctx: Value, cc: CallConv, max_members: u32) -> Dispatch {
         let ctx_flags = MemFlagsData::trusted().with_readonly();
         let pool = b.ins().load(types::I64, ctx_flags, ctx, offset_of!(Context, pool) as i32);
         let parallel_for = b.ins().load(types::I64, ctx_flags, ctx, offset_of!(Context, parallel_for) as i32);
@@ -100,46 +115,96 @@ impl Dispatch {
         return_if(b, no_pf, STATUS_NULL_ARGUMENT);
         let max_arity = g.nodes.iter().map(|n| n.args.len()).max().unwrap_or(0) as u32;
         let block_bytes = (SLOT_PTRS + max_arity + 1) * 8;
-        let slot = b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, block_bytes, 4));
-        let args = b.ins().stack_addr(types::I64, slot, 0);
+        let max_members = max_members.max(1);
+        let total = block_bytes * max_members + 16 * max_members;
+        let slot = b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, total, 4));
+        let blocks = b.ins().stack_addr(types::I64, slot, 0);
         // parallel_for(pool, kernel, args, n_tasks)
         let mut sig = ClifSig::new(cc);
         sig.params.extend([AbiParam::new(types::I64); 4]);
         let signature = b.import_signature(sig);
-        Dispatch { args, pool, parallel_for, signature }
+        Dispatch { blocks, block_bytes, max_members, pool, parallel_for, signature }
     }
 
-    /// Fills the block for one node and runs its kernel over its tasks.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn call(
+    /// Member `m`'s argument block.
+    fn block(&self, b: &mut FunctionBuilder, m: u32) -> Value {
+        b.ins().iadd_imm_s(self.blocks, i64::from(m * self.block_bytes))
+    }
+
+    /// Fills argument block `m` for one call and returns its task count.
+    fn fill(&self, b: &mut FunctionBuilder, m: u32, n: Value, pos: Value, call: &Call<'_>) -> Value {
+        let block = self.block(b, m);
+        let st = MemFlagsData::trusted();
+        let slot = |k: u32| (k * 8) as i32;
+        b.ins().store(st, n, block, slot(SLOT_N_TOKENS));
+        b.ins().store(st, pos, block, slot(SLOT_POS));
+        b.ins().store(st, call.rows, block, slot(SLOT_ROWS));
+        for (a, &ptr) in call.operands.iter().enumerate() {
+            b.ins().store(st, ptr, block, slot(SLOT_PTRS + a as u32));
+        }
+        b.ins().store(st, call.result, block, slot(SLOT_PTRS + call.operands.len() as u32));
+        match call.spec.tasks() {
+            Tasks::Rows => call.rows,
+            Tasks::Static(t) => b.ins().iconst(types::I64, t as i64),
+            Tasks::RowsTimes(t) => b.ins().imul_imm_s(call.rows, t as i64),
+            Tasks::Prod(p) => p.emit(b, n),
+        }
+    }
+
+    fn launch(&self, b: &mut FunctionBuilder, kernel: FuncRef, block: Value, n_tasks: Value) {
+        let kaddr = b.ins().func_addr(types::I64, kernel);
+        b.ins().call_indirect(self.signature, self.parallel_for, &[self.pool, kaddr, block, n_tasks]);
+    }
+
+    /// Runs one node's kernel over its tasks.
+    pub(crate) fn call(&self, b: &mut FunctionBuilder, kernel: FuncRef, n: Value, pos: Value, call: &Call<'_>) {
+        let n_tasks = self.fill(b, 0, n, pos, call);
+        let block = self.block(b, 0);
+        self.launch(b, kernel, block, n_tasks);
+    }
+
+    /// Runs a fused dispatch group's kernel: every member's block, then the group block of
+    /// `(block, tasks)` pairs. `rows_kind`: the members share their tasks (one per row), else
+    /// their task ranges are concatenated.
+    pub(crate) fn call_group(
         &self,
         b: &mut FunctionBuilder,
-        spec: &KernelSpec,
         kernel: FuncRef,
         n: Value,
         pos: Value,
-        rows: Value,
-        operands: &[Value],
-        result: Value,
+        calls: &[Call<'_>],
+        rows_kind: bool,
     ) {
+        assert!(calls.len() as u32 <= self.max_members, "groups are sized by Dispatch::new");
+        let group = b.ins().iadd_imm_s(self.blocks, i64::from(self.max_members * self.block_bytes));
         let st = MemFlagsData::trusted();
-        let slot = |k: u32| (k * 8) as i32;
-        b.ins().store(st, n, self.args, slot(SLOT_N_TOKENS));
-        b.ins().store(st, pos, self.args, slot(SLOT_POS));
-        b.ins().store(st, rows, self.args, slot(SLOT_ROWS));
-        for (a, &ptr) in operands.iter().enumerate() {
-            b.ins().store(st, ptr, self.args, slot(SLOT_PTRS + a as u32));
+        let mut total = b.ins().iconst(types::I64, 0);
+        for (m, call) in calls.iter().enumerate() {
+            let tasks = self.fill(b, m as u32, n, pos, call);
+            let block = self.block(b, m as u32);
+            b.ins().store(st, block, group, 16 * m as i32);
+            b.ins().store(st, tasks, group, 16 * m as i32 + 8);
+            total = if rows_kind { tasks } else { b.ins().iadd(total, tasks) };
         }
-        b.ins().store(st, result, self.args, slot(SLOT_PTRS + operands.len() as u32));
-        let n_tasks = match spec.tasks() {
-            Tasks::Rows => rows,
-            Tasks::Static(t) => b.ins().iconst(types::I64, t as i64),
-            Tasks::RowsTimes(t) => b.ins().imul_imm_s(rows, t as i64),
-            Tasks::Prod(p) => p.emit(b, n),
-        };
-        let kaddr = b.ins().func_addr(types::I64, kernel);
-        b.ins().call_indirect(self.signature, self.parallel_for, &[self.pool, kaddr, self.args, n_tasks]);
+        self.launch(b, kernel, group, total);
     }
+}
+
+/// The value whose rows a node's kernel runs over: its result, except a cache write's, whose
+/// rows are those it writes (not the whole state).
+pub(crate) fn rows_type(g: &Graph, i: usize) -> &edgec_ir::TensorType {
+    let node = &g.nodes[i];
+    match node.op {
+        Op::CacheWrite => g.type_of(node.args[1]),
+        _ => &node.ty,
+    }
+}
+
+/// The kernels an entry point launches: per node, and per dispatch group of the plan the
+/// group's own kernel when it is launched as one.
+pub(crate) struct Kernels<'a> {
+    pub node: &'a [FuncId],
+    pub group: &'a [Option<FuncId>],
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -152,11 +217,12 @@ pub(crate) fn build_forward(
     layout: &WeightsLayout,
     sig: &Signature,
     specs: &[KernelSpec],
-    node_kernel: &[FuncId],
+    kernels: &Kernels<'_>,
     cc: CallConv,
     fcfg: cranelift_codegen::isa::TargetFrontendConfig,
 ) {
-    let krefs: Vec<_> = node_kernel.iter().map(|&id| module.declare_func_in_func(id, func)).collect();
+    let krefs: Vec<_> = kernels.node.iter().map(|&id| module.declare_func_in_func(id, func)).collect();
+    let grefs: Vec<_> = kernels.group.iter().map(|id| id.map(|id| module.declare_func_in_func(id, func))).collect();
     let mut b = FunctionBuilder::new(func, fctx);
     let entry = b.create_block();
     b.append_block_params_for_function_params(entry);
@@ -201,7 +267,8 @@ pub(crate) fn build_forward(
         }
     }
     return_if(&mut b, missing, STATUS_NULL_ARGUMENT);
-    let dispatch = Dispatch::new(&mut b, g, ctx, cc);
+    let max_members = plan.groups.iter().map(|grp| grp.nodes.len()).max().unwrap_or(1) as u32;
+    let dispatch = Dispatch::new(&mut b, g, ctx, cc, max_members);
 
     // The `pos` operand of rope/cache_write/attention is read from the block's slot 1; its
     // pointer slot still gets a valid address (a stack copy) for uniformity.
@@ -219,16 +286,26 @@ pub(crate) fn build_forward(
         }
     };
 
-    for (i, node) in g.nodes.iter().enumerate() {
-        // A cache write's rows are those of the rows it writes, not of the whole state.
-        let rows_ty = match node.op {
-            Op::CacheWrite => g.type_of(node.args[1]),
-            _ => &node.ty,
-        };
-        let rows = rows_value(&mut b, rows_cols(rows_ty), n);
-        let operands: Vec<Value> = node.args.iter().map(|&v| value_ptr(&mut b, v)).collect();
-        let out = node_ptr(&mut b, g, plan, sig, i, logits, arena, state);
-        dispatch.call(&mut b, &specs[i], krefs[i], n, pos, rows, &operands, out);
+    for (grp, gref) in plan.groups.iter().zip(&grefs) {
+        let mut members = Vec::with_capacity(grp.nodes.len());
+        for i in grp.nodes.clone() {
+            let rows = rows_value(&mut b, rows_cols(rows_type(g, i)), n);
+            let operands: Vec<Value> = g.nodes[i].args.iter().map(|&v| value_ptr(&mut b, v)).collect();
+            let out = node_ptr(&mut b, g, plan, sig, i, logits, arena, state);
+            members.push((i, rows, operands, out));
+        }
+        let calls: Vec<Call<'_>> = members
+            .iter()
+            .map(|(i, rows, operands, out)| Call { spec: &specs[*i], rows: *rows, operands, result: *out })
+            .collect();
+        match gref {
+            Some(k) => dispatch.call_group(&mut b, *k, n, pos, &calls, grp.kind == GroupKind::Rows),
+            None => {
+                for ((i, ..), call) in members.iter().zip(&calls) {
+                    dispatch.call(&mut b, krefs[*i], n, pos, call);
+                }
+            }
+        }
     }
     let ok = b.ins().iconst(types::I32, i64::from(STATUS_OK));
     b.ins().return_(&[ok]);

@@ -9,7 +9,7 @@
 //! element of an input that a `gather` indexes with (`STATUS_BAD_TOKEN_ID`) before any kernel
 //! runs, and returns having done nothing on failure.
 
-use crate::entry::{Dispatch, check_ids, return_if, rows_value};
+use crate::entry::{Call, Dispatch, check_ids, return_if, rows_value};
 use crate::error::BackendError;
 use crate::kernels::{Kargs, KernelSpec, gather_index_input, kernel_signature};
 use crate::signature::rows_cols;
@@ -305,7 +305,8 @@ fn build_run(
     let ctx_flags = MemFlagsData::trusted().with_readonly();
     let weights = b.ins().load(types::I64, ctx_flags, ctx, offset_of!(AbiContext, weights) as i32);
     let arena = b.ins().load(types::I64, ctx_flags, ctx, offset_of!(AbiContext, arena) as i32);
-    let dispatch = Dispatch::new(&mut b, g, ctx, cc);
+    // Launched node by node: the plan's dispatch groups allow that order too.
+    let dispatch = Dispatch::new(&mut b, g, ctx, cc, 1);
     let node_ptr = |b: &mut FunctionBuilder, i: usize| -> Value {
         match sig.outputs.iter().position(|&o| o == i) {
             Some(j) => out_ptrs[j],
@@ -326,7 +327,7 @@ fn build_run(
             .collect();
         let out = node_ptr(&mut b, i);
         // General graphs have no position: slot 1 is 0.
-        dispatch.call(&mut b, &specs[i], krefs[i], n, z, rows, &operands, out);
+        dispatch.call(&mut b, krefs[i], n, z, &Call { spec: &specs[i], rows, operands: &operands, result: out });
     }
     let ok = b.ins().iconst(types::I32, i64::from(STATUS_OK));
     b.ins().return_(&[ok]);

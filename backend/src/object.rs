@@ -14,6 +14,7 @@ use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_module::{DataDescription, FuncId, Linkage, Module, ModuleReloc};
 use cranelift_object::{ObjectBuilder, ObjectModule};
 use edgec_ir::Graph;
+use edgec_passes::dispatch::{GroupKind, dispatch_groups};
 use edgec_passes::plan::MemoryPlan;
 use edgec_runtime::abi::ModelInfo;
 use std::collections::HashMap;
@@ -212,6 +213,7 @@ pub fn emit_object_with(
     // and a second entry point `NAME_forward_dotprod` calls those and shares every other
     // kernel. The caller picks an entry point from the CPU's features.
     let mut entries = vec![(format!("{}_forward", opts.name), node_kernel.clone())];
+    let mut n_dotprod = 0;
     if aarch64 && opts.emits("dotprod") {
         let isa_dp = make_isa_with(&opts.triple, &["has_dotprod"])?;
         let mut dp_ids: HashMap<String, FuncId> = HashMap::new();
@@ -243,14 +245,44 @@ pub fn emit_object_with(
             dp_ids.insert(key, id);
             dp_kernel[i] = id;
         }
+        n_dotprod = dp_ids.len();
         entries.push((format!("{}_forward_dotprod", opts.name), dp_kernel));
     }
+    let launches = group_launches(g, plan, &specs)?;
+    let mut group_ids: HashMap<(bool, Vec<FuncId>), FuncId> = HashMap::new();
+    let mut numbered = ids.len() + n_dotprod;
     for (fwd_name, kernels) in &entries {
+        // One kernel per distinct fused group (kind and member kernels), shared by all layers.
+        let mut group_kernel: Vec<Option<FuncId>> = Vec::with_capacity(launches.len());
+        for (grp, launch) in plan.groups.iter().zip(&launches) {
+            let Some(rows) = *launch else {
+                group_kernel.push(None);
+                continue;
+            };
+            let members: Vec<FuncId> = grp.nodes.clone().map(|i| kernels[i]).collect();
+            let key = (rows, members);
+            if let Some(&id) = group_ids.get(&key) {
+                group_kernel.push(Some(id));
+                continue;
+            }
+            let sym = format!("{}_k{numbered}_group", opts.name);
+            numbered += 1;
+            let ksig = kernel_signature(cc);
+            let id = module.declare_function(&sym, Linkage::Local, &ksig).map_err(|e| cg_err(&sym, e))?;
+            ctx.func.signature = ksig;
+            ctx.func.name = UserFuncName::user(0, id.as_u32());
+            build_group_kernel(&mut module, &mut ctx, &mut fctx, &key.1, rows, fcfg);
+            module.define_function(id, &mut ctx).map_err(|e| cg_err(&sym, e))?;
+            module.clear_context(&mut ctx);
+            group_ids.insert(key, id);
+            group_kernel.push(Some(id));
+        }
         let fsig = entry::forward_signature(cc);
         let fid = module.declare_function(fwd_name, Linkage::Export, &fsig).map_err(|e| cg_err(fwd_name, e))?;
         ctx.func.signature = fsig;
         ctx.func.name = UserFuncName::user(0, fid.as_u32());
-        entry::build_forward(&mut module, &mut ctx.func, &mut fctx, g, plan, layout, &sig, &specs, kernels, cc, fcfg);
+        let kernels = entry::Kernels { node: kernels, group: &group_kernel };
+        entry::build_forward(&mut module, &mut ctx.func, &mut fctx, g, plan, layout, &sig, &specs, &kernels, cc, fcfg);
         module.define_function(fid, &mut ctx).map_err(|e| cg_err(fwd_name, e))?;
         module.clear_context(&mut ctx);
     }
@@ -289,6 +321,54 @@ fn build_kernel(
     let p = b.block_params(entry).to_vec();
     let k = Kargs { args: p[0], begin: p[1], end: p[2] };
     spec.build(&mut b, &k);
+    b.ins().return_(&[]);
+    b.seal_all_blocks();
+    b.finalize(fcfg);
+}
+
+/// Per dispatch group of the plan: `Some(rows)` when it is launched as one kernel (sharing
+/// rows, or concatenating tasks), `None` when its members are launched one by one (a single
+/// node, or members whose kernels do not all run one task per row of the same count; always
+/// safe, since the plan's lifetimes cover any order within a group).
+fn group_launches(g: &Graph, plan: &MemoryPlan, specs: &[KernelSpec]) -> Result<Vec<Option<bool>>, BackendError> {
+    if plan.groups != dispatch_groups(g) {
+        return Err(BackendError::Plan("the memory plan's dispatch groups do not match the graph".into()));
+    }
+    Ok(plan
+        .groups
+        .iter()
+        .map(|grp| match grp.kind {
+            GroupKind::Single => None,
+            GroupKind::Tasks => Some(false),
+            GroupKind::Rows => {
+                let first = signature::rows_cols(entry::rows_type(g, grp.nodes.start)).map(|rc| rc.rows_key());
+                let same = grp.nodes.clone().all(|i| {
+                    specs[i].tasks() == crate::kernels::Tasks::Rows
+                        && signature::rows_cols(entry::rows_type(g, i)).map(|rc| rc.rows_key()) == first
+                });
+                (same && first.is_some()).then_some(true)
+            }
+        })
+        .collect())
+}
+
+/// Builds a fused group's kernel into `ctx.func`: it calls `members` (see `kernels/group.rs`).
+fn build_group_kernel(
+    module: &mut ObjectModule,
+    ctx: &mut Context,
+    fctx: &mut FunctionBuilderContext,
+    members: &[FuncId],
+    rows: bool,
+    fcfg: cranelift_codegen::isa::TargetFrontendConfig,
+) {
+    let refs: Vec<_> = members.iter().map(|&id| module.declare_func_in_func(id, &mut ctx.func)).collect();
+    let mut b = FunctionBuilder::new(&mut ctx.func, fctx);
+    let entry = b.create_block();
+    b.append_block_params_for_function_params(entry);
+    b.switch_to_block(entry);
+    let p = b.block_params(entry).to_vec();
+    let k = Kargs { args: p[0], begin: p[1], end: p[2] };
+    crate::kernels::group::group(&mut b, &k, &refs, rows);
     b.ins().return_(&[]);
     b.seal_all_blocks();
     b.finalize(fcfg);

@@ -226,6 +226,13 @@ pub(crate) struct RowsCols {
     pub cols: u64,
 }
 
+impl RowsCols {
+    /// What the run-time row count depends on: two values with equal keys have equal rows.
+    pub fn rows_key(&self) -> (u64, u32) {
+        (self.const_factor, self.seq_powers)
+    }
+}
+
 pub(crate) fn rows_cols(ty: &TensorType) -> Option<RowsCols> {
     let dims = ty.shape.dims();
     let (lead, cols) = match dims.split_last() {

@@ -115,5 +115,5 @@ fn stored_weight_in_another_op_is_refused() {
     let info = edgec_backend::model_info(&g, &plan, &layout, [0; 32]).unwrap();
     let opts = edgec_backend::CompileOptions::new(x86(), "q");
     let e = edgec_backend::emit_object(&g, &plan, &layout, &info, &opts).unwrap_err().to_string();
-    assert!(e.contains("stored as f16") && e.contains("only matmul (transpose_b) weights"), "{e}");
+    assert!(e.contains("stored as f16") && e.contains("only matmul (transpose_b) and linear weights"), "{e}");
 }

@@ -134,6 +134,36 @@ fn onnx_folded_values_are_bounded_before_allocating() {
 }
 
 #[test]
+fn onnx_empty_folded_values_with_huge_dims_fold() {
+    // Found by the fuzzer: an empty value (a 0 dim) passes the folding limit, then the strides
+    // of its huge other dims overflowed when a Transpose folded it, and with the 0 moved last
+    // its element count saturated instead of being 0.
+    let int64s = |name: &str, v: Vec<i64>| TensorProto {
+        name: name.into(),
+        data_type: 7,
+        dims: vec![v.len() as i64],
+        raw_data: v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>().into(),
+        ..Default::default()
+    };
+    let m = ModelProto {
+        ir_version: 8,
+        opset_import: vec![opset("")],
+        graph: Some(GraphProto {
+            node: vec![node("ConstantOfShape", "", &["s"], &["z"]), node("Transpose", "", &["z"], &["y"])],
+            initializer: vec![int64s("s", vec![0, 1 << 40, 1 << 40])],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let path = Path::new("/nonexistent/model.onnx");
+    let m = OnnxModel::from_bytes(path, m.encode_to_vec().into()).unwrap();
+    // It folds (no panic); the importer may still refuse a graph with no run-time math.
+    let _ = import(&m, &ImportOptions::default());
+    let crash = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../fuzz/corpus/onnx/crash-fold-strides-overflow"));
+    edgec_frontend::fuzzing::onnx(&crash.unwrap());
+}
+
+#[test]
 fn config_layer_count_is_bounded_before_allocating() {
     // Found by the fuzzer (GGUF `llama.block_count` = 3875536897): per-layer tables were
     // allocated from the count. The same check covers config.json's num_hidden_layers.

@@ -54,6 +54,29 @@ pub fn infer_type(g: &Graph, op: &Op, args: &[&TensorType]) -> Result<TensorType
             same_dim(dims(0)[1], k_b, "inner dims differ")?;
             Ok(TensorType::new(args[0].dtype, Shape(vec![dims(0)[0], n])))
         }
+        Op::Linear { .. } => {
+            let at = op.linear_operands();
+            rank(0, 2)?;
+            rank(1, 2)?;
+            float_same(op, args)?;
+            let (m, n) = (dims(0)[0], dims(1)[0]);
+            same_dim(dims(0)[1], dims(1)[1], "inner dims differ")?;
+            if let Some(u) = at.up {
+                rank(u, 2)?;
+                same_dim(dims(u)[0], n, "up rows differ from the weight's")?;
+                same_dim(dims(u)[1], dims(1)[1], "up columns differ from the weight's")?;
+            }
+            if let Some(bi) = at.bias {
+                rank(bi, 1)?;
+                same_dim(dims(bi)[0], n, "bias length differs from the output width")?;
+            }
+            if let Some(r) = at.residual {
+                rank(r, 2)?;
+                same_dim(dims(r)[0], m, "residual rows differ")?;
+                same_dim(dims(r)[1], n, "residual width differs")?;
+            }
+            Ok(TensorType::new(args[0].dtype, Shape(vec![m, n])))
+        }
         Op::RmsNorm { group, .. } => {
             rank(0, 2)?;
             rank(1, 1)?;

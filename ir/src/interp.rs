@@ -328,18 +328,32 @@ impl<'g> Interpreter<'g> {
                 if kb != k {
                     return Err(here(format!("inner dims differ: {k} and {kb}")));
                 }
-                let (x, w) = (f(0)?, f(1)?);
-                let mut out = vec![0f32; m * n];
-                for i in 0..m {
-                    let row = &x[i * k..(i + 1) * k];
-                    for j in 0..n {
-                        let mut acc = 0f64;
-                        for (t, &xv) in row.iter().enumerate() {
-                            let wv = if transpose_b { w[j * k + t] } else { w[t * n + j] };
-                            acc += f64::from(xv) * f64::from(wv);
-                        }
-                        out[i * n + j] = acc as f32;
+                Tensor::f32(vec![m, n], matmul(f(0)?, f(1)?, m, k, n, transpose_b))
+            }
+            Op::Linear { act, .. } => {
+                let at = op.linear_operands();
+                let (m, k) = dims2(&a[0].shape).map_err(here)?;
+                let (n, kw) = dims2(&a[1].shape).map_err(here)?;
+                if kw != k {
+                    return Err(here(format!("inner dims differ: {k} and {kw}")));
+                }
+                let x = f(0)?;
+                let mut out = matmul(x, f(1)?, m, k, n, true);
+                if let Some(bi) = at.bias {
+                    let bias = f(bi)?;
+                    for row in out.chunks_exact_mut(n) {
+                        row.iter_mut().zip(bias).for_each(|(o, &b)| *o += b);
                     }
+                }
+                if let Some(act) = act {
+                    out.iter_mut().for_each(|o| *o = act.eval(*o));
+                }
+                if let Some(u) = at.up {
+                    let up = matmul(x, f(u)?, m, k, n, true);
+                    out.iter_mut().zip(&up).for_each(|(o, &u)| *o *= u);
+                }
+                if let Some(r) = at.residual {
+                    out.iter_mut().zip(f(r)?).for_each(|(o, &r)| *o += r);
                 }
                 Tensor::f32(vec![m, n], out)
             }
@@ -748,4 +762,22 @@ fn concrete(g: &Graph, shape: &Shape, bound: &[Option<usize>]) -> Result<Vec<usi
             }),
         })
         .collect()
+}
+
+/// `x[m, k]` times `w` (`[n, k]` when `transpose_b`, else `[k, n]`), accumulated in f64 and
+/// rounded once per output.
+fn matmul(x: &[f32], w: &[f32], m: usize, k: usize, n: usize, transpose_b: bool) -> Vec<f32> {
+    let mut out = vec![0f32; m * n];
+    for i in 0..m {
+        let row = &x[i * k..(i + 1) * k];
+        for j in 0..n {
+            let mut acc = 0f64;
+            for (t, &xv) in row.iter().enumerate() {
+                let wv = if transpose_b { w[j * k + t] } else { w[t * n + j] };
+                acc += f64::from(xv) * f64::from(wv);
+            }
+            out[i * n + j] = acc as f32;
+        }
+    }
+    out
 }

@@ -20,7 +20,7 @@ pub mod weights;
 pub use graph::{
     BlockFormat, Graph, Input, Node, Output, RopePart, RopeScaling, State, Transform, ValueRef, Weight, WeightSource,
 };
-pub use op::{BinaryOp, Op, ReduceOp, UnaryOp};
+pub use op::{BinaryOp, LinearOperands, Op, ReduceOp, UnaryOp};
 pub use quant::Storage;
 pub use types::{DType, Dim, Shape, Symbol, SymbolId, TensorType};
 

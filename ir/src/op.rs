@@ -66,6 +66,17 @@ pub enum Op {
     MatMul {
         transpose_b: bool,
     },
+    /// `(x [M, K], w [N, K], up [N, K] if gated, bias [N] if bias, residual [M, N] if residual)
+    /// -> [M, N]`: a `transpose_b` matmul with its epilogue fused in,
+    /// `act(x·wᵀ + bias) * (x·upᵀ) + residual`, each part present only when its field says so
+    /// (`act: None` is the identity). `gated` is the GLU of Llama-style MLPs (`w` the gate,
+    /// `up` the up projection). Each step rounds to f32 like the unfused ops it replaces.
+    Linear {
+        act: Option<UnaryOp>,
+        gated: bool,
+        bias: bool,
+        residual: bool,
+    },
     /// `(x [S, H], weight [G]) -> [S, H]`: `x / sqrt(mean(x²) + eps) * weight`, in f32, where
     /// the mean runs over each contiguous group of `G` features. `group: None` normalizes the
     /// whole row (`G = H`); `group: Some(G)` needs `H % G == 0` and normalizes every group with
@@ -144,6 +155,14 @@ pub enum Op {
     Select,
 }
 
+/// Where `linear`'s optional operands are ([`Op::linear_operands`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LinearOperands {
+    pub up: Option<usize>,
+    pub bias: Option<usize>,
+    pub residual: Option<usize>,
+}
+
 impl UnaryOp {
     pub const ALL: [UnaryOp; 13] = [
         UnaryOp::Neg,
@@ -176,6 +195,9 @@ impl UnaryOp {
             UnaryOp::Abs => "abs",
             UnaryOp::IsNan => "is_nan",
         }
+    }
+    pub fn from_name(name: &str) -> Option<UnaryOp> {
+        UnaryOp::ALL.into_iter().find(|u| u.name() == name)
     }
     /// The reference definition, used by the interpreter and by backend tests.
     pub fn eval(self, x: f32) -> f32 {
@@ -245,6 +267,7 @@ impl Op {
         match self {
             Op::Gather => "gather",
             Op::MatMul { .. } => "matmul",
+            Op::Linear { .. } => "linear",
             Op::RmsNorm { .. } => "rms_norm",
             Op::LayerNorm { .. } => "layer_norm",
             Op::Rope { .. } => "rope",
@@ -282,6 +305,37 @@ impl Op {
             | Op::BatchMatMul => 2,
             Op::CacheWrite | Op::LayerNorm { .. } | Op::Select => 3,
             Op::Rope { .. } | Op::Attention { .. } => 4,
+            Op::Linear { gated, bias, residual, .. } => {
+                2 + usize::from(*gated) + usize::from(*bias) + usize::from(*residual)
+            }
+        }
+    }
+
+    /// Whether operand `k` may be a stored (quantized, half) weight: the matrices of the
+    /// kernels that decode weights in registers.
+    pub fn reads_stored_weight(&self, k: usize) -> bool {
+        match self {
+            Op::MatMul { transpose_b: true } => k == 1,
+            Op::Linear { gated, .. } => k == 1 || (*gated && k == 2),
+            Op::Gather => k == 0,
+            _ => false,
+        }
+    }
+
+    /// For `linear`, the operand index of its up projection, bias and residual (those present).
+    pub fn linear_operands(&self) -> LinearOperands {
+        let mut next = 2;
+        let mut take = |present: bool| {
+            present.then(|| {
+                next += 1;
+                next - 1
+            })
+        };
+        match *self {
+            Op::Linear { gated, bias, residual, .. } => {
+                LinearOperands { up: take(gated), bias: take(bias), residual: take(residual) }
+            }
+            _ => LinearOperands::default(),
         }
     }
 

@@ -34,7 +34,6 @@
 use crate::IrError;
 use crate::ValueRef;
 use crate::graph::{BlockFormat, Graph, Transform, WeightSource};
-use crate::op::Op;
 use crate::types::{DType, Dim};
 
 /// How a weight's values are stored. See the module docs for the exact layouts.
@@ -382,8 +381,8 @@ pub fn relative_error(a: &[f32], b: &[f32]) -> f64 {
 }
 
 /// A `--quant` preset: which storage each eligible weight gets. Eligible weights are the
-/// matrices only used as `matmul` weights (`transpose_b`, operand 1) or `gather` tables
-/// (operand 0): the kernels that read quantized blocks. Everything else (norm weights, biases,
+/// matrices only used where [`Op::reads_stored_weight`] allows (`transpose_b` matmul and
+/// `linear` weights, `gather` tables): the kernels that read quantized blocks. Everything else (norm weights, biases,
 /// rope tables) stays f32.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Preset {
@@ -449,8 +448,7 @@ pub fn quantizable(g: &Graph, i: usize) -> bool {
                 continue;
             }
             used = true;
-            let ok = matches!((&n.op, k), (Op::MatMul { transpose_b: true }, 1) | (Op::Gather, 0));
-            if !ok {
+            if !n.op.reads_stored_weight(k) {
                 return false;
             }
         }

@@ -131,6 +131,15 @@ pub fn kernel_to_string(g: &Graph, n: &Node) -> String {
 fn op_attrs(op: &Op) -> String {
     match op {
         Op::MatMul { transpose_b: true } => "(transpose_b)".to_string(),
+        Op::Linear { act, gated, bias, residual } => {
+            let mut parts: Vec<String> = act.iter().map(|a| format!("act={}", a.name())).collect();
+            for (on, name) in [(gated, "gated"), (bias, "bias"), (residual, "residual")] {
+                if *on {
+                    parts.push(name.to_string());
+                }
+            }
+            if parts.is_empty() { String::new() } else { format!("({})", parts.join(", ")) }
+        }
         Op::RmsNorm { eps, group: None } | Op::LayerNorm { eps } => format!("(eps={eps:?})"),
         Op::RmsNorm { eps, group: Some(g) } => format!("(eps={eps:?}, group={g})"),
         Op::Rope { head_dim, rotary_dim } => format!("(head_dim={head_dim}, rotary_dim={rotary_dim})"),
@@ -889,6 +898,17 @@ impl Parser {
         let mut a = Attrs::parse(c, owner.name())?;
         let op = match owner {
             Op::MatMul { .. } => Op::MatMul { transpose_b: a.flag("transpose_b")? },
+            Op::Linear { .. } => Op::Linear {
+                act: match a.value("act")? {
+                    None => None,
+                    Some(name) => {
+                        Some(UnaryOp::from_name(&name).ok_or_else(|| format!("unknown activation '{name}'"))?)
+                    }
+                },
+                gated: a.flag("gated")?,
+                bias: a.flag("bias")?,
+                residual: a.flag("residual")?,
+            },
             Op::RmsNorm { .. } => Op::RmsNorm {
                 eps: a.f32("eps")?,
                 group: a.value("group")?.map(|g| parse_u32(&g, "group")).transpose()?,
@@ -928,6 +948,7 @@ fn op_by_name(name: &str) -> Option<Op> {
     let fixed = [
         Op::Gather,
         Op::MatMul { transpose_b: false },
+        Op::Linear { act: None, gated: false, bias: false, residual: false },
         Op::RmsNorm { eps: 0.0, group: None },
         Op::LayerNorm { eps: 0.0 },
         Op::Rope { head_dim: 0, rotary_dim: 0 },

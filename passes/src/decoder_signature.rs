@@ -166,6 +166,11 @@ fn check_row_wise(g: &Graph) -> Result<(), String> {
                 _ if seq_args.is_empty() => true,
                 Op::Gather | Op::Rope { .. } | Op::Attention { .. } | Op::CacheWrite | Op::Unary(_) => true,
                 Op::MatMul { .. } | Op::RmsNorm { .. } | Op::LayerNorm { .. } => seq_args == [n.args[0]],
+                // Row `s` of the result reads row `s` of `x` and of the residual.
+                Op::Linear { .. } => {
+                    let residual = n.op.linear_operands().residual.map(|r| n.args[r]);
+                    seq_args.iter().all(|&a| a == n.args[0] || Some(a) == residual)
+                }
                 // Operands with the sequence have the result's rank, so it aligns with theirs.
                 Op::Binary(_) | Op::Select => seq_args.iter().all(|&a| g.type_of(a).shape.rank() == rank),
                 Op::Softmax | Op::Reduce(_) => rank >= 2,

@@ -6,6 +6,8 @@
 
 mod dce;
 mod decoder_signature;
+pub mod dispatch;
+mod fuse;
 mod infer_shapes;
 mod manager;
 pub mod plan;
@@ -15,6 +17,7 @@ pub mod rewrite;
 
 pub use dce::DeadCodeElimination;
 pub use decoder_signature::DecoderSignature;
+pub use fuse::FuseEpilogues;
 pub use infer_shapes::InferShapes;
 pub use manager::{OptLevel, PASSES, PassManager, PassTiming};
 pub use recognize::{Recognize, START_POS, SimplifyLayout};

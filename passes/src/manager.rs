@@ -1,4 +1,7 @@
-use crate::{Changed, DeadCodeElimination, InferShapes, Pass, PassError, Recognize, ReorderForMemory, SimplifyLayout};
+use crate::{
+    Changed, DeadCodeElimination, FuseEpilogues, InferShapes, Pass, PassError, Recognize, ReorderForMemory,
+    SimplifyLayout,
+};
 use edgec_ir::{Graph, verify::verify};
 use std::time::{Duration, Instant};
 
@@ -11,6 +14,10 @@ pub const PASSES: &[(&str, &str)] = &[
         "rewrite primitive subgraphs (an ONNX export's) into rms_norm, layer_norm, silu, gelu_tanh, rope, attention and transpose_b matmuls",
     ),
     ("simplify-layout", "remove reshapes and transposes that cancel; sink unit-dim reshapes below elementwise ops"),
+    (
+        "fuse-epilogues",
+        "fold the bias, activation, GLU product and residual add that follow a transpose_b matmul into one linear",
+    ),
     ("reorder-for-memory", "run independent nodes in an order that lowers the arena's peak"),
 ];
 
@@ -20,6 +27,7 @@ fn pass_by_name(name: &str) -> Option<Box<dyn Pass>> {
         "dce" => Some(Box::new(DeadCodeElimination)),
         "recognize" => Some(Box::new(Recognize)),
         "simplify-layout" => Some(Box::new(SimplifyLayout)),
+        "fuse-epilogues" => Some(Box::new(FuseEpilogues)),
         "reorder-for-memory" => Some(Box::new(ReorderForMemory)),
         _ => None,
     }
@@ -41,7 +49,7 @@ impl OptLevel {
             OptLevel::O0 => &[],
             OptLevel::O1 => &["infer-shapes", "dce", "recognize", "simplify-layout"],
             OptLevel::O2 | OptLevel::O3 => {
-                &["infer-shapes", "dce", "recognize", "simplify-layout", "reorder-for-memory"]
+                &["infer-shapes", "dce", "recognize", "simplify-layout", "fuse-epilogues", "reorder-for-memory"]
             }
         }
     }

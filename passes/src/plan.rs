@@ -1,6 +1,7 @@
 //! Static memory planning: where every intermediate value lives in the one activation arena.
 //!
-//! 1. Lifetimes come from the schedule (the node order), both ends inclusive.
+//! 1. Lifetimes come from the schedule (the node order), both ends inclusive, widened to whole
+//!    dispatch groups (`dispatch.rs`): a group's members run interleaved.
 //! 2. In-place reuse: an elementwise node whose same-typed operand dies at that node writes over
 //!    the operand's buffer ([`in_place_operand`]); such chains become one buffer.
 //! 3. Offsets by several strategies ([`Strategy`]): greedy by size with best fit, greedy by
@@ -8,7 +9,9 @@
 //!    search. The smallest arena wins; every candidate is recorded in the plan.
 //! 4. The lower bound (the largest sum of simultaneously live bytes) is reported with it.
 
+use crate::dispatch::{Group, dispatch_groups, group_of_node, singles};
 use edgec_ir::{Graph, Op, ValueRef};
+use std::ops::Range;
 
 /// Alignment of every buffer in the arena and the state block (cache line; also what SIMD wants).
 pub const ALIGN: u64 = 64;
@@ -60,6 +63,9 @@ pub struct PlanOptions {
     pub exact_max_buffers: usize,
     /// The exact search stops after this many placements (keeping its best so far).
     pub exact_max_steps: u64,
+    /// Plan for the dispatch groups (`dispatch.rs`) the backend launches as one; off, every
+    /// node is launched alone and lifetimes are per node.
+    pub dispatch_groups: bool,
 }
 
 impl Default for PlanOptions {
@@ -69,6 +75,7 @@ impl Default for PlanOptions {
             in_place: true,
             exact_max_buffers: 12,
             exact_max_steps: 200_000,
+            dispatch_groups: true,
         }
     }
 }
@@ -110,6 +117,10 @@ pub struct MemoryPlan {
     pub strategy: Strategy,
     /// Every strategy tried, in order, with its arena.
     pub candidates: Vec<Candidate>,
+    /// The dispatch groups the lifetimes assume (every node alone when
+    /// [`PlanOptions::dispatch_groups`] is off). The backend may launch a group's members one
+    /// by one (always safe), never merge nodes across groups.
+    pub groups: Vec<Group>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -156,9 +167,11 @@ pub fn last_uses(g: &Graph) -> Vec<usize> {
     last_use
 }
 
-/// Arena buffers and their live ranges, one per node, from the schedule (the node order).
-pub fn lifetimes(g: &Graph) -> Result<Vec<Lifetime>, PlanError> {
+/// Arena buffers and their live ranges, one per node, from the schedule (the node order): from
+/// the start of the node's dispatch group to the end of its last reader's.
+pub fn lifetimes(g: &Graph, groups: &[Group]) -> Result<Vec<Lifetime>, PlanError> {
     let last_use = last_uses(g);
+    let group = group_of_node(g, groups);
     let mut out = Vec::new();
     for (i, node) in g.nodes.iter().enumerate() {
         if lives_outside_arena(g, i) {
@@ -168,7 +181,7 @@ pub fn lifetimes(g: &Graph) -> Result<Vec<Lifetime>, PlanError> {
             .max_bytes(&node.ty)
             .and_then(align_up)
             .ok_or_else(|| PlanError(format!("%{i} ({}): buffer size overflows u64", node.op.name())))?;
-        out.push(Lifetime { node: i, first: i, last: last_use[i], size: bytes });
+        out.push(Lifetime { node: i, first: group[i].start, last: group[last_use[i]].end - 1, size: bytes });
     }
     Ok(out)
 }
@@ -177,7 +190,8 @@ pub fn lifetimes(g: &Graph) -> Result<Vec<Lifetime>, PlanError> {
 ///
 /// Rules: node `i` is a `Unary` or `Binary` op in the arena; the operand is a node in the
 /// arena whose last reader is `i`, with exactly `i`'s type (so same size, and a binary operand
-/// is not broadcast). The first such operand is chosen.
+/// is not broadcast), and no other member of `i`'s dispatch group `group` reads it (members
+/// run interleaved). The first such operand is chosen.
 ///
 /// Why only these ops: the backend loads operands with `readonly`+`can_move` flags, which
 /// promise no aliasing store. For the unary and binary kernels (`backend/src/kernels/
@@ -187,7 +201,7 @@ pub fn lifetimes(g: &Graph) -> Result<Vec<Lifetime>, PlanError> {
 /// element is loaded after it is stored, so a moved or merged load still sees the old value.
 /// Norms, softmax, rope and attention read a row (or pairs within it) several times around
 /// their stores, so they never run in place.
-pub fn in_place_operand(g: &Graph, i: usize, last_use: &[usize]) -> Option<usize> {
+pub fn in_place_operand(g: &Graph, i: usize, last_use: &[usize], group: Range<usize>) -> Option<usize> {
     let node = &g.nodes[i];
     if !matches!(node.op, Op::Unary(_) | Op::Binary(_)) || lives_outside_arena(g, i) {
         return None;
@@ -195,7 +209,8 @@ pub fn in_place_operand(g: &Graph, i: usize, last_use: &[usize]) -> Option<usize
     node.args.iter().find_map(|&a| match a {
         ValueRef::Node(j) => {
             let j = j as usize;
-            let ok = last_use[j] == i && !lives_outside_arena(g, j) && g.nodes[j].ty == node.ty;
+            let shared = group.clone().any(|m| m != i && g.nodes[m].args.contains(&a));
+            let ok = last_use[j] == i && !shared && !lives_outside_arena(g, j) && g.nodes[j].ty == node.ty;
             ok.then_some(j)
         }
         _ => None,
@@ -203,17 +218,22 @@ pub fn in_place_operand(g: &Graph, i: usize, last_use: &[usize]) -> Option<usize
 }
 
 /// Per node, the operand it overwrites in place (see [`in_place_operand`]).
-pub fn in_place_choices(g: &Graph) -> Vec<Option<usize>> {
+pub fn in_place_choices(g: &Graph, groups: &[Group]) -> Vec<Option<usize>> {
     let last_use = last_uses(g);
-    (0..g.nodes.len()).map(|i| in_place_operand(g, i, &last_use)).collect()
+    let group = group_of_node(g, groups);
+    (0..g.nodes.len()).map(|i| in_place_operand(g, i, &last_use, group[i].clone())).collect()
 }
 
 /// The buffers to place: every in-place chain merged into one (from its first node's start to
 /// its last node's end). Also returns, per node, the index of its buffer.
-pub fn buffers(g: &Graph, in_place: &[Option<usize>]) -> Result<(Vec<Lifetime>, Vec<Option<usize>>), PlanError> {
+pub fn buffers(
+    g: &Graph,
+    in_place: &[Option<usize>],
+    groups: &[Group],
+) -> Result<(Vec<Lifetime>, Vec<Option<usize>>), PlanError> {
     let mut of_node: Vec<Option<usize>> = vec![None; g.nodes.len()];
     let mut out: Vec<Lifetime> = Vec::new();
-    for lt in lifetimes(g)? {
+    for lt in lifetimes(g, groups)? {
         match in_place[lt.node].and_then(|j| of_node[j]) {
             Some(b) => {
                 out[b].last = out[b].last.max(lt.last);
@@ -421,8 +441,9 @@ pub fn plan_memory_with(g: &Graph, opts: &PlanOptions) -> Result<MemoryPlan, Pla
     if opts.strategies.is_empty() {
         return Err(PlanError("no placement strategy to try".into()));
     }
-    let in_place = if opts.in_place { in_place_choices(g) } else { vec![None; g.nodes.len()] };
-    let (bufs, of_node) = buffers(g, &in_place)?;
+    let groups = if opts.dispatch_groups { dispatch_groups(g) } else { singles(g) };
+    let in_place = if opts.in_place { in_place_choices(g, &groups) } else { vec![None; g.nodes.len()] };
+    let (bufs, of_node) = buffers(g, &in_place, &groups)?;
     let lower = lower_bound(&bufs);
     let mut candidates = Vec::new();
     let mut best: Option<(Strategy, Vec<u64>, u64)> = None;
@@ -464,7 +485,7 @@ pub fn plan_memory_with(g: &Graph, opts: &PlanOptions) -> Result<MemoryPlan, Pla
     };
     let mut offsets = vec![None; g.nodes.len()];
     let mut sizes = vec![0u64; g.nodes.len()];
-    for lt in lifetimes(g)? {
+    for lt in lifetimes(g, &groups)? {
         let b = of_node[lt.node].expect("every arena node has a buffer");
         offsets[lt.node] = Some(placed[b]);
         sizes[lt.node] = lt.size;
@@ -489,6 +510,7 @@ pub fn plan_memory_with(g: &Graph, opts: &PlanOptions) -> Result<MemoryPlan, Pla
         in_place,
         strategy,
         candidates,
+        groups,
     })
 }
 
@@ -512,7 +534,7 @@ impl MemoryPlan {
     /// A readable table of the plan: the totals, the strategies, then one line per arena buffer.
     pub fn to_text(&self, g: &Graph) -> String {
         use std::fmt::Write;
-        let buffers = lifetimes(g).unwrap_or_default();
+        let buffers = lifetimes(g, &self.groups).unwrap_or_default();
         let mut s = String::new();
         let _ = writeln!(
             s,
@@ -523,6 +545,15 @@ impl MemoryPlan {
             self.state_size
         );
         let _ = writeln!(s, "strategy {}: {}", self.strategy.name(), self.candidates_text());
+        let fused: Vec<String> = self
+            .groups
+            .iter()
+            .filter(|grp| grp.nodes.len() > 1)
+            .map(|grp| format!("{:?} %{}..=%{}", grp.kind, grp.nodes.start, grp.nodes.end - 1).to_lowercase())
+            .collect();
+        if !fused.is_empty() {
+            let _ = writeln!(s, "dispatch groups: {}", fused.join(", "));
+        }
         for b in &buffers {
             let node = &g.nodes[b.node];
             let _ = write!(

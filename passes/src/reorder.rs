@@ -34,7 +34,8 @@ impl Pass for ReorderForMemory {
 
 /// The lower bound the planner would report (in-place chains merged), or `None` on overflow.
 pub fn peak(g: &Graph) -> Option<u64> {
-    buffers(g, &in_place_choices(g)).ok().map(|(b, _)| lower_bound(&b))
+    let groups = crate::dispatch::dispatch_groups(g);
+    buffers(g, &in_place_choices(g, &groups), &groups).ok().map(|(b, _)| lower_bound(&b))
 }
 
 fn arena_bytes(g: &Graph, i: usize) -> i128 {

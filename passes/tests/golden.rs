@@ -3,8 +3,8 @@
 //! A case file is:
 //! ```text
 //! ; what the case shows, in prose
-//! ; run: dce                 (passes, comma-separated; a last `plan [STRATEGY..] [no-in-place]`
-//!                             prints the memory plan after them)
+//! ; run: dce                 (passes, comma-separated; a last `plan [STRATEGY..] [no-in-place]
+//!                             [no-groups]` prints the memory plan after them)
 //! ; tolerance: 1e-5           (optional: the passes may change outputs by this much relative to
 //!                             their largest magnitude, e.g. a recognised norm; default exact)
 //! graph g { ... }            (the input, in the IR text form)
@@ -99,6 +99,7 @@ fn plan_options(spec: &str) -> PlanOptions {
     for w in words {
         match w {
             "no-in-place" => opts.in_place = false,
+            "no-groups" => opts.dispatch_groups = false,
             _ => assert!(Strategy::from_name(w).is_some(), "unknown plan option '{w}'"),
         }
     }
@@ -154,7 +155,7 @@ fn run_case(path: &Path) -> Option<String> {
 
 #[test]
 fn golden_cases() {
-    let mut files: Vec<PathBuf> = ["passes", "plan", "recognize"]
+    let mut files: Vec<PathBuf> = ["fuse", "passes", "plan", "recognize"]
         .iter()
         .flat_map(|d| std::fs::read_dir(golden_dir().join(d)).unwrap())
         .map(|e| e.unwrap().path())

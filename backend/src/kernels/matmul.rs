@@ -1,5 +1,6 @@
 //! `matmul`, both weight layouts.
 
+use super::epilogue::{Epilogue, MatMulArgs, Pass};
 use super::{Ext, F32X4, Kargs, MATMUL_COLS_PER_TASK, SLOT_ROWS, each_task, ro, rw};
 use crate::math;
 use cranelift_codegen::ir::{InstBuilder, Value, condcodes::IntCC, types};
@@ -8,19 +9,20 @@ use cranelift_frontend::{FunctionBuilder, Variable};
 /// An `rt × ct` register tile of `x[M,K]·W[N,K]ᵀ`: rows `row0..row0+rt`, columns
 /// `col0..col0+ct`. f32x4 FMAs over K in a loop, lanes summed once, then a scalar K tail
 /// (K need not be a multiple of 4). Each weight vector loaded is reused for `rt` rows.
+/// `w` is the weight of `pass`; the results go through the epilogue of `a`.
 #[allow(clippy::too_many_arguments)]
 fn tile_t(
     b: &mut FunctionBuilder,
-    x: Value,
+    a: &MatMulArgs,
+    pass: Pass,
     w: Value,
-    out: Value,
     row0: Value,
     col0: Value,
     rt: usize,
     ct: usize,
     kk: u64,
-    n: u64,
 ) {
+    let x = a.x;
     let kb = kk as i64 * 4;
     let xr: Vec<Value> = (0..rt)
         .map(|r| {
@@ -118,23 +120,19 @@ fn tile_t(
     }
     for (r, row) in sums.iter().enumerate() {
         let orow = b.ins().iadd_imm_s(row0, r as i64);
-        let orow = b.addr(out, orow, n as i64 * 4);
-        let o = b.addr(orow, col0, 4);
         for (c, &s) in row.iter().enumerate() {
-            b.ins().store(rw(), s, o, c as i32 * 4);
+            a.store(b, pass, orow, col0, c, s);
         }
     }
 }
 
-/// Lowers `matmul` with `transpose_b` (`x[M,K]·W[N,K]ᵀ`, the hot one): task = a block of
-/// `MATMUL_COLS_PER_TASK` output columns over all M rows. Inside, 4-column groups run 3×4 tiles
-/// (12 accumulators fit the 16 xmm registers) then 1×4 tiles for the leftover rows (the decode
-/// case: 4 independent FMA chains); leftover columns run 1×1.
-pub(crate) fn matmul_t(b: &mut FunctionBuilder, k: &Kargs, kk: u64, n: u64) {
+/// Lowers `matmul` with `transpose_b` (`x[M,K]·W[N,K]ᵀ`, the hot one) and `linear`: task = a
+/// block of `MATMUL_COLS_PER_TASK` output columns over all M rows. Inside, 4-column groups run
+/// 3×4 tiles (12 accumulators fit the 16 xmm registers) then 1×4 tiles for the leftover rows
+/// (the decode case: 4 independent FMA chains), once per epilogue pass; leftover columns run 1×1.
+pub(crate) fn matmul_t(b: &mut FunctionBuilder, k: &Kargs, kk: u64, n: u64, ep: Epilogue) {
     let m = k.slot(b, SLOT_ROWS);
-    let x = k.ptr(b, 0);
-    let w = k.ptr(b, 1);
-    let out = k.ptr(b, 2);
+    let a = MatMulArgs::load(b, k, ep, n);
     let three = b.c64(3);
     let m3 = b.ins().udiv(m, three);
     let m3 = b.ins().imul_imm_s(m3, 3);
@@ -148,14 +146,18 @@ pub(crate) fn matmul_t(b: &mut FunctionBuilder, k: &Kargs, kk: u64, n: u64) {
         let len4 = b.ins().band_imm_s(len, !3);
         let c4 = b.ins().iadd(c0, len4);
         b.for_range(c0, c4, 4, |b, col| {
-            let zero = b.c64(0);
-            b.for_range(zero, m3, 3, |b, row| tile_t(b, x, w, out, row, col, 3, 4, kk, n));
-            b.for_range(m3, m, 1, |b, row| tile_t(b, x, w, out, row, col, 1, 4, kk, n));
+            for (pass, w) in a.passes() {
+                let zero = b.c64(0);
+                b.for_range(zero, m3, 3, |b, row| tile_t(b, &a, pass, w, row, col, 3, 4, kk));
+                b.for_range(m3, m, 1, |b, row| tile_t(b, &a, pass, w, row, col, 1, 4, kk));
+            }
         });
         if !n.is_multiple_of(4) {
             b.for_range(c4, c1, 1, |b, col| {
-                let zero = b.c64(0);
-                b.for_range(zero, m, 1, |b, row| tile_t(b, x, w, out, row, col, 1, 1, kk, n));
+                for (pass, w) in a.passes() {
+                    let zero = b.c64(0);
+                    b.for_range(zero, m, 1, |b, row| tile_t(b, &a, pass, w, row, col, 1, 1, kk));
+                }
             });
         }
     });

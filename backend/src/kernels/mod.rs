@@ -7,7 +7,9 @@
 
 mod attention;
 mod elementwise;
+mod epilogue;
 mod general;
+pub(crate) mod group;
 mod matmul;
 mod norm;
 mod qdot;
@@ -22,6 +24,7 @@ use cranelift_frontend::FunctionBuilder;
 use edgec_ir::{BinaryOp, Dim, Graph, Op, ReduceOp, Storage, UnaryOp, ValueRef};
 
 pub(crate) use elementwise::Bcast;
+pub(crate) use epilogue::Epilogue;
 pub(crate) use general::Prod;
 use general::SOp;
 
@@ -41,13 +44,14 @@ pub(crate) enum KernelSpec {
     /// `gather`: task = one output row (copy a table row, or decode it from the table's
     /// storage `w`; `vocab` is the table's row count).
     Gather { h: u64, vocab: u64, w: Storage },
-    /// `matmul` with `transpose_b` (`x[M,K]·W[N,K]ᵀ`): task = a block of
-    /// [`MATMUL_COLS_PER_TASK`] output columns, every row. `w` is the weight's storage
-    /// (dequantized in registers when not f32).
-    MatMulT { k: u64, n: u64, w: Storage },
+    /// `matmul` with `transpose_b` (`x[M,K]·W[N,K]ᵀ`) and `linear` (the same with epilogue
+    /// `ep`): task = a block of [`MATMUL_COLS_PER_TASK`] output columns, every row. `w` and
+    /// `up` are the storages of the weight and of a gated `linear`'s up projection (f32 when
+    /// there is none), dequantized in registers when not f32.
+    MatMulT { k: u64, n: u64, w: Storage, up: Storage, ep: Epilogue },
     /// [`KernelSpec::MatMulT`] for int8 weights with int8 activations (`qdot.rs`), used on
     /// aarch64 (see [`KernelSpec::int8_twin`]).
-    MatMulTI8 { k: u64, n: u64, w: Storage },
+    MatMulTI8 { k: u64, n: u64, w: Storage, up: Storage, ep: Epilogue },
     /// `matmul` without transpose (`x[M,K]·B[K,N]`): task = 4 output columns, every row.
     MatMulN { k: u64, n: u64 },
     /// `rms_norm`: task = one row (normalized in groups of `group` features; `group == h` for
@@ -227,10 +231,9 @@ impl KernelSpec {
         };
         for k in 0..node.args.len() {
             let st = storage_of(k);
-            let reads_stored = matches!((&node.op, k), (Op::MatMul { transpose_b: true }, 1) | (Op::Gather, 0));
-            if st != Storage::F32 && !reads_stored {
+            if st != Storage::F32 && !node.op.reads_stored_weight(k) {
                 return Err(nerr(&format!(
-                    "operand {k} is stored as {}; only matmul (transpose_b) weights and gather tables may be",
+                    "operand {k} is stored as {}; only matmul (transpose_b) and linear weights and gather tables may be",
                     st.name()
                 )));
             }
@@ -254,7 +257,18 @@ impl KernelSpec {
                 let k = cdim(ty(0).shape.dims()[1], "inner dim")?;
                 let bd = ty(1).shape.dims();
                 let n = cdim(if *transpose_b { bd[0] } else { bd[1] }, "output width")?;
-                if *transpose_b { KernelSpec::MatMulT { k, n, w: storage_of(1) } } else { KernelSpec::MatMulN { k, n } }
+                if *transpose_b {
+                    KernelSpec::MatMulT { k, n, w: storage_of(1), up: Storage::F32, ep: Epilogue::default() }
+                } else {
+                    KernelSpec::MatMulN { k, n }
+                }
+            }
+            Op::Linear { .. } => {
+                let ep = Epilogue::of(&node.op);
+                let up = node.op.linear_operands().up.map_or(Storage::F32, storage_of);
+                let k = cdim(ty(0).shape.dims()[1], "inner dim")?;
+                let n = cdim(ty(1).shape.dims()[0], "output width")?;
+                KernelSpec::MatMulT { k, n, w: storage_of(1), up, ep }
             }
             Op::RmsNorm { eps, group } => {
                 let group = group.map_or(rc.cols, u64::from);
@@ -321,7 +335,9 @@ impl KernelSpec {
     /// dim is whole blocks of 32 (aarch64 uses it in every variant).
     pub fn int8_twin(&self) -> Option<KernelSpec> {
         match *self {
-            KernelSpec::MatMulT { k, n, w } if qdot::supports(w, k) => Some(KernelSpec::MatMulTI8 { k, n, w }),
+            KernelSpec::MatMulT { k, n, w, up, ep } if qdot::supports(w, k) && (!ep.gated || up == w) => {
+                Some(KernelSpec::MatMulTI8 { k, n, w, up, ep })
+            }
             _ => None,
         }
     }
@@ -339,7 +355,9 @@ impl KernelSpec {
     pub fn short_name(&self) -> String {
         match self {
             KernelSpec::Gather { .. } => "gather".into(),
+            KernelSpec::MatMulT { ep, .. } if !ep.is_none() => "linear".into(),
             KernelSpec::MatMulT { .. } => "matmul_t".into(),
+            KernelSpec::MatMulTI8 { ep, .. } if !ep.is_none() => "linear_i8".into(),
             KernelSpec::MatMulTI8 { .. } => "matmul_t_i8".into(),
             KernelSpec::MatMulN { .. } => "matmul".into(),
             KernelSpec::RmsNorm { .. } => "rms_norm".into(),
@@ -387,9 +405,11 @@ impl KernelSpec {
         match self {
             KernelSpec::Gather { h, w: Storage::F32, .. } => elementwise::gather(b, k, *h),
             KernelSpec::Gather { h, vocab, w } => quant::gather_q(b, k, *h, *vocab, *w),
-            KernelSpec::MatMulT { k: kk, n, w: Storage::F32 } => matmul::matmul_t(b, k, *kk, *n),
-            KernelSpec::MatMulT { k: kk, n, w } => quant::matmul_tq(b, k, *kk, *n, *w),
-            KernelSpec::MatMulTI8 { k: kk, n, w } => qdot::matmul_tq8(b, k, *kk, *n, *w),
+            KernelSpec::MatMulT { k: kk, n, w: Storage::F32, up: Storage::F32, ep } => {
+                matmul::matmul_t(b, k, *kk, *n, *ep)
+            }
+            KernelSpec::MatMulT { k: kk, n, w, up, ep } => quant::matmul_tq(b, k, *kk, *n, [*w, *up], *ep),
+            KernelSpec::MatMulTI8 { k: kk, n, w, ep, .. } => qdot::matmul_tq8(b, k, *kk, *n, *w, *ep),
             KernelSpec::MatMulN { k: kk, n } => matmul::matmul_n(b, k, *kk, *n),
             KernelSpec::RmsNorm { h, group, eps } => norm::rms_norm(b, k, *h, *group, *eps),
             KernelSpec::LayerNorm { h, eps } => norm::layer_norm(b, k, *h, *eps),

@@ -9,8 +9,9 @@
 //!
 //! Task = a block of `MATMUL_COLS_PER_TASK` output columns over all rows (like `matmul_tq`):
 //! per pair of rows, the rows are quantized into a stack buffer, then 2×4 tiles run over the
-//! task's columns. Quantization is repeated per task (a per-call scratch buffer would save it).
+//! task's columns (once per `linear` epilogue pass). Quantization is repeated per task (a per-call scratch buffer would save it).
 
+use super::epilogue::{Epilogue, MatMulArgs, Pass};
 use super::{Ext, F32X4, Kargs, MATMUL_COLS_PER_TASK, SLOT_ROWS, each_task, ro, rw};
 use crate::math;
 use cranelift_codegen::ir::{
@@ -89,16 +90,17 @@ fn quantize_row(b: &mut FunctionBuilder, x: Value, q: Value, s: Value, kk: u64) 
 }
 
 /// An `rt × ct` tile: rows `0..rt` of the quantized buffer (`q`, `s`; row stride `kk` bytes and
-/// `kk / 32` scales) against weight rows `col0..col0 + ct`, written to output rows
-/// `row0..row0 + rt`.
+/// `kk / 32` scales) against rows `col0..col0 + ct` of `w` (the weight of `pass`), finished by
+/// the epilogue of `a` into output rows `row0..row0 + rt`.
 #[allow(clippy::too_many_arguments)]
 fn tile(
     b: &mut FunctionBuilder,
     st: Storage,
     q: Value,
     s: Value,
+    a: &MatMulArgs,
+    pass: Pass,
     w: Value,
-    out: Value,
     row0: Value,
     col0: Value,
     rt: usize,
@@ -172,28 +174,25 @@ fn tile(
     });
     for (r, row) in acc.iter().enumerate() {
         let orow = b.ins().iadd_imm_s(row0, r as i64);
-        let orow = b.addr(out, orow, n as i64 * 4);
-        let o = b.addr(orow, col0, 4);
-        for (c, &a) in row.iter().enumerate() {
-            let a = b.use_var(a);
-            let mut v = b.hsum(a);
+        for (c, &sum) in row.iter().enumerate() {
+            let sum = b.use_var(sum);
+            let mut v = b.hsum(sum);
             if st == Storage::Q8C {
                 let col = b.ins().iadd_imm_s(col0, c as i64);
                 let sc = super::quant::q8c_scale(b, w, n, kk, col);
                 v = b.ins().fmul(v, sc);
             }
-            b.ins().store(rw(), v, o, c as i32 * 4);
+            a.store(b, pass, orow, col0, c, v);
         }
     }
 }
 
 /// Lowers `matmul` (transpose_b) with int8 activations; `supports(st, kk)` must hold.
-pub(crate) fn matmul_tq8(b: &mut FunctionBuilder, k: &Kargs, kk: u64, n: u64, st: Storage) {
+pub(crate) fn matmul_tq8(b: &mut FunctionBuilder, k: &Kargs, kk: u64, n: u64, st: Storage, ep: Epilogue) {
     debug_assert!(supports(st, kk));
     let m = k.slot(b, SLOT_ROWS);
-    let x = k.ptr(b, 0);
-    let w = k.ptr(b, 1);
-    let out = k.ptr(b, 2);
+    let a = MatMulArgs::load(b, k, ep, n);
+    let x = a.x;
     let blocks = kk / BLOCK;
     let qss = b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, (2 * kk) as u32, 4));
     let sss = b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, (2 * blocks * 4) as u32, 4));
@@ -217,9 +216,11 @@ pub(crate) fn matmul_tq8(b: &mut FunctionBuilder, k: &Kargs, kk: u64, n: u64, st
                 let sr = b.ins().iadd_imm_s(s, (r as u64 * blocks * 4) as i64);
                 quantize_row(b, xr, qr, sr, kk);
             }
-            b.for_range(c0, c4, 4, |b, col| tile(b, st, q, s, w, out, row, col, rt, 4, kk, n));
-            if !n.is_multiple_of(4) {
-                b.for_range(c4, c1, 1, |b, col| tile(b, st, q, s, w, out, row, col, rt, 1, kk, n));
+            for (pass, w) in a.passes() {
+                b.for_range(c0, c4, 4, |b, col| tile(b, st, q, s, &a, pass, w, row, col, rt, 4, kk, n));
+                if !n.is_multiple_of(4) {
+                    b.for_range(c4, c1, 1, |b, col| tile(b, st, q, s, &a, pass, w, row, col, rt, 1, kk, n));
+                }
             }
         };
         let zero = b.c64(0);

@@ -7,6 +7,7 @@
 //! per-row scale multiplies the finished dot product instead. Rows whose length is not a whole
 //! number of units (only f16, bf16 and `q8_c` allow that) finish with scalar elements.
 
+use super::epilogue::{Epilogue, MatMulArgs, Pass};
 use super::{Ext, F32X4, Kargs, MATMUL_COLS_PER_TASK, SLOT_ROWS, each_task, ro, rw};
 use crate::math;
 use cranelift_codegen::ir::{Endianness, InstBuilder, MemFlagsData, Value, condcodes::IntCC, types};
@@ -169,14 +170,14 @@ pub(super) fn q8c_scale(b: &mut FunctionBuilder, w: Value, rows: u64, k: u64, r:
     b.ins().load(types::F32, ro(), a, 0)
 }
 
-/// An `rt × ct` tile of `x[M,K]·W[N,K]ᵀ` with `W` stored as `st`.
+/// An `rt × ct` tile of `x[M,K]·W[N,K]ᵀ` with `W` (the weight of `pass`) stored as `st`.
 #[allow(clippy::too_many_arguments)]
 fn tile_q(
     b: &mut FunctionBuilder,
     st: Storage,
-    x: Value,
+    a: &MatMulArgs,
+    pass: Pass,
     w: Value,
-    out: Value,
     row0: Value,
     col0: Value,
     rt: usize,
@@ -184,6 +185,7 @@ fn tile_q(
     kk: u64,
     n: u64,
 ) {
+    let x = a.x;
     let u = unit(st);
     let rb = st.row_bytes(kk).expect("checked by the layout") as i64;
     let units = kk / u.elems;
@@ -263,22 +265,20 @@ fn tile_q(
     }
     for (r, row) in sums.iter().enumerate() {
         let orow = b.ins().iadd_imm_s(row0, r as i64);
-        let orow = b.addr(out, orow, n as i64 * 4);
-        let o = b.addr(orow, col0, 4);
         for (c, &s) in row.iter().enumerate() {
-            b.ins().store(rw(), s, o, c as i32 * 4);
+            a.store(b, pass, orow, col0, c, s);
         }
     }
 }
 
-/// Lowers `matmul` with `transpose_b` for a stored weight: task = a block of
+/// Lowers `matmul` with `transpose_b` and `linear` for stored weights: task = a block of
 /// `MATMUL_COLS_PER_TASK` output columns over all rows, like the f32 kernel; 2×4 tiles (each
-/// decoded weight vector feeds two rows), then 1×4 tiles, then 1×1 for leftover columns.
-pub(crate) fn matmul_tq(b: &mut FunctionBuilder, k: &Kargs, kk: u64, n: u64, st: Storage) {
+/// decoded weight vector feeds two rows), then 1×4 tiles, then 1×1 for leftover columns, once
+/// per epilogue pass.
+/// `st` holds the storage of the weight and of the up projection (gated `linear` only).
+pub(crate) fn matmul_tq(b: &mut FunctionBuilder, k: &Kargs, kk: u64, n: u64, st: [Storage; 2], ep: Epilogue) {
     let m = k.slot(b, SLOT_ROWS);
-    let x = k.ptr(b, 0);
-    let w = k.ptr(b, 1);
-    let out = k.ptr(b, 2);
+    let a = MatMulArgs::load(b, k, ep, n);
     let m2 = b.ins().band_imm_s(m, !1);
     each_task(b, k, |b, t| {
         let c0 = b.ins().imul_imm_s(t, MATMUL_COLS_PER_TASK as i64);
@@ -290,14 +290,18 @@ pub(crate) fn matmul_tq(b: &mut FunctionBuilder, k: &Kargs, kk: u64, n: u64, st:
         let len4 = b.ins().band_imm_s(len, !3);
         let c4 = b.ins().iadd(c0, len4);
         b.for_range(c0, c4, 4, |b, col| {
-            let zero = b.c64(0);
-            b.for_range(zero, m2, 2, |b, row| tile_q(b, st, x, w, out, row, col, 2, 4, kk, n));
-            b.for_range(m2, m, 1, |b, row| tile_q(b, st, x, w, out, row, col, 1, 4, kk, n));
+            for ((pass, w), st) in a.passes().into_iter().zip(st) {
+                let zero = b.c64(0);
+                b.for_range(zero, m2, 2, |b, row| tile_q(b, st, &a, pass, w, row, col, 2, 4, kk, n));
+                b.for_range(m2, m, 1, |b, row| tile_q(b, st, &a, pass, w, row, col, 1, 4, kk, n));
+            }
         });
         if !n.is_multiple_of(4) {
             b.for_range(c4, c1, 1, |b, col| {
-                let zero = b.c64(0);
-                b.for_range(zero, m, 1, |b, row| tile_q(b, st, x, w, out, row, col, 1, 1, kk, n));
+                for ((pass, w), st) in a.passes().into_iter().zip(st) {
+                    let zero = b.c64(0);
+                    b.for_range(zero, m, 1, |b, row| tile_q(b, st, &a, pass, w, row, col, 1, 1, kk, n));
+                }
             });
         }
     });

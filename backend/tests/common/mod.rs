@@ -47,6 +47,8 @@ pub fn test_plan(g: &Graph) -> MemoryPlan {
         in_place,
         strategy,
         candidates: vec![],
+        // No buffer is reused, so any launch order is safe: fuse what the planner would.
+        groups: edgec_passes::dispatch::dispatch_groups(g),
     }
 }
 
@@ -314,6 +316,42 @@ pub fn check_against_reference(g: Graph, calls: &[(Vec<i32>, u32)], tol: f32) ->
         }
     }
     all
+}
+
+/// Links `g`'s aarch64 object with `tests/c/run_model.c`, runs the calls under qemu and
+/// returns every call's logits, concatenated.
+pub fn run_aarch64(g: &Graph, calls: &[(Vec<i32>, u32)]) -> Vec<f32> {
+    let dir = tempfile::tempdir().unwrap();
+    let (obj, _, _) = object_for(g, "model", arm64(), dir.path());
+    let o = dir.path().join("model.o");
+    std::fs::write(&o, obj).unwrap();
+    let exe = dir.path().join("run_model");
+    let c_src = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/c/run_model.c");
+    let st = Command::new("aarch64-linux-gnu-gcc")
+        .args(["-static", "-O1", "-std=c11", "-Wall", "-Werror", "-I"])
+        .arg(dir.path())
+        .arg(c_src)
+        .arg(&o)
+        .arg("-o")
+        .arg(&exe)
+        .status()
+        .unwrap();
+    assert!(st.success(), "linking the aarch64 driver failed");
+    let out = dir.path().join("logits.bin");
+    let args: Vec<String> = calls
+        .iter()
+        .map(|(ids, pos)| format!("{pos}:{}", ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",")))
+        .collect();
+    let st = Command::new("qemu-aarch64")
+        .arg(&exe)
+        .arg(dir.path().join("model.weights"))
+        .arg(&out)
+        .args(&args)
+        .status()
+        .unwrap();
+    assert!(st.success(), "aarch64 run failed: {st:?}");
+    let bytes = std::fs::read(&out).unwrap();
+    bytes.chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
 }
 
 pub fn have(tool: &str) -> bool {

@@ -205,8 +205,12 @@ pub fn attr_t<'a>(n: &'a NodeProto, name: &str) -> R<Option<&'a TensorProto>> {
 // ---------------------------------------------------------------------------------------------
 // Index helpers.
 
-/// Element count, saturating at `usize::MAX` (shapes can come from a hostile file).
+/// Element count, saturating at `usize::MAX` (shapes can come from a hostile file); 0 when
+/// any dim is 0, however large the others.
 pub fn numel(shape: &[usize]) -> usize {
+    if shape.contains(&0) {
+        return 0;
+    }
     shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).unwrap_or(usize::MAX)
 }
 
@@ -223,10 +227,12 @@ fn sized(shape: &[usize]) -> R<usize> {
     Ok(n)
 }
 
+/// Row-major strides. They never exceed the element count, which the folding limit bounds,
+/// except for an empty value (a 0 dim beside huge ones), which is never indexed: saturate.
 fn strides(shape: &[usize]) -> Vec<usize> {
     let mut s = vec![1usize; shape.len()];
     for i in (0..shape.len().saturating_sub(1)).rev() {
-        s[i] = s[i + 1] * shape[i + 1];
+        s[i] = s[i + 1].saturating_mul(shape[i + 1]);
     }
     s
 }

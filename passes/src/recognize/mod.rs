@@ -73,7 +73,7 @@ fn run_rules(pass: &'static str, g: &mut Graph, rules: &[&dyn Rule]) -> Result<C
 }
 
 /// The operands of `n` if it is the binary op `op`.
-fn binary(n: &Node, op: BinaryOp) -> Option<(ValueRef, ValueRef)> {
+pub(crate) fn binary(n: &Node, op: BinaryOp) -> Option<(ValueRef, ValueRef)> {
     match (&n.op, n.args.as_slice()) {
         (Op::Binary(o), &[a, b]) if *o == op => Some((a, b)),
         _ => None,
@@ -89,7 +89,10 @@ fn unary(n: &Node, op: UnaryOp) -> Option<ValueRef> {
 }
 
 /// Tries `f(a, b)` then `f(b, a)`: matching a commutative op's operands in either order.
-fn commuted<T>((a, b): (ValueRef, ValueRef), mut f: impl FnMut(ValueRef, ValueRef) -> Option<T>) -> Option<T> {
+pub(crate) fn commuted<T>(
+    (a, b): (ValueRef, ValueRef),
+    mut f: impl FnMut(ValueRef, ValueRef) -> Option<T>,
+) -> Option<T> {
     f(a, b).or_else(|| f(b, a))
 }
 
