@@ -52,16 +52,24 @@ pub struct ImportOptions {
     pub max_seq: u64,
     /// Bounds of particular symbolic dims, by their ONNX name.
     pub symbols: Vec<(String, u64)>,
+    /// Graph inputs fixed at compile time, by their ONNX name: the graph is specialized to these
+    /// values (folded like initializers) and they are not inputs of the IR graph. Lets an
+    /// input that an op needs at compile time (axes, a target shape, split sizes, pads) be given.
+    pub constants: Vec<(String, Dense)>,
 }
 
 impl Default for ImportOptions {
     fn default() -> Self {
-        ImportOptions { max_seq: 128, symbols: Vec::new() }
+        ImportOptions { max_seq: 128, symbols: Vec::new(), constants: Vec::new() }
     }
 }
 
-/// The default-domain opsets whose semantics the importer follows.
-pub const OPSETS: std::ops::RangeInclusive<i64> = 13..=21;
+/// The default-domain opsets whose semantics the importer follows. Opsets 22–25 changed the
+/// ops the importer knows only in their type lists (bfloat16, float8, float4, 2-bit types,
+/// which it refuses) and, for Cast, in rounding to float8e8m0 only: the schemas' docs,
+/// attributes and inputs are otherwise unchanged (`tests/onnx_conformance/opset_changes.py`
+/// prints the comparison from onnx's own schemas).
+pub const OPSETS: std::ops::RangeInclusive<i64> = 13..=25;
 
 /// The most elements of an initializer the folder reads into memory.
 /// The default of [`crate::limits::Limit::OnnxFoldElements`] (`--limit onnx-fold-elements`).
@@ -147,6 +155,7 @@ pub fn import(m: &OnnxModel, opts: &ImportOptions) -> Result<Graph, FrontendErro
     }
     for o in &m.graph().output {
         let v = im.operand(&o.name).map_err(|e| fail(format!("output '{}': {e}", o.name)))?;
+        let v = im.output_copy(v).map_err(|e| fail(format!("output '{}': {e}", o.name)))?;
         let name = sanitize(&o.name);
         im.g.add_output(name, v);
     }
@@ -385,6 +394,8 @@ struct Importer<'m> {
     ir_of: HashMap<String, ValueRef>,
     names: HashSet<String>,
     scalars: HashMap<u32, ValueRef>,
+    /// Run-time values that are ONNX booleans (held as f32 0/1, see the module doc).
+    bools: HashSet<ValueRef>,
 }
 
 impl<'m> Importer<'m> {
@@ -399,21 +410,28 @@ impl<'m> Importer<'m> {
             ir_of: HashMap::new(),
             names: HashSet::new(),
             scalars: HashMap::new(),
+            bools: HashSet::new(),
         };
         for (i, t) in graph.initializer.iter().enumerate() {
             im.vals.insert(t.name.clone(), Val::Init(i));
         }
         let mut symbols: HashMap<String, Dim> = HashMap::new();
         let inits: HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
+        let mut fixed: Vec<(String, Dense)> = Vec::new();
         for input in graph.input.iter().filter(|i| !inits.contains(i.name.as_str())) {
+            if let Some((_, d)) = opts.constants.iter().find(|(n, _)| *n == input.name) {
+                fixed.push((input.name.clone(), d.clone()));
+                continue;
+            }
             let what = format!("graph input '{}'", input.name);
             let Some(type_proto::Value::TensorType(t)) = input.r#type.as_ref().and_then(|t| t.value.as_ref()) else {
                 return Err(format!("{what} is not a tensor"));
             };
-            let dtype = match fold::kind_of(i64::from(t.elem_type)).map_err(|e| format!("{what}: {e}"))? {
-                "int" => DType::I32,
-                _ => DType::F32,
-            };
+            if t.elem_type == DataType::Bfloat16 as i32 {
+                return Err(format!("{what} is bfloat16: run-time floats are f32, which does not round like bfloat16"));
+            }
+            let kind = fold::kind_of(i64::from(t.elem_type)).map_err(|e| format!("{what}: {e}"))?;
+            let dtype = if kind == "int" { DType::I32 } else { DType::F32 };
             let mut dims = Vec::new();
             for (axis, d) in t.shape.as_ref().map(|s| s.dim.as_slice()).unwrap_or_default().iter().enumerate() {
                 dims.push(match &d.value {
@@ -435,6 +453,9 @@ impl<'m> Importer<'m> {
             }
             let name = im.unique(&input.name);
             let v = im.g.add_input(name, TensorType::new(dtype, Shape(dims)));
+            if kind == "bool" {
+                im.bools.insert(v);
+            }
             im.vals.insert(input.name.clone(), Val::Dyn(v));
         }
         // Probes: the maxima, then two smaller values per symbol (never 1, which would
@@ -446,6 +467,9 @@ impl<'m> Importer<'m> {
             let p2 = maxes.iter().enumerate().map(|(j, &m)| (m / 2 + 1 + j as u64).clamp(2, m)).collect();
             im.probes.push(p1);
             im.probes.push(p2);
+        }
+        for (name, d) in fixed {
+            im.vals.insert(name, Val::Const(Rc::new(vec![d; im.probes.len()])));
         }
         Ok(im)
     }
@@ -652,6 +676,17 @@ impl<'m> Importer<'m> {
         Ok(v)
     }
 
+    /// A graph output must be a node's result: a weight or an input gets a copy (a reshape to
+    /// its own shape), as do values already output.
+    fn output_copy(&mut self, v: ValueRef) -> R<ValueRef> {
+        let is_result = matches!(v, ValueRef::Node(_)) && !self.g.outputs.iter().any(|o| o.value == v);
+        if is_result {
+            return Ok(v);
+        }
+        let shape = self.g.type_of(v).shape.clone();
+        self.add(Op::Reshape { shape }, vec![v])
+    }
+
     /// `v` reshaped to the dims read off `per_probe` (no node if they are `v`'s already).
     fn reshape(&mut self, v: ValueRef, per_probe: &[Vec<usize>]) -> R<ValueRef> {
         let shape = self.fit_shape(per_probe)?;
@@ -765,6 +800,9 @@ impl<'m> Importer<'m> {
         }
         let v = match op {
             "Identity" | "Dropout" => {
+                if op == "Dropout" && !self.dropout_is_identity(n)? {
+                    return Err("Dropout in training mode (or with its mask output) is not supported".into());
+                }
                 let v = self.vals.get(x_name).cloned().ok_or("undefined input")?;
                 self.set(&out, v);
                 return Ok(());
@@ -926,7 +964,7 @@ impl<'m> Importer<'m> {
                         "Unsqueeze" => fold::unsqueeze_dims(s, a.as_deref().unwrap_or_default())?,
                         "Squeeze" => fold::squeeze_dims(s, a.as_deref())?,
                         _ => {
-                            let ax = norm_axis(attr_i(n, "axis", 1)?, s.len() + 1)?;
+                            let ax = fold::flatten_axis(attr_i(n, "axis", 1)?, s.len())?;
                             vec![fold::numel(&s[..ax]), fold::numel(&s[ax..])]
                         }
                     });
@@ -1038,6 +1076,23 @@ impl<'m> Importer<'m> {
         Ok(())
     }
 
+    /// Inference-mode Dropout: no training_mode input, or a constant false one, and no mask.
+    fn dropout_is_identity(&mut self, n: &NodeProto) -> R<bool> {
+        if n.output.iter().skip(1).any(|o| !o.is_empty()) {
+            return Ok(false);
+        }
+        let Some(t) = input(n, 2) else { return Ok(true) };
+        if self.fixed(t)?.as_i64()?.iter().all(|&b| b == 0) {
+            return Ok(true);
+        }
+        // Training mode with ratio 0 drops nothing.
+        let ratio = match input(n, 1) {
+            Some(r) => self.fixed(r)?.as_f32(),
+            None => vec![0.5],
+        };
+        Ok(ratio.iter().all(|&x| x == 0.0))
+    }
+
     /// A constant's integer values at every probe (shapes may differ by probe).
     fn fixed_or_probed(&mut self, name: &str) -> R<Vec<Vec<i64>>> {
         let c = self.const_of(name)?.ok_or_else(|| format!("'{name}' must be known at compile time"))?;
@@ -1085,6 +1140,9 @@ impl<'m> Importer<'m> {
         axes.sort_unstable();
         axes.dedup();
         let keep = attr_i(n, "keepdims", 1)? != 0;
+        if op == "ReduceMax" && self.bools.contains(&x) && shapes.iter().any(|s| axes.iter().any(|&a| s[a] == 0)) {
+            return Err("ReduceMax of booleans over an empty set is not supported".into());
+        }
         let (xt, _) = self.move_axes_last(x, &axes)?;
         // Merge the reduced axes into one, reduce it, then give the result its ONNX shape.
         let kept: Vec<usize> = (0..r).filter(|a| !axes.contains(a)).collect();
