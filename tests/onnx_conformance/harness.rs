@@ -211,7 +211,17 @@ pub struct Table {
     rows: BTreeMap<String, [usize; 6]>,
     reasons: BTreeMap<(bool, String), usize>,
     pub failures: Vec<String>,
+    /// Failures listed in `known_failures.txt`.
+    pub known: Vec<String>,
     pub passed: BTreeSet<String>,
+}
+
+/// The reason `known_failures.txt` gives for a case, if it lists it.
+fn known_failure(name: &str) -> Option<String> {
+    let text = std::fs::read_to_string(root().join("tests/onnx_conformance/known_failures.txt")).ok()?;
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.split_once(char::is_whitespace).filter(|(n, _)| *n == name).map(|(_, r)| r.trim().to_string()))
 }
 
 impl Table {
@@ -223,7 +233,11 @@ impl Table {
                 0
             }
             Outcome::Failed(m) => {
-                self.failures.push(format!("{}: {m}", row.name));
+                if known_failure(&row.name).is_some() {
+                    self.known.push(format!("{}: {m}", row.name));
+                } else {
+                    self.failures.push(format!("{}: {m}", row.name));
+                }
                 1
             }
             Outcome::Unsupported(m) => {
@@ -270,6 +284,9 @@ impl Table {
             for (n, r) in rs.iter().take(if in_list { 40 } else { 15 }) {
                 println!("{n:>5}  {r}");
             }
+        }
+        for f in &self.known {
+            println!("FAILED (known, known_failures.txt) {f}");
         }
         for f in &self.failures {
             println!("FAILED {f}");

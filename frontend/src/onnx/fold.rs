@@ -63,6 +63,10 @@ impl Dense {
             v => Err(format!("expected one value, got {}", v.len())),
         }
     }
+    /// `float`, `int` or `bool` (the names [`kind_of`] uses).
+    pub fn kind_name(&self) -> &'static str {
+        self.kind()
+    }
     fn kind(&self) -> &'static str {
         match self.data {
             Data::F(_) => "float",

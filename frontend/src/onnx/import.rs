@@ -109,6 +109,10 @@ pub const LOWERED: &[&str] = &[
     "Not",
     "And",
     "Or",
+    "Equal",
+    "Less",
+    "Greater",
+    "Trilu",
     "Softmax",
     "LogSoftmax",
     "ReduceMean",
@@ -639,7 +643,121 @@ impl<'m> Importer<'m> {
             _ => WeightSource::Literal(self.init_dense(i)?.as_f32()),
         };
         let name = self.unique(&t.name);
-        Ok(self.g.add_weight(name, ty, source))
+        let v = self.g.add_weight(name, ty, source);
+        match DataType::try_from(t.data_type) {
+            Ok(DataType::Bool) => {
+                self.bools.insert(v);
+                Ok(v)
+            }
+            _ if stored.is_none() => {
+                let d = self.init_dense(i)?;
+                self.typed_literal(v, &d)
+            }
+            _ => Ok(v),
+        }
+    }
+
+    /// A literal weight (always f32 values) given its ONNX kind: integers through a cast to
+    /// i32 (exact: refused beyond f32's 2^24), booleans marked as such.
+    fn typed_literal(&mut self, v: ValueRef, d: &Dense) -> R<ValueRef> {
+        match &d.data {
+            Data::I(vals) => {
+                if vals.iter().any(|x| x.unsigned_abs() > 1 << 24) {
+                    return Err("an integer constant beyond 2^24 used at run time is not supported".into());
+                }
+                self.add(Op::Cast { to: DType::I32 }, vec![v])
+            }
+            Data::B(_) => {
+                self.bools.insert(v);
+                Ok(v)
+            }
+            Data::F(_) => Ok(v),
+        }
+    }
+
+    /// `float`, `int` or `bool`: what an IR value holds in ONNX terms.
+    fn kind(&self, v: ValueRef) -> &'static str {
+        if self.bools.contains(&v) {
+            "bool"
+        } else if self.g.type_of(v).dtype == DType::I32 {
+            "int"
+        } else {
+            "float"
+        }
+    }
+
+    /// An operand as f32 (integers cast), for float-only ops and mixed-type ONNX ops (Pow).
+    fn float_operand(&mut self, name: &str) -> R<ValueRef> {
+        let v = self.operand(name)?;
+        if self.g.type_of(v).dtype == DType::I32 { self.add(Op::Cast { to: DType::F32 }, vec![v]) } else { Ok(v) }
+    }
+
+    /// ONNX Cast between the run-time kinds: float (f32), int (i32), bool (f32 0/1).
+    fn cast(&mut self, x: ValueRef, to: &str) -> R<ValueRef> {
+        let from = self.kind(x);
+        let v = match (from, to) {
+            _ if from == to => x,
+            ("float", "int") | ("bool", "int") => self.add(Op::Cast { to: DType::I32 }, vec![x])?,
+            ("int", "float") => self.add(Op::Cast { to: DType::F32 }, vec![x])?,
+            ("bool", "float") => {
+                // A copy, so the result is not marked boolean.
+                let shape = self.g.type_of(x).shape.clone();
+                self.add(Op::Reshape { shape }, vec![x])?
+            }
+            (_, "bool") => {
+                let zero = self.zero_like(x)?;
+                let eq = self.add(Op::Binary(BinaryOp::Eq), vec![x, zero])?;
+                let one = self.scalar(1.0);
+                let v = self.add(Op::Binary(BinaryOp::Sub), vec![one, eq])?;
+                self.bools.insert(v);
+                v
+            }
+            _ => return Err(format!("casting run-time {from} data to {to} is not supported")),
+        };
+        Ok(v)
+    }
+
+    /// A scalar 0 of `x`'s dtype.
+    fn zero_like(&mut self, x: ValueRef) -> R<ValueRef> {
+        let z = self.scalar(0.0);
+        if self.g.type_of(x).dtype == DType::I32 { self.add(Op::Cast { to: DType::I32 }, vec![z]) } else { Ok(z) }
+    }
+
+    /// Trilu on run-time data: a select with a folded 0/1 mask of the (constant) last two dims.
+    fn trilu(&mut self, n: &NodeProto) -> R<ValueRef> {
+        let x = self.operand(input(n, 0).ok_or("missing input")?)?;
+        let k = match input(n, 1) {
+            Some(k) => self.fixed(k)?.scalar_i64()?,
+            None => 0,
+        };
+        let upper = attr_i(n, "upper", 1)? != 0;
+        let dims = self.g.type_of(x).shape.dims().to_vec();
+        let r = dims.len();
+        if r < 2 {
+            return Err("Trilu needs at least two axes".into());
+        }
+        let (rows, cols) = match (dims[r - 2].as_const(), dims[r - 1].as_const()) {
+            (Some(a), Some(b)) => (a as usize, b as usize),
+            _ => return Err("Trilu over symbolic axes is not supported".into()),
+        };
+        let len =
+            rows.checked_mul(cols).filter(|&l| l as u64 <= crate::limits::get(crate::limits::Limit::OnnxFoldElements));
+        let len = len.ok_or("Trilu's mask is too large to fold")?;
+        let mut mask = Vec::with_capacity(len);
+        for i in 0..rows as i64 {
+            for j in 0..cols as i64 {
+                let keep = if upper { j - i >= k } else { j - i <= k };
+                mask.push(f32::from(u8::from(keep)));
+            }
+        }
+        let name = self.unique(&format!("{}.trilu_mask", n.output.first().map_or("", |s| s.as_str())));
+        let m = self.g.add_weight(
+            name,
+            TensorType::new(DType::F32, Shape::of(&[rows as u64, cols as u64])),
+            WeightSource::Literal(mask),
+        );
+        let zero = self.zero_like(x)?;
+        self.add(Op::Select, vec![m, x, zero])
     }
 
     fn materialize(&mut self, name: &str, c: &[Dense]) -> R<ValueRef> {
@@ -668,6 +786,7 @@ impl<'m> Importer<'m> {
             TensorType::new(DType::F32, Shape::of(&dims)),
             WeightSource::Literal(full.as_f32()),
         );
+        v = self.typed_literal(v, full)?;
         for (axis, &d) in shape.dims().iter().enumerate() {
             if let Dim::Sym(_) = d {
                 v = self.add(Op::Slice { axis: axis as u32, start: 0, len: d }, vec![v])?;
@@ -793,8 +912,11 @@ impl<'m> Importer<'m> {
             _ => None,
         };
         if let Some(o) = simple {
-            let x = self.operand(x_name)?;
+            let x = self.float_operand(x_name)?;
             let v = self.add(o, vec![x])?;
+            if op == "IsNaN" {
+                self.bools.insert(v);
+            }
             self.set(&out, Val::Dyn(v));
             return Ok(());
         }
@@ -812,21 +934,14 @@ impl<'m> Importer<'m> {
                 let to = if op == "Cast" {
                     fold::kind_of(attr_i(n, "to", 1)?)?
                 } else {
-                    match self.vals.get(need(1)?) {
-                        Some(Val::Dyn(v)) if self.g.type_of(*v).dtype == DType::I32 => "int",
-                        Some(Val::Const(c)) => match c[0].data {
-                            Data::I(_) => "int",
-                            Data::B(_) => "bool",
-                            Data::F(_) => "float",
-                        },
-                        _ => "float",
+                    match self.vals.get(need(1)?).cloned() {
+                        Some(Val::Dyn(v)) => self.kind(v),
+                        Some(Val::Const(c)) => c[0].kind_name(),
+                        Some(Val::Init(i)) => fold::kind_of(i64::from(self.init(i).data_type))?,
+                        None => return Err("undefined input".into()),
                     }
                 };
-                let from = if self.g.type_of(x).dtype == DType::I32 { "int" } else { "float" };
-                if to != from {
-                    return Err(format!("casting run-time {from} data to {to} is not supported yet"));
-                }
-                x
+                self.cast(x, to)?
             }
             "Add" | "Sub" | "Mul" | "Div" | "Max" | "Min" | "And" | "Or" => {
                 let b = match op {
@@ -842,11 +957,28 @@ impl<'m> Importer<'m> {
                     let y = self.operand(need(i)?)?;
                     acc = self.add(Op::Binary(b), vec![acc, y])?;
                 }
+                if op == "And" || op == "Or" {
+                    self.bools.insert(acc);
+                }
                 acc
             }
+            "Equal" | "Less" | "Greater" => {
+                let (a, b) = (self.operand(x_name)?, self.operand(need(1)?)?);
+                let c = match op {
+                    "Equal" => BinaryOp::Eq,
+                    "Less" => BinaryOp::Lt,
+                    _ => BinaryOp::Gt,
+                };
+                let v = self.add(Op::Binary(c), vec![a, b])?;
+                self.bools.insert(v);
+                v
+            }
+            "Trilu" => self.trilu(n)?,
             "Not" => {
                 let (one, x) = (self.scalar(1.0), self.operand(x_name)?);
-                self.add(Op::Binary(BinaryOp::Sub), vec![one, x])?
+                let v = self.add(Op::Binary(BinaryOp::Sub), vec![one, x])?;
+                self.bools.insert(v);
+                v
             }
             "Relu" => {
                 let (x, zero) = (self.operand(x_name)?, self.scalar(0.0));
@@ -880,7 +1012,10 @@ impl<'m> Importer<'m> {
                     Some(0.5) => self.add(Op::Unary(UnaryOp::Sqrt), vec![x])?,
                     Some(-1.0) => self.add(Op::Unary(UnaryOp::Recip), vec![x])?,
                     _ => {
-                        let y = self.operand(need(1)?)?;
+                        if self.g.type_of(x).dtype == DType::I32 {
+                            return Err("Pow on integers is not supported".into());
+                        }
+                        let y = self.float_operand(need(1)?)?;
                         self.add(Op::Binary(BinaryOp::Pow), vec![x, y])?
                     }
                 }
