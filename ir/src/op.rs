@@ -3,7 +3,8 @@
 //! Operand conventions are part of the IR contract: the verifier, the interpreter and every
 //! backend kernel rely on them. Activations are row-major `[rows, features]` unless stated.
 //! The layout ops (`reshape`, `expand`, `transpose`, `concat`, `slice`), `batch_matmul`,
-//! `select` and the unary/binary ops after `gelu_tanh` serve general (ONNX) graphs; the
+//! `select`, `cast`, the unary/binary ops after `gelu_tanh` and the i32 forms of the binary ops
+//! serve general (ONNX) graphs (run-time booleans are f32 0/1 masks: the IR has no bool); the
 //! interpreter and the backend run them all (the backend's kernels for run-time shapes are in
 //! `backend/src/kernels/general.rs`).
 

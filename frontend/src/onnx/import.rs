@@ -24,8 +24,12 @@
 //! otherwise.
 //!
 //! **Types at run time.** Float tensors are f32 (f16/bf16 initializers stay references in their
-//! stored dtype); integer graph inputs (token ids) become `i32`; a run-time boolean (the result
-//! of `IsNaN`, a folded mask used as data) is an f32 0/1 mask, consumed by `select`.
+//! stored dtype; bf16 graph inputs are refused, since f32 math would not round like bf16);
+//! integers are `i32` (ONNX's i64 narrowed at the graph boundary; an integer constant used at
+//! run time is an f32 literal with a `cast` to i32, refused beyond 2^24); a run-time boolean
+//! (a graph input, a comparison, `Not`/`And`/`Or`, `IsNaN`, a cast to bool, a folded mask used
+//! as data) is an f32 0/1 mask, consumed by `select`. `Importer::bools` remembers which f32
+//! values are booleans, for `Cast`/`CastLike`.
 //!
 //! Initializers used by lowered ops stay references into the file (`WeightSource::File`); the
 //! folder reads only small ones (at most [`FOLD_LIMIT`] elements). Model-local functions are
