@@ -70,3 +70,44 @@ fn onnx_node_tests_compiled() {
     );
     assert!(regressions.is_empty(), "{} compiled node cases regressed:\n{}", regressions.len(), regressions.join("\n"));
 }
+
+/// Every fifth case of `expected_pass_compiled.txt` (at least 100) compiled for aarch64, linked
+/// with the general-graph C driver and run under qemu: each must pass. Skipped without
+/// `aarch64-linux-gnu-gcc` and `qemu-aarch64`.
+#[test]
+fn onnx_node_tests_aarch64_sample() {
+    let have = |t: &str| {
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("command -v {t}"))
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    let dir = harness::cases_dir();
+    if !(have("aarch64-linux-gnu-gcc") && have("qemu-aarch64")) || !harness::ensure_cases(&dir) {
+        eprintln!("skipped: needs aarch64-linux-gnu-gcc, qemu-aarch64 and the ONNX node cases");
+        return;
+    }
+    let listed =
+        std::fs::read_to_string(harness::root().join("tests/onnx_conformance/expected_pass_compiled.txt")).unwrap();
+    let sample: Vec<&str> = listed.lines().filter(|l| !l.is_empty()).step_by(5).collect();
+    assert!(sample.len() >= 100, "the sample has only {} cases", sample.len());
+    let rows = harness::read_index(&dir);
+    let target: target_lexicon::Triple = "aarch64-unknown-linux-gnu".parse().unwrap();
+    let mut failures = Vec::new();
+    for name in &sample {
+        let row = rows.iter().find(|r| r.name == *name).unwrap();
+        let mut case = harness::load(&dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        case.graph.name = "case".into();
+        let outs = CompiledGraph::build_for(&case.graph, &target, None, None)
+            .and_then(|c| c.run(&case.graph, &case.inputs, 1))
+            .unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        for (i, ((_, got), want)) in outs.iter().zip(&case.wants).enumerate() {
+            if let Err(e) = harness::close(got, want, row.rtol, row.atol) {
+                failures.push(format!("{name}: output {i}: {e}"));
+            }
+        }
+    }
+    println!("aarch64 (qemu): {} of {} sampled node cases pass", sample.len() - failures.len(), sample.len());
+    assert!(failures.is_empty(), "{} cases give wrong results on aarch64:\n{}", failures.len(), failures.join("\n"));
+}
