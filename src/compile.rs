@@ -314,7 +314,7 @@ fn import_onnx(model: &Path, load: &edgec_frontend::LoadOptions) -> Result<Graph
         );
     }
     let m = edgec_frontend::onnx::OnnxModel::open(model)?;
-    let opts = edgec_frontend::onnx::ImportOptions { max_seq: load.max_context, symbols: Vec::new() };
+    let opts = edgec_frontend::onnx::ImportOptions { max_seq: load.max_context, ..Default::default() };
     Ok(edgec_frontend::onnx::import(&m, &opts)?)
 }
 

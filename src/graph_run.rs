@@ -29,7 +29,7 @@ pub struct GraphRunRequest {
 /// the graph outputs in order, by name.
 pub fn run_graph(req: &GraphRunRequest, inputs: &[(String, Tensor)]) -> Result<Vec<(String, Tensor)>> {
     let m = edgec_frontend::onnx::OnnxModel::open(&req.model)?;
-    let opts = edgec_frontend::onnx::ImportOptions { max_seq: req.max_seq, symbols: Vec::new() };
+    let opts = edgec_frontend::onnx::ImportOptions { max_seq: req.max_seq, ..Default::default() };
     let mut g = edgec_frontend::onnx::import(&m, &opts)?;
     g.name = "graph".into();
     general_pipeline().run(&mut g, &mut |_, _| {})?;

@@ -43,7 +43,7 @@ fn one_object_runs_any_length_and_refuses_bad_ids() {
     let get = |n: &str| reference.iter().find(|(k, _)| k == n).unwrap().1.clone();
     let (ids, want) = (get("input_ids"), get("logits"));
     let m = edgec_frontend::onnx::OnnxModel::open(&dir.join("model.onnx")).unwrap();
-    let opts = edgec_frontend::onnx::ImportOptions { max_seq: 32, symbols: Vec::new() };
+    let opts = edgec_frontend::onnx::ImportOptions { max_seq: 32, ..Default::default() };
     let mut g = edgec_frontend::onnx::import(&m, &opts).unwrap();
     g.name = "llama_onnx".into();
     let c = CompiledGraph::build(&g, None).unwrap();
@@ -97,7 +97,7 @@ fn cli_runs_an_onnx_file_and_writes_outputs_by_name() {
 fn general_graph_header_declares_run_and_compiles_as_c() {
     let dir = fixture("llama");
     let m = edgec_frontend::onnx::OnnxModel::open(&dir.join("model.onnx")).unwrap();
-    let opts = edgec_frontend::onnx::ImportOptions { max_seq: 32, symbols: Vec::new() };
+    let opts = edgec_frontend::onnx::ImportOptions { max_seq: 32, ..Default::default() };
     let g = edgec_frontend::onnx::import(&m, &opts).unwrap();
     let plan = edgec_passes::plan::plan_memory(&g).unwrap();
     let layout = edgec_backend::layout_weights(&g).unwrap();
@@ -162,7 +162,7 @@ fn general_graph_objects_import_nothing_on_both_isas() {
     use object::{Object, ObjectSymbol};
     let dir = fixture("phi3");
     let m = edgec_frontend::onnx::OnnxModel::open(&dir.join("model.onnx")).unwrap();
-    let opts = edgec_frontend::onnx::ImportOptions { max_seq: 32, symbols: Vec::new() };
+    let opts = edgec_frontend::onnx::ImportOptions { max_seq: 32, ..Default::default() };
     let g = edgec_frontend::onnx::import(&m, &opts).unwrap();
     let plan = edgec_passes::plan::plan_memory(&g).unwrap();
     let layout = edgec_backend::layout_weights(&g).unwrap();

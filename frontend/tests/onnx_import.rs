@@ -13,7 +13,7 @@ use edgec_ir::interp::{Interpreter, Tensor};
 use edgec_ir::{Graph, Op, ValueRef};
 use prost::Message;
 
-const OPTS: ImportOptions = ImportOptions { max_seq: 32, symbols: Vec::new() };
+const OPTS: ImportOptions = ImportOptions { max_seq: 32, symbols: Vec::new(), constants: Vec::new() };
 
 fn import_fixture(name: &str) -> Graph {
     let m = OnnxModel::open(&fixture(name).join("model.onnx")).unwrap();

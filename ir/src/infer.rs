@@ -3,7 +3,7 @@
 
 use crate::IrError;
 use crate::graph::Graph;
-use crate::op::Op;
+use crate::op::{BinaryOp, Op};
 use crate::types::{DType, Dim, Shape, TensorType};
 
 fn err(op: &Op, msg: impl std::fmt::Display) -> IrError {
@@ -167,11 +167,15 @@ pub fn infer_type(g: &Graph, op: &Op, args: &[&TensorType]) -> Result<TensorType
             }
             Ok(TensorType::new(args[0].dtype, shape))
         }
-        Op::Binary(_) => {
-            float_same(op, args)?;
+        Op::Binary(b) => {
+            if args[0].dtype == DType::I32 && *b != BinaryOp::Pow {
+                four_byte_same(op, args)?;
+            } else {
+                float_same(op, args)?;
+            }
             let shape = broadcast(&args[0].shape, &args[1].shape)
                 .ok_or_else(|| err(op, format!("cannot broadcast {} with {}", show(args[0]), show(args[1]))))?;
-            Ok(TensorType::new(args[0].dtype, shape))
+            Ok(TensorType::new(if b.is_comparison() { DType::F32 } else { args[0].dtype }, shape))
         }
         Op::Reshape { shape } => {
             if element_count(&args[0].shape) != element_count(shape) {
@@ -267,14 +271,34 @@ pub fn infer_type(g: &Graph, op: &Op, args: &[&TensorType]) -> Result<TensorType
             Ok(TensorType::new(args[0].dtype, Shape(shape)))
         }
         Op::Select => {
-            float_same(op, args)?;
+            dtype(0, DType::F32)?;
+            four_byte_same(op, &args[1..])?;
             let shape =
                 broadcast(&args[0].shape, &args[1].shape).and_then(|s| broadcast(&s, &args[2].shape)).ok_or_else(
                     || err(op, format!("cannot broadcast {}, {} and {}", show(args[0]), show(args[1]), show(args[2]))),
                 )?;
-            Ok(TensorType::new(args[0].dtype, shape))
+            Ok(TensorType::new(args[1].dtype, shape))
+        }
+        Op::Cast { to } => {
+            four_byte_same(op, args)?;
+            if !matches!(to, DType::F32 | DType::I32) {
+                return Err(err(op, format!("casts to f32 or i32 only, not {to}")));
+            }
+            Ok(TensorType::new(*to, args[0].shape.clone()))
         }
     }
+}
+
+/// All operands share one dtype, f32 or i32 (general graphs' run-time dtypes).
+fn four_byte_same(op: &Op, args: &[&TensorType]) -> Result<(), IrError> {
+    let d = args[0].dtype;
+    if !matches!(d, DType::F32 | DType::I32) {
+        return Err(err(op, format!("needs f32 or i32 operands, got {d}")));
+    }
+    if let Some(t) = args.iter().find(|t| t.dtype != d) {
+        return Err(err(op, format!("operands differ in dtype: {d} and {}", t.dtype)));
+    }
+    Ok(())
 }
 
 /// A shape's element count as (product of the constant dims, sorted symbols), so counts with

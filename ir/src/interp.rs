@@ -480,25 +480,26 @@ impl<'g> Interpreter<'g> {
             Op::Binary(b) => {
                 let shape = broadcast_shape(&a[0].shape, &a[1].shape)
                     .ok_or_else(|| here(format!("cannot broadcast {:?} with {:?}", a[0].shape, a[1].shape)))?;
-                let (x, y) = (f(0)?, f(1)?);
                 let n = numel(&shape).ok_or_else(|| here("size overflows".into()))?;
-                let sx = strides_for(&a[0].shape, shape.len());
-                let sy = strides_for(&a[1].shape, shape.len());
-                let mut out = Vec::with_capacity(n);
-                let mut idx = vec![0usize; shape.len()];
-                for _ in 0..n {
-                    let ox: usize = idx.iter().zip(&sx).map(|(i, s)| i * s).sum();
-                    let oy: usize = idx.iter().zip(&sy).map(|(i, s)| i * s).sum();
-                    out.push(b.eval(x[ox], y[oy]));
-                    for ax in (0..shape.len()).rev() {
-                        idx[ax] += 1;
-                        if idx[ax] < shape[ax] {
-                            break;
+                let (sx, sy) = (strides_for(&a[0].shape, shape.len()), strides_for(&a[1].shape, shape.len()));
+                let pairs: Vec<(usize, usize)> = broadcast_pairs(&shape, n, &sx, &sy).collect();
+                let pairs = pairs.into_iter();
+                match (a[0].as_i32(), a[1].as_i32()) {
+                    (Some(x), Some(y)) => {
+                        let v: Vec<i32> = pairs
+                            .map(|(i, j)| b.eval_i32(x[i], y[j]).ok_or_else(|| here("pow needs float operands".into())))
+                            .collect::<Result<_, _>>()?;
+                        if b.is_comparison() {
+                            Tensor::f32(shape, v.into_iter().map(|c| c as f32).collect())
+                        } else {
+                            Tensor::i32(shape, v)
                         }
-                        idx[ax] = 0;
+                    }
+                    _ => {
+                        let (x, y) = (f(0)?, f(1)?);
+                        Tensor::f32(shape, pairs.map(|(i, j)| b.eval(x[i], y[j])).collect())
                     }
                 }
-                Tensor::f32(shape, out)
             }
             Op::Softmax => {
                 let x = f(0)?;
@@ -633,18 +634,33 @@ impl<'g> Interpreter<'g> {
                     .ok_or_else(|| {
                         here(format!("cannot broadcast {:?}, {:?} and {:?}", a[0].shape, a[1].shape, a[2].shape))
                     })?;
-                let (c, x, y) = (f(0)?, f(1)?, f(2)?);
+                let c = f(0)?;
                 let s: Vec<Vec<usize>> = (0..3).map(|i| strides_for(&a[i].shape, shape.len())).collect();
                 let n = numel(&shape).ok_or_else(|| here("size overflows".into()))?;
-                let mut out = Vec::with_capacity(n);
+                // Which operand each element comes from, and where.
+                let mut pick = Vec::with_capacity(n);
                 let mut idx = vec![0usize; shape.len()];
                 for _ in 0..n {
-                    let v = if c[dot(&idx, &s[0])] != 0.0 { x[dot(&idx, &s[1])] } else { y[dot(&idx, &s[2])] };
-                    out.push(v);
+                    let k = if c[dot(&idx, &s[0])] != 0.0 { 1 } else { 2 };
+                    pick.push((k, dot(&idx, &s[k])));
                     next_index(&mut idx, &shape);
                 }
-                Tensor::f32(shape, out)
+                match (&a[1].data, &a[2].data) {
+                    (Data::F32(x), Data::F32(y)) => {
+                        Tensor::f32(shape, pick.iter().map(|&(k, o)| if k == 1 { x[o] } else { y[o] }).collect())
+                    }
+                    (Data::I32(x), Data::I32(y)) => {
+                        Tensor::i32(shape, pick.iter().map(|&(k, o)| if k == 1 { x[o] } else { y[o] }).collect())
+                    }
+                    _ => return Err(here("the two choices differ in dtype".into())),
+                }
             }
+            Op::Cast { to } => match (&a[0].data, to) {
+                (Data::F32(x), DType::I32) => Tensor::i32(a[0].shape.clone(), x.iter().map(|&v| v as i32).collect()),
+                (Data::I32(x), DType::F32) => Tensor::f32(a[0].shape.clone(), x.iter().map(|&v| v as f32).collect()),
+                (Data::F32(_), DType::F32) | (Data::I32(_), DType::I32) => a[0].clone(),
+                (_, d) => return Err(here(format!("cannot cast to {d}"))),
+            },
             Op::CacheWrite => unreachable!("handled above"),
         };
         Ok(Slot::Owned(out))
@@ -665,6 +681,22 @@ fn row_major_strides(shape: &[usize]) -> Vec<usize> {
         strides[i] = strides[i + 1].saturating_mul(shape[i + 1]);
     }
     strides
+}
+
+/// For each element of a broadcast result of `shape` (`n` elements), the offsets it reads in
+/// two operands with strides `sx` and `sy` (0 on broadcast axes).
+fn broadcast_pairs<'a>(
+    shape: &'a [usize],
+    n: usize,
+    sx: &'a [usize],
+    sy: &'a [usize],
+) -> impl Iterator<Item = (usize, usize)> + 'a {
+    let mut idx = vec![0usize; shape.len()];
+    (0..n).map(move |_| {
+        let at = (dot(&idx, sx), dot(&idx, sy));
+        next_index(&mut idx, shape);
+        at
+    })
 }
 
 fn dot(idx: &[usize], strides: &[usize]) -> usize {

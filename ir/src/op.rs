@@ -3,7 +3,8 @@
 //! Operand conventions are part of the IR contract: the verifier, the interpreter and every
 //! backend kernel rely on them. Activations are row-major `[rows, features]` unless stated.
 //! The layout ops (`reshape`, `expand`, `transpose`, `concat`, `slice`), `batch_matmul`,
-//! `select` and the unary/binary ops after `gelu_tanh` serve general (ONNX) graphs; the
+//! `select`, `cast`, the unary/binary ops after `gelu_tanh` and the i32 forms of the binary ops
+//! serve general (ONNX) graphs (run-time booleans are f32 0/1 masks: the IR has no bool); the
 //! interpreter and the backend run them all (the backend's kernels for run-time shapes are in
 //! `backend/src/kernels/general.rs`).
 
@@ -35,7 +36,11 @@ pub enum UnaryOp {
     IsNan,
 }
 
-/// Elementwise function of two operands with numpy broadcasting.
+/// Elementwise function of two operands with numpy broadcasting. Both operands have one
+/// dtype: a float, or `i32` for all but `pow` (run-time integers: ONNX's i64 narrowed to i32 at
+/// the graph boundary). On `i32`, `add`/`sub`/`mul` wrap, `div` truncates toward zero (x / 0
+/// is 0, `i32::MIN / -1` wraps) and `max`/`min` compare as integers.
+/// The comparisons `eq`, `lt`, `gt` give an f32 0/1 mask (a run-time boolean) for either dtype.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum BinaryOp {
     Add,
@@ -46,6 +51,12 @@ pub enum BinaryOp {
     Min,
     /// `a` to the power `b` (`powf`).
     Pow,
+    /// 1.0 where `a == b`, else 0.0.
+    Eq,
+    /// 1.0 where `a < b`, else 0.0.
+    Lt,
+    /// 1.0 where `a > b`, else 0.0.
+    Gt,
 }
 
 /// Reduction over the last axis, keeping it with size 1.
@@ -151,8 +162,15 @@ pub enum Op {
     /// the leading dims broadcast numpy-style (both operands rank >= 2).
     BatchMatMul,
     /// `(cond, a, b) -> cond != 0 ? a : b` elementwise with numpy broadcasting of all three
-    /// (float; `cond` is a 0/1 mask like [`UnaryOp::IsNan`]'s).
+    /// (`cond` f32, a 0/1 mask like [`UnaryOp::IsNan`]'s; `a` and `b` share a 4-byte dtype,
+    /// f32 or i32, which is the result's).
     Select,
+    /// `(x) -> y` of dtype `to`, same shape: f32 → i32 truncates toward zero, saturating, NaN
+    /// gives 0; i32 → f32 rounds to nearest. Only between f32 and i32 (the run-time dtypes of
+    /// general graphs). The text form writes no attribute: `to` is the node's written dtype.
+    Cast {
+        to: crate::types::DType,
+    },
 }
 
 /// Where `linear`'s optional operands are ([`Op::linear_operands`]).
@@ -224,8 +242,22 @@ impl UnaryOp {
 }
 
 impl BinaryOp {
-    pub const ALL: [BinaryOp; 7] =
-        [BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Div, BinaryOp::Max, BinaryOp::Min, BinaryOp::Pow];
+    pub const ALL: [BinaryOp; 10] = [
+        BinaryOp::Add,
+        BinaryOp::Sub,
+        BinaryOp::Mul,
+        BinaryOp::Div,
+        BinaryOp::Max,
+        BinaryOp::Min,
+        BinaryOp::Pow,
+        BinaryOp::Eq,
+        BinaryOp::Lt,
+        BinaryOp::Gt,
+    ];
+    /// The comparisons, whose result is an f32 0/1 mask whatever the operands' dtype.
+    pub fn is_comparison(self) -> bool {
+        matches!(self, BinaryOp::Eq | BinaryOp::Lt | BinaryOp::Gt)
+    }
     pub fn name(self) -> &'static str {
         match self {
             BinaryOp::Add => "add",
@@ -235,8 +267,12 @@ impl BinaryOp {
             BinaryOp::Max => "max",
             BinaryOp::Min => "min",
             BinaryOp::Pow => "pow",
+            BinaryOp::Eq => "eq",
+            BinaryOp::Lt => "lt",
+            BinaryOp::Gt => "gt",
         }
     }
+    /// The reference definition on floats.
     pub fn eval(self, a: f32, b: f32) -> f32 {
         match self {
             BinaryOp::Add => a + b,
@@ -246,7 +282,27 @@ impl BinaryOp {
             BinaryOp::Max => a.max(b),
             BinaryOp::Min => a.min(b),
             BinaryOp::Pow => a.powf(b),
+            BinaryOp::Eq => f32::from(u8::from(a == b)),
+            BinaryOp::Lt => f32::from(u8::from(a < b)),
+            BinaryOp::Gt => f32::from(u8::from(a > b)),
         }
+    }
+    /// The reference definition on `i32` (comparisons give 0/1, as f32 in the result).
+    /// `None` for `pow`, which is float only.
+    pub fn eval_i32(self, a: i32, b: i32) -> Option<i32> {
+        Some(match self {
+            BinaryOp::Add => a.wrapping_add(b),
+            BinaryOp::Sub => a.wrapping_sub(b),
+            BinaryOp::Mul => a.wrapping_mul(b),
+            BinaryOp::Div if b == 0 => 0,
+            BinaryOp::Div => a.wrapping_div(b),
+            BinaryOp::Max => a.max(b),
+            BinaryOp::Min => a.min(b),
+            BinaryOp::Pow => return None,
+            BinaryOp::Eq => i32::from(a == b),
+            BinaryOp::Lt => i32::from(a < b),
+            BinaryOp::Gt => i32::from(a > b),
+        })
     }
 }
 
@@ -284,6 +340,7 @@ impl Op {
             Op::Slice { .. } => "slice",
             Op::BatchMatMul => "batch_matmul",
             Op::Select => "select",
+            Op::Cast { .. } => "cast",
         }
     }
 
@@ -296,7 +353,8 @@ impl Op {
             | Op::Reshape { .. }
             | Op::Expand { .. }
             | Op::Transpose { .. }
-            | Op::Slice { .. } => 1,
+            | Op::Slice { .. }
+            | Op::Cast { .. } => 1,
             Op::Gather
             | Op::MatMul { .. }
             | Op::RmsNorm { .. }

@@ -854,6 +854,7 @@ impl Parser {
             // These ops' result shape is their attribute: the written type gives it.
             Op::Reshape { .. } => Op::Reshape { shape: ty.shape.clone() },
             Op::Expand { .. } => Op::Expand { shape: ty.shape.clone() },
+            Op::Cast { .. } => Op::Cast { to: ty.dtype },
             Op::Slice { axis, start, .. } => {
                 let len =
                     ty.shape.dims().get(axis as usize).copied().ok_or_else(|| {
@@ -962,6 +963,7 @@ fn op_by_name(name: &str) -> Option<Op> {
         Op::Slice { axis: 0, start: 0, len: Dim::Const(0) },
         Op::BatchMatMul,
         Op::Select,
+        Op::Cast { to: crate::types::DType::F32 },
     ];
     fixed
         .into_iter()

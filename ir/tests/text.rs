@@ -79,8 +79,17 @@ fn golden_files_cover_every_op_and_source() {
             all.push_str(&std::fs::read_to_string(p).unwrap());
         }
     }
-    let mut names: Vec<&str> =
-        vec!["gather", "matmul", "matmul(transpose_b)", "rms_norm", "rope", "cache_write", "attention", "softmax"];
+    let mut names: Vec<&str> = vec![
+        "gather",
+        "matmul",
+        "matmul(transpose_b)",
+        "rms_norm",
+        "rope",
+        "cache_write",
+        "attention",
+        "softmax",
+        "cast",
+    ];
     names.extend(UnaryOp::ALL.map(|o| o.name()));
     names.extend(BinaryOp::ALL.map(|o| o.name()));
     names.extend(ReduceOp::ALL.map(|o| o.name()));

@@ -164,7 +164,12 @@ fn check_row_wise(g: &Graph) -> Result<(), String> {
             && (!n.ty.shape.dims().contains(&seq) || n.ty.shape.dims()[0] == seq)
             && match &n.op {
                 _ if seq_args.is_empty() => true,
-                Op::Gather | Op::Rope { .. } | Op::Attention { .. } | Op::CacheWrite | Op::Unary(_) => true,
+                Op::Gather
+                | Op::Rope { .. }
+                | Op::Attention { .. }
+                | Op::CacheWrite
+                | Op::Unary(_)
+                | Op::Cast { .. } => true,
                 Op::MatMul { .. } | Op::RmsNorm { .. } | Op::LayerNorm { .. } => seq_args == [n.args[0]],
                 // Row `s` of the result reads row `s` of `x` and of the residual.
                 Op::Linear { .. } => {

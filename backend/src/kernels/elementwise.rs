@@ -2,7 +2,7 @@
 
 use super::{Ext, Kargs, SLOT_POS, each_chunk, each_task, ro, rw};
 use crate::math;
-use cranelift_codegen::ir::{InstBuilder, Type, Value, types};
+use cranelift_codegen::ir::{InstBuilder, Type, Value, condcodes::FloatCC, types};
 use cranelift_frontend::FunctionBuilder;
 use edgec_ir::{BinaryOp, Dim, Shape, UnaryOp};
 
@@ -135,6 +135,18 @@ pub(crate) fn apply_binary(b: &mut FunctionBuilder, op: BinaryOp, x: Value, y: V
         BinaryOp::Max => math::max_num(b, x, y, false),
         BinaryOp::Min => math::max_num(b, x, y, true),
         BinaryOp::Pow => math::pow(b, x, y),
+        // Scalar only: the vectorized static kernels never get comparisons (general_spec).
+        BinaryOp::Eq | BinaryOp::Lt | BinaryOp::Gt => {
+            let cc = match op {
+                BinaryOp::Eq => FloatCC::Equal,
+                BinaryOp::Lt => FloatCC::LessThan,
+                _ => FloatCC::GreaterThan,
+            };
+            let ty = b.func.dfg.value_type(x);
+            let c = b.ins().fcmp(cc, x, y);
+            let (one, zero) = (math::fconst(b, ty, 1.0), math::fconst(b, ty, 0.0));
+            b.ins().select(c, one, zero)
+        }
     }
 }
 

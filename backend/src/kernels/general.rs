@@ -9,9 +9,13 @@
 use super::{Ext, Kargs, SLOT_N_TOKENS, each_task, ro, rw};
 use crate::kernels::elementwise::{apply_binary, apply_unary};
 use crate::math;
-use cranelift_codegen::ir::{InstBuilder, Value, condcodes::FloatCC, types};
+use cranelift_codegen::ir::{
+    InstBuilder, Type, Value,
+    condcodes::{FloatCC, IntCC},
+    types,
+};
 use cranelift_frontend::FunctionBuilder;
-use edgec_ir::{BinaryOp, Dim, ReduceOp, UnaryOp};
+use edgec_ir::{BinaryOp, DType, Dim, ReduceOp, UnaryOp};
 
 /// `c · n^p`: a run-time extent, stride or offset (in elements).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,8 +64,59 @@ pub(crate) enum SOp {
     Copy,
     Unary(UnaryOp),
     Binary(BinaryOp),
-    /// `cond != 0 ? a : b`.
+    /// `cond != 0 ? a : b` (`a`, `b` moved as 4-byte words, so any 4-byte dtype).
     Select,
+    /// A binary op on i32 operands (comparisons store an f32 0/1).
+    BinaryI32(BinaryOp),
+    /// f32 ↔ i32 (to the given dtype).
+    Cast(DType),
+}
+
+impl SOp {
+    /// The type operand `j` is loaded as.
+    fn load_type(self, j: usize) -> Type {
+        match self {
+            SOp::Copy | SOp::BinaryI32(_) | SOp::Cast(DType::F32) => types::I32,
+            SOp::Select if j > 0 => types::I32,
+            _ => types::F32,
+        }
+    }
+}
+
+/// `a OP b` on i32 as the IR defines it (wrapping; division truncates, x / 0 = 0,
+/// `MIN / -1` wraps); comparisons give an f32 0/1.
+fn apply_binary_i32(b: &mut FunctionBuilder, op: BinaryOp, x: Value, y: Value) -> Value {
+    let cmp = |b: &mut FunctionBuilder, cc: IntCC| {
+        let c = b.ins().icmp(cc, x, y);
+        let (one, zero) = (math::fconst(b, types::F32, 1.0), math::fconst(b, types::F32, 0.0));
+        b.ins().select(c, one, zero)
+    };
+    match op {
+        BinaryOp::Add => b.ins().iadd(x, y),
+        BinaryOp::Sub => b.ins().isub(x, y),
+        BinaryOp::Mul => b.ins().imul(x, y),
+        BinaryOp::Max => b.ins().smax(x, y),
+        BinaryOp::Min => b.ins().smin(x, y),
+        BinaryOp::Div => {
+            // sdiv traps on 0 and on MIN / -1: divide by 1 there, then fix the result up.
+            let zero = b.ins().iconst(types::I32, 0);
+            let one = b.ins().iconst(types::I32, 1);
+            let minus1 = b.ins().iconst(types::I32, -1);
+            let is0 = b.ins().icmp(IntCC::Equal, y, zero);
+            let is_m1 = b.ins().icmp(IntCC::Equal, y, minus1);
+            let odd = b.ins().bor(is0, is_m1);
+            let d = b.ins().select(odd, one, y);
+            let q = b.ins().sdiv(x, d);
+            let neg = b.ins().ineg(x);
+            let q = b.ins().select(is_m1, neg, q);
+            b.ins().select(is0, zero, q)
+        }
+        // infer.rs refuses pow on i32.
+        BinaryOp::Pow => x,
+        BinaryOp::Eq => cmp(b, IntCC::Equal),
+        BinaryOp::Lt => cmp(b, IntCC::SignedLessThan),
+        BinaryOp::Gt => cmp(b, IntCC::SignedGreaterThan),
+    }
 }
 
 /// The strided kernel: output dims `out`; operand `j` reads element
@@ -78,7 +133,6 @@ pub(crate) fn strided(b: &mut FunctionBuilder, k: &Kargs, op: SOp, out: &[Prod],
     let last = if r == 0 { b.c64(1) } else { dims[r - 1] };
     let zero = b.c64(0);
     let lstr: Vec<Value> = strides.iter().map(|s| if r == 0 { zero } else { s[r - 1] }).collect();
-    let ty = if op == SOp::Copy { types::I32 } else { types::F32 };
     each_task(b, k, |b, t| {
         let mut base = offs.clone();
         let mut rem = t;
@@ -104,7 +158,7 @@ pub(crate) fn strided(b: &mut FunctionBuilder, k: &Kargs, op: SOp, out: &[Prod],
                 .map(|j| {
                     let off = b.ins().imul(e, lstr[j]);
                     let a = b.addr(rows[j], off, 4);
-                    b.ins().load(ty, ro(), a, 0)
+                    b.ins().load(op.load_type(j), ro(), a, 0)
                 })
                 .collect();
             let v = match op {
@@ -116,6 +170,9 @@ pub(crate) fn strided(b: &mut FunctionBuilder, k: &Kargs, op: SOp, out: &[Prod],
                     let c = b.ins().fcmp(FloatCC::NotEqual, vals[0], z);
                     b.ins().select(c, vals[1], vals[2])
                 }
+                SOp::BinaryI32(o) => apply_binary_i32(b, o, vals[0], vals[1]),
+                SOp::Cast(DType::I32) => b.ins().fcvt_to_sint_sat(types::I32, vals[0]),
+                SOp::Cast(_) => b.ins().fcvt_from_sint(types::F32, vals[0]),
             };
             let d = b.addr(orow, e, 4);
             b.ins().store(rw(), v, d, 0);

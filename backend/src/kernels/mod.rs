@@ -21,7 +21,7 @@ use crate::signature::rows_cols;
 use cranelift_codegen::ir::{AbiParam, InstBuilder, MemFlagsData, Signature, Type, Value, condcodes::IntCC, types};
 use cranelift_codegen::isa::CallConv;
 use cranelift_frontend::FunctionBuilder;
-use edgec_ir::{BinaryOp, Dim, Graph, Op, ReduceOp, Storage, UnaryOp, ValueRef};
+use edgec_ir::{BinaryOp, DType, Dim, Graph, Op, ReduceOp, Storage, UnaryOp, ValueRef};
 
 pub(crate) use elementwise::Bcast;
 pub(crate) use epilogue::Epilogue;
@@ -148,13 +148,17 @@ fn general_spec(g: &Graph, i: usize) -> Result<Option<KernelSpec>, BackendError>
     };
     match &node.op {
         Op::Unary(u) if !static_ok => elementwise(SOp::Unary(*u)),
+        Op::Binary(o) if g.type_of(node.args[0]).dtype == DType::I32 => elementwise(SOp::BinaryI32(*o)),
         Op::Binary(o) => {
+            // The static kernels are vectorized float arithmetic: comparisons go here.
             let fits = static_ok
+                && !o.is_comparison()
                 && Bcast::classify(&g.type_of(node.args[0]).shape, &node.ty.shape).is_some()
                 && Bcast::classify(&g.type_of(node.args[1]).shape, &node.ty.shape).is_some();
             if fits { Ok(None) } else { elementwise(SOp::Binary(*o)) }
         }
         Op::Select => elementwise(SOp::Select),
+        Op::Cast { to } => elementwise(SOp::Cast(*to)),
         Op::Expand { .. } => elementwise(SOp::Copy),
         Op::Reshape { .. } => {
             let s = Prod::strides(od).ok_or_else(ovf)?;
@@ -323,7 +327,8 @@ impl KernelSpec {
             | Op::Concat { .. }
             | Op::Slice { .. }
             | Op::BatchMatMul
-            | Op::Select => unreachable!("general_spec covers it"),
+            | Op::Select
+            | Op::Cast { .. } => unreachable!("general_spec covers it"),
             Op::Reduce(op) => {
                 let inner = rows_cols(ty(0)).ok_or_else(|| nerr("last dim must be constant"))?;
                 KernelSpec::Reduce { op: *op, cols: inner.cols }
@@ -373,6 +378,8 @@ impl KernelSpec {
             KernelSpec::Strided { op: SOp::Unary(u), .. } => format!("{}_g", u.name()),
             KernelSpec::Strided { op: SOp::Binary(o), .. } => format!("{}_g", o.name()),
             KernelSpec::Strided { op: SOp::Select, .. } => "select".into(),
+            KernelSpec::Strided { op: SOp::BinaryI32(o), .. } => format!("{}_i32", o.name()),
+            KernelSpec::Strided { op: SOp::Cast(to), .. } => format!("cast_{to}"),
             KernelSpec::Concat { .. } => "concat".into(),
             KernelSpec::BatchMatMul { .. } => "batch_matmul".into(),
             KernelSpec::RowOp { op: None, .. } => "softmax_g".into(),

@@ -5,7 +5,7 @@
 //! IR. That is where the exporter's shape arithmetic (`Shape`, `Gather` on shapes, `Concat`,
 //! `Range`, `Slice`, `Unsqueeze`, `Equal`, `Where`, `Cast`, `CumSum`, `IsNaN`,
 //! `ConstantOfShape`, `Expand`, masks and rotary tables built from positions ...) disappears.
-//! Semantics follow the ONNX operator specs for opsets 13–21; floats are computed in f32 as
+//! Semantics follow the ONNX operator specs for opsets 13–25; floats are computed in f32 as
 //! ONNX Runtime does.
 
 use super::proto::{AttributeProto, AttributeType, DataType, NodeProto, TensorProto};
@@ -62,6 +62,10 @@ impl Dense {
             [v] => Ok(*v),
             v => Err(format!("expected one value, got {}", v.len())),
         }
+    }
+    /// `float`, `int` or `bool` (the names [`kind_of`] uses).
+    pub fn kind_name(&self) -> &'static str {
+        self.kind()
     }
     fn kind(&self) -> &'static str {
         match self.data {
@@ -287,6 +291,13 @@ pub fn norm_axis(axis: i64, rank: usize) -> R<usize> {
     let r = rank as i64;
     let a = if axis < 0 { axis + r } else { axis };
     if (0..r).contains(&a) { Ok(a as usize) } else { Err(format!("axis {axis} is out of range for rank {rank}")) }
+}
+
+/// Flatten's axis, in `-rank..=rank` (unlike other axes, `rank` itself is valid).
+pub fn flatten_axis(axis: i64, rank: usize) -> R<usize> {
+    let r = rank as i64;
+    let a = if axis < 0 { axis + r } else { axis };
+    if (0..=r).contains(&a) { Ok(a as usize) } else { Err(format!("axis {axis} is out of range for rank {rank}")) }
 }
 
 /// ONNX Slice on one axis of length `dim`: the first index and the element count.
@@ -718,7 +729,14 @@ pub fn eval(
             };
             one(Dense { shape, data })
         }
-        "Identity" | "Dropout" => one(x()?.clone()),
+        "Identity" => one(x()?.clone()),
+        "Dropout" => {
+            if ins.get(2).copied().flatten().map(|t| t.as_i64()).transpose()?.is_some_and(|v| v.iter().any(|&b| b != 0))
+            {
+                return Err("Dropout in training mode is random: not supported".into());
+            }
+            one(x()?.clone())
+        }
         "Cast" => one(cast(x()?, kind_of(attr_i(n, "to", 1)?)?)),
         "CastLike" => one(cast(x()?, need(ins, 1)?.kind())),
         "Gather" => {
@@ -807,7 +825,7 @@ pub fn eval(
         }
         "Flatten" => {
             let t = x()?;
-            let ax = norm_axis(attr_i(n, "axis", 1)?, t.shape.len() + 1)?;
+            let ax = flatten_axis(attr_i(n, "axis", 1)?, t.shape.len())?;
             one(Dense { shape: vec![numel(&t.shape[..ax]), numel(&t.shape[ax..])], data: t.data.clone() })
         }
         "Concat" => {

@@ -24,8 +24,12 @@
 //! otherwise.
 //!
 //! **Types at run time.** Float tensors are f32 (f16/bf16 initializers stay references in their
-//! stored dtype); integer graph inputs (token ids) become `i32`; a run-time boolean (the result
-//! of `IsNaN`, a folded mask used as data) is an f32 0/1 mask, consumed by `select`.
+//! stored dtype; bf16 graph inputs are refused, since f32 math would not round like bf16);
+//! integers are `i32` (ONNX's i64 narrowed at the graph boundary; an integer constant used at
+//! run time is an f32 literal with a `cast` to i32, refused beyond 2^24); a run-time boolean
+//! (a graph input, a comparison, `Not`/`And`/`Or`, `IsNaN`, a cast to bool, a folded mask used
+//! as data) is an f32 0/1 mask, consumed by `select`. `Importer::bools` remembers which f32
+//! values are booleans, for `Cast`/`CastLike`.
 //!
 //! Initializers used by lowered ops stay references into the file (`WeightSource::File`); the
 //! folder reads only small ones (at most [`FOLD_LIMIT`] elements). Model-local functions are
@@ -52,16 +56,24 @@ pub struct ImportOptions {
     pub max_seq: u64,
     /// Bounds of particular symbolic dims, by their ONNX name.
     pub symbols: Vec<(String, u64)>,
+    /// Graph inputs fixed at compile time, by their ONNX name: the graph is specialized to these
+    /// values (folded like initializers) and they are not inputs of the IR graph. Lets an
+    /// input that an op needs at compile time (axes, a target shape, split sizes, pads) be given.
+    pub constants: Vec<(String, Dense)>,
 }
 
 impl Default for ImportOptions {
     fn default() -> Self {
-        ImportOptions { max_seq: 128, symbols: Vec::new() }
+        ImportOptions { max_seq: 128, symbols: Vec::new(), constants: Vec::new() }
     }
 }
 
-/// The default-domain opsets whose semantics the importer follows.
-pub const OPSETS: std::ops::RangeInclusive<i64> = 13..=21;
+/// The default-domain opsets whose semantics the importer follows. Opsets 22–25 changed the
+/// ops the importer knows only in their type lists (bfloat16, float8, float4, 2-bit types,
+/// which it refuses) and, for Cast, in rounding to float8e8m0 only: the schemas' docs,
+/// attributes and inputs are otherwise unchanged (`tests/onnx_conformance/opset_changes.py`
+/// prints the comparison from onnx's own schemas).
+pub const OPSETS: std::ops::RangeInclusive<i64> = 13..=25;
 
 /// The most elements of an initializer the folder reads into memory.
 /// The default of [`crate::limits::Limit::OnnxFoldElements`] (`--limit onnx-fold-elements`).
@@ -101,6 +113,10 @@ pub const LOWERED: &[&str] = &[
     "Not",
     "And",
     "Or",
+    "Equal",
+    "Less",
+    "Greater",
+    "Trilu",
     "Softmax",
     "LogSoftmax",
     "ReduceMean",
@@ -147,6 +163,7 @@ pub fn import(m: &OnnxModel, opts: &ImportOptions) -> Result<Graph, FrontendErro
     }
     for o in &m.graph().output {
         let v = im.operand(&o.name).map_err(|e| fail(format!("output '{}': {e}", o.name)))?;
+        let v = im.output_copy(v).map_err(|e| fail(format!("output '{}': {e}", o.name)))?;
         let name = sanitize(&o.name);
         im.g.add_output(name, v);
     }
@@ -385,6 +402,8 @@ struct Importer<'m> {
     ir_of: HashMap<String, ValueRef>,
     names: HashSet<String>,
     scalars: HashMap<u32, ValueRef>,
+    /// Run-time values that are ONNX booleans (held as f32 0/1, see the module doc).
+    bools: HashSet<ValueRef>,
 }
 
 impl<'m> Importer<'m> {
@@ -399,21 +418,28 @@ impl<'m> Importer<'m> {
             ir_of: HashMap::new(),
             names: HashSet::new(),
             scalars: HashMap::new(),
+            bools: HashSet::new(),
         };
         for (i, t) in graph.initializer.iter().enumerate() {
             im.vals.insert(t.name.clone(), Val::Init(i));
         }
         let mut symbols: HashMap<String, Dim> = HashMap::new();
         let inits: HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
+        let mut fixed: Vec<(String, Dense)> = Vec::new();
         for input in graph.input.iter().filter(|i| !inits.contains(i.name.as_str())) {
+            if let Some((_, d)) = opts.constants.iter().find(|(n, _)| *n == input.name) {
+                fixed.push((input.name.clone(), d.clone()));
+                continue;
+            }
             let what = format!("graph input '{}'", input.name);
             let Some(type_proto::Value::TensorType(t)) = input.r#type.as_ref().and_then(|t| t.value.as_ref()) else {
                 return Err(format!("{what} is not a tensor"));
             };
-            let dtype = match fold::kind_of(i64::from(t.elem_type)).map_err(|e| format!("{what}: {e}"))? {
-                "int" => DType::I32,
-                _ => DType::F32,
-            };
+            if t.elem_type == DataType::Bfloat16 as i32 {
+                return Err(format!("{what} is bfloat16: run-time floats are f32, which does not round like bfloat16"));
+            }
+            let kind = fold::kind_of(i64::from(t.elem_type)).map_err(|e| format!("{what}: {e}"))?;
+            let dtype = if kind == "int" { DType::I32 } else { DType::F32 };
             let mut dims = Vec::new();
             for (axis, d) in t.shape.as_ref().map(|s| s.dim.as_slice()).unwrap_or_default().iter().enumerate() {
                 dims.push(match &d.value {
@@ -435,6 +461,9 @@ impl<'m> Importer<'m> {
             }
             let name = im.unique(&input.name);
             let v = im.g.add_input(name, TensorType::new(dtype, Shape(dims)));
+            if kind == "bool" {
+                im.bools.insert(v);
+            }
             im.vals.insert(input.name.clone(), Val::Dyn(v));
         }
         // Probes: the maxima, then two smaller values per symbol (never 1, which would
@@ -446,6 +475,9 @@ impl<'m> Importer<'m> {
             let p2 = maxes.iter().enumerate().map(|(j, &m)| (m / 2 + 1 + j as u64).clamp(2, m)).collect();
             im.probes.push(p1);
             im.probes.push(p2);
+        }
+        for (name, d) in fixed {
+            im.vals.insert(name, Val::Const(Rc::new(vec![d; im.probes.len()])));
         }
         Ok(im)
     }
@@ -615,7 +647,121 @@ impl<'m> Importer<'m> {
             _ => WeightSource::Literal(self.init_dense(i)?.as_f32()),
         };
         let name = self.unique(&t.name);
-        Ok(self.g.add_weight(name, ty, source))
+        let v = self.g.add_weight(name, ty, source);
+        match DataType::try_from(t.data_type) {
+            Ok(DataType::Bool) => {
+                self.bools.insert(v);
+                Ok(v)
+            }
+            _ if stored.is_none() => {
+                let d = self.init_dense(i)?;
+                self.typed_literal(v, &d)
+            }
+            _ => Ok(v),
+        }
+    }
+
+    /// A literal weight (always f32 values) given its ONNX kind: integers through a cast to
+    /// i32 (exact: refused beyond f32's 2^24), booleans marked as such.
+    fn typed_literal(&mut self, v: ValueRef, d: &Dense) -> R<ValueRef> {
+        match &d.data {
+            Data::I(vals) => {
+                if vals.iter().any(|x| x.unsigned_abs() > 1 << 24) {
+                    return Err("an integer constant beyond 2^24 used at run time is not supported".into());
+                }
+                self.add(Op::Cast { to: DType::I32 }, vec![v])
+            }
+            Data::B(_) => {
+                self.bools.insert(v);
+                Ok(v)
+            }
+            Data::F(_) => Ok(v),
+        }
+    }
+
+    /// `float`, `int` or `bool`: what an IR value holds in ONNX terms.
+    fn kind(&self, v: ValueRef) -> &'static str {
+        if self.bools.contains(&v) {
+            "bool"
+        } else if self.g.type_of(v).dtype == DType::I32 {
+            "int"
+        } else {
+            "float"
+        }
+    }
+
+    /// An operand as f32 (integers cast), for float-only ops and mixed-type ONNX ops (Pow).
+    fn float_operand(&mut self, name: &str) -> R<ValueRef> {
+        let v = self.operand(name)?;
+        if self.g.type_of(v).dtype == DType::I32 { self.add(Op::Cast { to: DType::F32 }, vec![v]) } else { Ok(v) }
+    }
+
+    /// ONNX Cast between the run-time kinds: float (f32), int (i32), bool (f32 0/1).
+    fn cast(&mut self, x: ValueRef, to: &str) -> R<ValueRef> {
+        let from = self.kind(x);
+        let v = match (from, to) {
+            _ if from == to => x,
+            ("float", "int") | ("bool", "int") => self.add(Op::Cast { to: DType::I32 }, vec![x])?,
+            ("int", "float") => self.add(Op::Cast { to: DType::F32 }, vec![x])?,
+            ("bool", "float") => {
+                // A copy, so the result is not marked boolean.
+                let shape = self.g.type_of(x).shape.clone();
+                self.add(Op::Reshape { shape }, vec![x])?
+            }
+            (_, "bool") => {
+                let zero = self.zero_like(x)?;
+                let eq = self.add(Op::Binary(BinaryOp::Eq), vec![x, zero])?;
+                let one = self.scalar(1.0);
+                let v = self.add(Op::Binary(BinaryOp::Sub), vec![one, eq])?;
+                self.bools.insert(v);
+                v
+            }
+            _ => return Err(format!("casting run-time {from} data to {to} is not supported")),
+        };
+        Ok(v)
+    }
+
+    /// A scalar 0 of `x`'s dtype.
+    fn zero_like(&mut self, x: ValueRef) -> R<ValueRef> {
+        let z = self.scalar(0.0);
+        if self.g.type_of(x).dtype == DType::I32 { self.add(Op::Cast { to: DType::I32 }, vec![z]) } else { Ok(z) }
+    }
+
+    /// Trilu on run-time data: a select with a folded 0/1 mask of the (constant) last two dims.
+    fn trilu(&mut self, n: &NodeProto) -> R<ValueRef> {
+        let x = self.operand(input(n, 0).ok_or("missing input")?)?;
+        let k = match input(n, 1) {
+            Some(k) => self.fixed(k)?.scalar_i64()?,
+            None => 0,
+        };
+        let upper = attr_i(n, "upper", 1)? != 0;
+        let dims = self.g.type_of(x).shape.dims().to_vec();
+        let r = dims.len();
+        if r < 2 {
+            return Err("Trilu needs at least two axes".into());
+        }
+        let (rows, cols) = match (dims[r - 2].as_const(), dims[r - 1].as_const()) {
+            (Some(a), Some(b)) => (a as usize, b as usize),
+            _ => return Err("Trilu over symbolic axes is not supported".into()),
+        };
+        let len =
+            rows.checked_mul(cols).filter(|&l| l as u64 <= crate::limits::get(crate::limits::Limit::OnnxFoldElements));
+        let len = len.ok_or("Trilu's mask is too large to fold")?;
+        let mut mask = Vec::with_capacity(len);
+        for i in 0..rows as i64 {
+            for j in 0..cols as i64 {
+                let keep = if upper { j - i >= k } else { j - i <= k };
+                mask.push(f32::from(u8::from(keep)));
+            }
+        }
+        let name = self.unique(&format!("{}.trilu_mask", n.output.first().map_or("", |s| s.as_str())));
+        let m = self.g.add_weight(
+            name,
+            TensorType::new(DType::F32, Shape::of(&[rows as u64, cols as u64])),
+            WeightSource::Literal(mask),
+        );
+        let zero = self.zero_like(x)?;
+        self.add(Op::Select, vec![m, x, zero])
     }
 
     fn materialize(&mut self, name: &str, c: &[Dense]) -> R<ValueRef> {
@@ -644,12 +790,24 @@ impl<'m> Importer<'m> {
             TensorType::new(DType::F32, Shape::of(&dims)),
             WeightSource::Literal(full.as_f32()),
         );
+        v = self.typed_literal(v, full)?;
         for (axis, &d) in shape.dims().iter().enumerate() {
             if let Dim::Sym(_) = d {
                 v = self.add(Op::Slice { axis: axis as u32, start: 0, len: d }, vec![v])?;
             }
         }
         Ok(v)
+    }
+
+    /// A graph output must be a node's result: a weight or an input gets a copy (a reshape to
+    /// its own shape), as do values already output.
+    fn output_copy(&mut self, v: ValueRef) -> R<ValueRef> {
+        let is_result = matches!(v, ValueRef::Node(_)) && !self.g.outputs.iter().any(|o| o.value == v);
+        if is_result {
+            return Ok(v);
+        }
+        let shape = self.g.type_of(v).shape.clone();
+        self.add(Op::Reshape { shape }, vec![v])
     }
 
     /// `v` reshaped to the dims read off `per_probe` (no node if they are `v`'s already).
@@ -758,13 +916,19 @@ impl<'m> Importer<'m> {
             _ => None,
         };
         if let Some(o) = simple {
-            let x = self.operand(x_name)?;
+            let x = self.float_operand(x_name)?;
             let v = self.add(o, vec![x])?;
+            if op == "IsNaN" {
+                self.bools.insert(v);
+            }
             self.set(&out, Val::Dyn(v));
             return Ok(());
         }
         let v = match op {
             "Identity" | "Dropout" => {
+                if op == "Dropout" && !self.dropout_is_identity(n)? {
+                    return Err("Dropout in training mode (or with its mask output) is not supported".into());
+                }
                 let v = self.vals.get(x_name).cloned().ok_or("undefined input")?;
                 self.set(&out, v);
                 return Ok(());
@@ -774,21 +938,14 @@ impl<'m> Importer<'m> {
                 let to = if op == "Cast" {
                     fold::kind_of(attr_i(n, "to", 1)?)?
                 } else {
-                    match self.vals.get(need(1)?) {
-                        Some(Val::Dyn(v)) if self.g.type_of(*v).dtype == DType::I32 => "int",
-                        Some(Val::Const(c)) => match c[0].data {
-                            Data::I(_) => "int",
-                            Data::B(_) => "bool",
-                            Data::F(_) => "float",
-                        },
-                        _ => "float",
+                    match self.vals.get(need(1)?).cloned() {
+                        Some(Val::Dyn(v)) => self.kind(v),
+                        Some(Val::Const(c)) => c[0].kind_name(),
+                        Some(Val::Init(i)) => fold::kind_of(i64::from(self.init(i).data_type))?,
+                        None => return Err("undefined input".into()),
                     }
                 };
-                let from = if self.g.type_of(x).dtype == DType::I32 { "int" } else { "float" };
-                if to != from {
-                    return Err(format!("casting run-time {from} data to {to} is not supported yet"));
-                }
-                x
+                self.cast(x, to)?
             }
             "Add" | "Sub" | "Mul" | "Div" | "Max" | "Min" | "And" | "Or" => {
                 let b = match op {
@@ -804,11 +961,28 @@ impl<'m> Importer<'m> {
                     let y = self.operand(need(i)?)?;
                     acc = self.add(Op::Binary(b), vec![acc, y])?;
                 }
+                if op == "And" || op == "Or" {
+                    self.bools.insert(acc);
+                }
                 acc
             }
+            "Equal" | "Less" | "Greater" => {
+                let (a, b) = (self.operand(x_name)?, self.operand(need(1)?)?);
+                let c = match op {
+                    "Equal" => BinaryOp::Eq,
+                    "Less" => BinaryOp::Lt,
+                    _ => BinaryOp::Gt,
+                };
+                let v = self.add(Op::Binary(c), vec![a, b])?;
+                self.bools.insert(v);
+                v
+            }
+            "Trilu" => self.trilu(n)?,
             "Not" => {
                 let (one, x) = (self.scalar(1.0), self.operand(x_name)?);
-                self.add(Op::Binary(BinaryOp::Sub), vec![one, x])?
+                let v = self.add(Op::Binary(BinaryOp::Sub), vec![one, x])?;
+                self.bools.insert(v);
+                v
             }
             "Relu" => {
                 let (x, zero) = (self.operand(x_name)?, self.scalar(0.0));
@@ -842,7 +1016,10 @@ impl<'m> Importer<'m> {
                     Some(0.5) => self.add(Op::Unary(UnaryOp::Sqrt), vec![x])?,
                     Some(-1.0) => self.add(Op::Unary(UnaryOp::Recip), vec![x])?,
                     _ => {
-                        let y = self.operand(need(1)?)?;
+                        if self.g.type_of(x).dtype == DType::I32 {
+                            return Err("Pow on integers is not supported".into());
+                        }
+                        let y = self.float_operand(need(1)?)?;
                         self.add(Op::Binary(BinaryOp::Pow), vec![x, y])?
                     }
                 }
@@ -926,7 +1103,7 @@ impl<'m> Importer<'m> {
                         "Unsqueeze" => fold::unsqueeze_dims(s, a.as_deref().unwrap_or_default())?,
                         "Squeeze" => fold::squeeze_dims(s, a.as_deref())?,
                         _ => {
-                            let ax = norm_axis(attr_i(n, "axis", 1)?, s.len() + 1)?;
+                            let ax = fold::flatten_axis(attr_i(n, "axis", 1)?, s.len())?;
                             vec![fold::numel(&s[..ax]), fold::numel(&s[ax..])]
                         }
                     });
@@ -1038,6 +1215,23 @@ impl<'m> Importer<'m> {
         Ok(())
     }
 
+    /// Inference-mode Dropout: no training_mode input, or a constant false one, and no mask.
+    fn dropout_is_identity(&mut self, n: &NodeProto) -> R<bool> {
+        if n.output.iter().skip(1).any(|o| !o.is_empty()) {
+            return Ok(false);
+        }
+        let Some(t) = input(n, 2) else { return Ok(true) };
+        if self.fixed(t)?.as_i64()?.iter().all(|&b| b == 0) {
+            return Ok(true);
+        }
+        // Training mode with ratio 0 drops nothing.
+        let ratio = match input(n, 1) {
+            Some(r) => self.fixed(r)?.as_f32(),
+            None => vec![0.5],
+        };
+        Ok(ratio.iter().all(|&x| x == 0.0))
+    }
+
     /// A constant's integer values at every probe (shapes may differ by probe).
     fn fixed_or_probed(&mut self, name: &str) -> R<Vec<Vec<i64>>> {
         let c = self.const_of(name)?.ok_or_else(|| format!("'{name}' must be known at compile time"))?;
@@ -1085,6 +1279,9 @@ impl<'m> Importer<'m> {
         axes.sort_unstable();
         axes.dedup();
         let keep = attr_i(n, "keepdims", 1)? != 0;
+        if op == "ReduceMax" && self.bools.contains(&x) && shapes.iter().any(|s| axes.iter().any(|&a| s[a] == 0)) {
+            return Err("ReduceMax of booleans over an empty set is not supported".into());
+        }
         let (xt, _) = self.move_axes_last(x, &axes)?;
         // Merge the reduced axes into one, reduce it, then give the result its ONNX shape.
         let kept: Vec<usize> = (0..r).filter(|a| !axes.contains(a)).collect();
