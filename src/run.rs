@@ -55,6 +55,9 @@ pub struct MemoryUse {
     /// From `NAME.h` (`None` without a header).
     pub arena: Option<u64>,
     pub kv_state: Option<u64>,
+    /// Resident pages of the edgec executable itself at the end of the run (part of the rest:
+    /// an app linking the runtime has its own instead; a debug build's are larger).
+    pub executable: Option<u64>,
 }
 
 impl MemoryUse {
@@ -68,12 +71,13 @@ impl MemoryUse {
         use crate::report::human;
         let known = |v: Option<u64>| v.map_or("unknown".to_string(), human);
         format!(
-            "memory: peak RSS {} (VmHWM of the run) = weights {} (mapped) + arena {} + KV state {} + rest {} (runtime, code, heap, threads, the edgec process)",
+            "memory: peak RSS {} (VmHWM of the run) = weights {} (mapped) + arena {} + KV state {} + rest {} (runtime, code, heap, threads, the edgec process; {} of it the edgec executable)",
             human(self.peak_rss),
             human(self.weights),
             known(self.arena),
             known(self.kv_state),
-            human(self.rest())
+            human(self.rest()),
+            known(self.executable)
         )
     }
 }
@@ -84,6 +88,24 @@ fn header_size(header: &str, key: &str) -> Option<u64> {
         let rest = l.trim_start_matches([' ', '*']).strip_prefix(key)?;
         rest.trim().strip_suffix("bytes")?.trim().parse().ok()
     })
+}
+
+/// Resident bytes of this process's own executable (its mappings in /proc/self/smaps).
+fn executable_rss() -> Option<u64> {
+    let exe = std::fs::read_link("/proc/self/exe").ok()?;
+    let exe = exe.to_str()?;
+    let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
+    let mut mine = false;
+    let mut kb = 0u64;
+    for line in smaps.lines() {
+        match line.split_once(':') {
+            // Field lines are `Name:   value kB`; mapping headers start with an address range.
+            Some(("Rss", v)) if mine => kb += v.trim().trim_end_matches("kB").trim().parse::<u64>().ok()?,
+            Some((name, _)) if !name.contains('-') => {}
+            _ => mine = line.split_whitespace().nth(5) == Some(exe),
+        }
+    }
+    Some(kb * 1024)
 }
 
 /// This process's peak resident set (VmHWM), in bytes.
@@ -112,6 +134,7 @@ pub fn run_measured(req: &RunRequest) -> Result<(RunOutput, Option<MemoryUse>)> 
             weights,
             arena: header_size(&header, "arena_size"),
             kv_state: header_size(&header, "state_size"),
+            executable: executable_rss(),
         });
         Ok((out, memory))
     } else if crate::cross::can_run(&target) {

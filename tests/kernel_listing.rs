@@ -12,7 +12,7 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The kernel listing of a model compiled with the default passes.
+/// The kernel listing of a model compiled with the default passes, after checking its plan.
 fn listing(model: &Path) -> String {
     let load = edgec_frontend::LoadOptions { max_context: 64, max_tokens: 16 };
     let req = CompileRequest {
@@ -30,6 +30,15 @@ fn listing(model: &Path) -> String {
     };
     let (g, _) =
         build_graph(&req, &load, &mut std::io::sink()).unwrap_or_else(|e| panic!("{}: {e:#}", model.display()));
+    // The planned arena stays within 5% of its lower bound (the most bytes live at one step).
+    let plan = edgec_passes::plan::plan_memory(&g).unwrap();
+    assert!(
+        plan.arena_size as f64 <= 1.05 * plan.lower_bound as f64,
+        "{}: arena {} bytes, lower bound {}",
+        model.display(),
+        plan.arena_size,
+        plan.lower_bound
+    );
     edgec_passes::dispatch::listing(&g)
 }
 

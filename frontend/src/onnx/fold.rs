@@ -233,7 +233,7 @@ fn sized(shape: &[usize]) -> R<usize> {
 
 /// Row-major strides. They never exceed the element count, which the folding limit bounds,
 /// except for an empty value (a 0 dim beside huge ones), which is never indexed: saturate.
-fn strides(shape: &[usize]) -> Vec<usize> {
+pub(crate) fn strides(shape: &[usize]) -> Vec<usize> {
     let mut s = vec![1usize; shape.len()];
     for i in (0..shape.len().saturating_sub(1)).rev() {
         s[i] = s[i + 1].saturating_mul(shape[i + 1]);

@@ -768,7 +768,7 @@ impl<'m> Importer<'m> {
         let shape = self.fit_shape(&c.iter().map(|t| t.shape.clone()).collect::<Vec<_>>())?;
         let full = &c[0];
         for (k, t) in c.iter().enumerate().skip(1) {
-            let st = row_major(&full.shape);
+            let st = fold::strides(&full.shape);
             let prefix: Vec<usize> = prefix_offsets(&t.shape, &st);
             let same = match (&full.data, &t.data) {
                 (Data::F(a), Data::F(b)) => prefix.iter().zip(b).all(|(&o, y)| a[o].to_bits() == y.to_bits()),
@@ -1476,14 +1476,6 @@ fn input(n: &NodeProto, i: usize) -> Option<&str> {
 
 fn attr<'a>(n: &'a NodeProto, name: &str) -> Option<&'a AttributeProto> {
     fold::attr(n, name)
-}
-
-fn row_major(shape: &[usize]) -> Vec<usize> {
-    let mut s = vec![1usize; shape.len()];
-    for i in (0..shape.len().saturating_sub(1)).rev() {
-        s[i] = s[i + 1] * shape[i + 1];
-    }
-    s
 }
 
 /// Offsets, in a tensor with `strides`, of the elements of its leading block of `shape`.
