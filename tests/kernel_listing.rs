@@ -42,28 +42,19 @@ fn listing(model: &Path) -> String {
     edgec_passes::dispatch::listing(&g)
 }
 
-/// Phi-3's export multiplies by the fused `qkv_proj` and `gate_up_proj` once and slices the
-/// result, where the checkpoint builder reads each part's rows as its own matmul. Splitting the
-/// export's matmul needs a column-range weight transform the IR does not have yet, so its
-/// ONNX listing is pinned separately (`phi3.onnx.txt`): the same kernels plus the slices.
-const FUSED_PROJECTIONS: &[&str] = &["phi3"];
-
 #[test]
 fn onnx_exports_compile_to_the_checkpoints_kernels() {
     let mut failures = Vec::new();
     for name in ["llama", "llama3", "mistral", "phi", "phi3", "qwen2", "qwen3"] {
         let dir = root().join("tests/fixtures").join(name);
         let (checkpoint, onnx) = (listing(&dir), listing(&dir.join("model.onnx")));
-        let mut goldens = vec![(
+        let goldens = [(
             format!("{name}.txt"),
             format!(
                 "# {name}: kernels of one forward call, from the checkpoint and from model.onnx alike\n{checkpoint}"
             ),
         )];
-        if FUSED_PROJECTIONS.contains(&name) {
-            goldens[0].1 = format!("# {name}: kernels of one forward call, from the checkpoint\n{checkpoint}");
-            goldens.push((format!("{name}.onnx.txt"), format!("# {name}: kernels from model.onnx\n{onnx}")));
-        } else if onnx != checkpoint {
+        if onnx != checkpoint {
             failures.push(format!(
                 "{name}: model.onnx compiles to other kernels\n--- checkpoint\n{checkpoint}--- onnx\n{onnx}"
             ));

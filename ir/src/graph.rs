@@ -128,6 +128,10 @@ pub enum Transform {
     /// `dims=[R, C] perm=[1, 0]`; undoing GGUF's Q/K rope row order is
     /// `dims=[heads, head_dim / 2, 2, cols] perm=[0, 2, 1, 3]`.
     Permute { dims: Vec<u64>, perm: Vec<u32> },
+    /// Views the values as `rows` equal rows and keeps rows `start..start + len`: one part of
+    /// a fused projection (Phi-3's `qkv_proj` read through a transpose, split into q, k and
+    /// v). The only transform that changes the element count. Printed `rows 64..128 of 192`.
+    Rows { rows: u64, start: u64, len: u64 },
     /// Stores the values in the weights file as `Storage` (e.g. int4 groups), while the graph
     /// still sees f32 values: those the stored bytes dequantize to
     /// ([`crate::quant::decode`]). Only as the last transform. Printed `quantize q4_g32`.

@@ -515,7 +515,7 @@ pub fn row_permutation_dims(t: &Transform, cols: u64) -> Option<(Vec<u64>, Vec<u
             (dims[last] == cols && perm.get(last) == Some(&(last as u32)))
                 .then(|| (dims[..last].to_vec(), perm[..last].to_vec()))
         }
-        Transform::Quantize(_) => None,
+        Transform::Quantize(_) | Transform::Rows { .. } => None,
     }
 }
 

@@ -201,6 +201,7 @@ pub fn transform_to_string(t: &Transform) -> String {
             list(&mut perm.iter().map(u32::to_string))
         ),
         Transform::Quantize(storage) => format!("quantize {}", storage.name()),
+        Transform::Rows { rows, start, len } => format!("rows {start}..{} of {rows}", start + len),
     }
 }
 
@@ -758,7 +759,7 @@ impl Parser {
 
     /// `permute dims=[N, ...] perm=[N, ...]`.
     fn transform(&mut self, c: &mut Cursor) -> Result<Transform, String> {
-        let kind = c.word("a transform (permute or quantize)")?;
+        let kind = c.word("a transform (permute, rows or quantize)")?;
         match kind.as_str() {
             "permute" => {
                 let mut list = |key: &str| -> Result<Vec<u64>, String> {
@@ -790,7 +791,20 @@ impl Parser {
                     format!("unknown storage format '{name}' (e.g. f16, bf16, q8_c, q8_g32, q4s_g32, q4_g32)")
                 })
             }
-            w => Err(format!("unknown weight transform '{w}' (expected permute or quantize)")),
+            "rows" => {
+                // `rows START..END of N`
+                let range = c.word("a row range START..END")?;
+                let (a, b) = range
+                    .split_once("..")
+                    .ok_or_else(|| format!("expected a row range START..END, found '{range}'"))?;
+                let (start, end) = (parse_u64(a, "range start")?, parse_u64(b, "range end")?);
+                c.keyword("of", "after the row range")?;
+                let rows = parse_u64(&c.word("a row count")?, "row count")?;
+                let len =
+                    end.checked_sub(start).filter(|&l| l > 0).ok_or_else(|| format!("empty row range {range}"))?;
+                Ok(Transform::Rows { rows, start, len })
+            }
+            w => Err(format!("unknown weight transform '{w}' (expected permute, rows or quantize)")),
         }
     }
 

@@ -135,7 +135,12 @@ fn check_weights(g: &Graph) -> Result<(), IrError> {
             return fail(format!("{what}: dims must be constant, got {show}"));
         };
         // Constant dims whose byte size fits (checked above), so the element count fits too.
-        let elements = dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d)).unwrap_or(u64::MAX);
+        let kept = dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d)).unwrap_or(u64::MAX);
+        // What the source holds: more than the weight when a rows transform keeps a part.
+        let elements = match crate::weights::source_elements(w) {
+            Ok(n) => n,
+            Err(e) => return fail(format!("{what}: {}", e.message)),
+        };
         match &w.source {
             WeightSource::Literal(values) => {
                 if values.len() as u64 != elements {
@@ -181,8 +186,12 @@ fn check_weights(g: &Graph) -> Result<(), IrError> {
                 }
             }
         }
-        if let Err(m) = crate::weights::check_transforms(elements, &w.transforms) {
-            return fail(format!("{what}: {m}"));
+        match crate::weights::check_transforms(elements, &w.transforms) {
+            Err(m) => return fail(format!("{what}: {m}")),
+            Ok(n) if n != kept => {
+                return fail(format!("{what}: its transforms leave {n} values for {show}"));
+            }
+            Ok(_) => {}
         }
         let storage = w.storage();
         if matches!(w.transforms.last(), Some(crate::Transform::Quantize(_))) {

@@ -20,6 +20,21 @@ pub fn weight_elements(w: &Weight) -> Result<u64, IrError> {
     })
 }
 
+/// How many values the weight's source holds: its element count before a [`Transform::Rows`]
+/// keeps part of them.
+pub fn source_elements(w: &Weight) -> Result<u64, IrError> {
+    let mut n = weight_elements(w)?;
+    for t in w.transforms.iter().rev() {
+        if let Transform::Rows { rows, len, .. } = *t {
+            n = (len > 0 && n % len == 0)
+                .then(|| (n / len).checked_mul(rows))
+                .flatten()
+                .ok_or_else(|| werr(&w.name, format!("rows transform keeps {len} of {rows} rows, not {n} values")))?;
+        }
+    }
+    Ok(n)
+}
+
 /// The weight's values as f32, row-major: its source, then its transforms in order. A weight
 /// with a `quantize` storage yields the values its stored bytes dequantize to, exactly what the
 /// kernels read.
@@ -118,8 +133,10 @@ pub fn stored_bytes(w: &Weight) -> Result<Stored, IrError> {
 }
 
 /// Checks that `transforms` apply to `elements` values: each permutation's dims multiply to
-/// the element count and its `perm` is a permutation of its axes.
-pub fn check_transforms(elements: u64, transforms: &[Transform]) -> Result<(), String> {
+/// the element count and its `perm` is a permutation of its axes; a row range lies inside
+/// whole rows. Returns the element count they leave.
+pub fn check_transforms(elements: u64, transforms: &[Transform]) -> Result<u64, String> {
+    let mut elements = elements;
     for (i, t) in transforms.iter().enumerate() {
         match t {
             Transform::Quantize(_) => {
@@ -142,9 +159,16 @@ pub fn check_transforms(elements: u64, transforms: &[Transform]) -> Result<(), S
                     return Err(format!("permute perm {perm:?} is not a permutation of {} axes", dims.len()));
                 }
             }
+            Transform::Rows { rows, start, len } => {
+                let inside = start.checked_add(*len).is_some_and(|end| end <= *rows);
+                if *rows == 0 || *len == 0 || !elements.is_multiple_of(*rows) || !inside {
+                    return Err(format!("rows {start}..{} of {rows} do not fit {elements} values", start + len));
+                }
+                elements = elements / rows * len;
+            }
         }
     }
-    Ok(())
+    Ok(elements)
 }
 
 /// Applies `transforms` to row-major `values`, in order.
@@ -154,6 +178,10 @@ pub fn apply_transforms(values: &[f32], transforms: &[Transform]) -> Result<Vec<
     for t in transforms {
         match t {
             Transform::Permute { dims, perm } => cur = permute(&cur, dims, perm),
+            Transform::Rows { rows, start, len } => {
+                let cols = cur.len() / *rows as usize;
+                cur = cur[*start as usize * cols..(start + len) as usize * cols].to_vec();
+            }
             Transform::Quantize(s) => {
                 return Err(format!("quantize {} needs the weight's shape (use materialize_f32)", s.name()));
             }
@@ -238,7 +266,7 @@ fn read_range(path: &Path, offset: u64, bytes: usize, fail: &dyn Fn(String) -> I
 
 /// The source's values as f32, before transforms.
 fn source_f32(w: &Weight) -> Result<Vec<f32>, IrError> {
-    let elements = weight_elements(w)?;
+    let elements = source_elements(w)?;
     let n = usize::try_from(elements)
         .map_err(|_| IrError::new(format!("weight '{}': {elements} elements do not fit in memory", w.name)))?;
     match &w.source {

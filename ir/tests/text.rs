@@ -89,6 +89,7 @@ fn golden_files_cover_every_op_and_source() {
         "attention",
         "softmax",
         "cast",
+        "linear",
     ];
     names.extend(UnaryOp::ALL.map(|o| o.name()));
     names.extend(BinaryOp::ALL.map(|o| o.name()));
@@ -96,7 +97,17 @@ fn golden_files_cover_every_op_and_source() {
     for n in names {
         assert!(all.contains(&format!("= {n} ")) || all.contains(&format!("= {n}(")), "no golden file uses op '{n}'");
     }
-    for s in ["= file \"", "= rope cos", "= rope sin", "llama3(", "= literal [", "window=", "sym ", ": f32[] ="] {
+    for s in [
+        "then rows ",
+        "= file \"",
+        "= rope cos",
+        "= rope sin",
+        "llama3(",
+        "= literal [",
+        "window=",
+        "sym ",
+        ": f32[] =",
+    ] {
         assert!(all.contains(s), "no golden file shows '{s}'");
     }
 }

@@ -321,3 +321,18 @@ fn garbage_graph_is_an_error_not_a_panic() {
     assert!(verify(&g).is_err());
     let _ = edgec_ir::text::print(&g);
 }
+
+#[test]
+fn row_ranges_fit_their_weight() {
+    // wq is [8, 8]; as rows 0..8 of 16 its source holds 128 values, read from the file.
+    let mut g = valid();
+    let i = weight_index(&g, "wq");
+    g.weights[i].transforms.push(Transform::Rows { rows: 16, start: 8, len: 8 });
+    verify(&g).unwrap();
+    assert_eq!(edgec_ir::weights::source_elements(&g.weights[i]).unwrap(), 128);
+    // A range past the rows, or a kept part that is not whole rows of the weight.
+    g.weights[i].transforms = vec![Transform::Rows { rows: 16, start: 12, len: 8 }];
+    assert_fails(&g, &["weight 'wq'", "rows 12..20 of 16"]);
+    g.weights[i].transforms = vec![Transform::Rows { rows: 4, start: 0, len: 3 }];
+    assert_fails(&g, &["weight 'wq'", "keeps 3 of 4 rows, not 64 values"]);
+}

@@ -13,7 +13,10 @@ pub const PASSES: &[(&str, &str)] = &[
         "recognize",
         "rewrite primitive subgraphs (an ONNX export's) into rms_norm, layer_norm, silu, gelu_tanh, rope, attention and transpose_b matmuls",
     ),
-    ("simplify-layout", "remove reshapes and transposes that cancel; sink unit-dim reshapes below elementwise ops"),
+    (
+        "simplify-layout",
+        "remove reshapes and transposes that cancel; sink unit-dim reshapes below elementwise ops; split a matmul whose columns are sliced into matmuls by weight rows",
+    ),
     (
         "fuse-epilogues",
         "fold the bias, activation, GLU product and residual add that follow a transpose_b matmul into one linear",

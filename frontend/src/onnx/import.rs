@@ -828,6 +828,10 @@ impl<'m> Importer<'m> {
     fn node(&mut self, n: &NodeProto) -> R<()> {
         let op = n.op_type.as_str();
         let inputs: Vec<&str> = n.input.iter().map(String::as_str).collect();
+        // Every ONNX op has at least one output; the code below reads the first.
+        if n.output.is_empty() {
+            return Err("the node has no output".into());
+        }
         if op == "Shape" || op == "Size" {
             let per_probe = self.shapes_by_probe(inputs.first().copied().ok_or("missing input")?)?;
             let out: Vec<Dense> = per_probe

@@ -33,8 +33,13 @@ const RULES: &[&dyn Rule] = &[
 ];
 
 /// Layout clean-up: collapse and sink reshapes and transposes.
-const LAYOUT_RULES: &[&dyn Rule] =
-    &[&layout::ReshapeOfReshape, &layout::TransposeOfTranspose, &layout::NoopLayout, &layout::SinkReshape];
+const LAYOUT_RULES: &[&dyn Rule] = &[
+    &layout::ReshapeOfReshape,
+    &layout::TransposeOfTranspose,
+    &layout::NoopLayout,
+    &layout::SinkReshape,
+    &matmul::SplitFusedProjectionRule,
+];
 
 /// Sweeps before giving up on a fixpoint (each sweep is linear in the graph).
 const MAX_SWEEPS: usize = 32;
@@ -53,8 +58,9 @@ impl Pass for Recognize {
     }
 }
 
-/// Removes reshapes and transposes that cancel, and moves reshapes that only add or drop unit
-/// dims below elementwise ops so they meet and cancel.
+/// Removes reshapes and transposes that cancel, moves reshapes that only add or drop unit
+/// dims below elementwise ops so they meet and cancel, and turns column slices of a matmul
+/// into matmuls by weight rows.
 pub struct SimplifyLayout;
 
 impl Pass for SimplifyLayout {
