@@ -49,6 +49,40 @@ impl PeakDram {
     }
 }
 
+/// One distinct kernel: its op and attributes, how many nodes run it, and the primitive ops
+/// it does in one pass over memory (empty for a kernel that is one op).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelUse {
+    pub kernel: String,
+    pub op: String,
+    pub nodes: usize,
+    pub fuses: Vec<String>,
+}
+
+/// The primitive ops a fused kernel stands for, in order.
+fn fused_ops(op: &edgec_ir::Op) -> Vec<String> {
+    match *op {
+        edgec_ir::Op::Linear { act, gated, bias, residual } => {
+            let mut v = vec!["matmul".to_string()];
+            if bias {
+                v.push("add (bias)".into());
+            }
+            if let Some(a) = act {
+                v.push(a.name().into());
+            }
+            if gated {
+                v.push("matmul (up)".into());
+                v.push("mul (GLU)".into());
+            }
+            if residual {
+                v.push("add (residual)".into());
+            }
+            v
+        }
+        _ => Vec::new(),
+    }
+}
+
 /// Everything the report says.
 #[derive(Clone, Debug)]
 pub struct Report {
@@ -56,9 +90,13 @@ pub struct Report {
     pub target: String,
     pub max_tokens: u64,
     pub max_context: u64,
-    /// Distinct ops and how many nodes run each, most used first.
-    pub kernels: Vec<(String, usize)>,
+    /// Distinct kernels (op and attributes), most used first.
+    pub kernels: Vec<KernelUse>,
     pub nodes: usize,
+    /// Kernel launches per forward call: dispatch groups (`passes/src/dispatch.rs`).
+    pub launches: usize,
+    /// Of those, the groups of several nodes launched as one.
+    pub grouped_launches: usize,
     pub arena_size: u64,
     pub lower_bound: u64,
     pub strategy: String,
@@ -86,12 +124,15 @@ pub fn build(
     weights_size: u64,
     object_size: u64,
 ) -> Report {
-    let mut ops: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut uses: BTreeMap<String, KernelUse> = BTreeMap::new();
     for n in &g.nodes {
-        *ops.entry(n.op.name()).or_default() += 1;
+        let kernel = edgec_ir::text::op_to_string(&n.op);
+        let op = n.op.name().to_string();
+        let fuses = fused_ops(&n.op);
+        uses.entry(kernel.clone()).or_insert(KernelUse { kernel, op, nodes: 0, fuses }).nodes += 1;
     }
-    let mut kernels: Vec<(String, usize)> = ops.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
-    kernels.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let mut kernels: Vec<KernelUse> = uses.into_values().collect();
+    kernels.sort_by(|a, b| b.nodes.cmp(&a.nodes).then(a.kernel.cmp(&b.kernel)));
 
     let mut groups: BTreeMap<String, WeightGroup> = BTreeMap::new();
     for (i, w) in g.weights.iter().enumerate() {
@@ -111,6 +152,8 @@ pub fn build(
         max_context,
         kernels,
         nodes: g.nodes.len(),
+        launches: plan.groups.len(),
+        grouped_launches: plan.groups.iter().filter(|grp| grp.nodes.len() > 1).count(),
         arena_size: plan.arena_size,
         lower_bound: plan.lower_bound,
         strategy: plan.strategy.name().to_string(),
@@ -158,13 +201,17 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "## Kernels\n\n{} nodes, {} distinct ops (no fused ops yet).\n",
+            "## Kernels\n\n{} nodes run {} distinct kernels in **{} launches** per forward call ({} of them \
+             dispatch groups of several nodes launched as one). A fused kernel does its ops in one pass \
+             over memory.\n",
             self.nodes,
-            self.kernels.len()
+            self.kernels.len(),
+            self.launches,
+            self.grouped_launches
         );
-        let _ = writeln!(s, "| op | nodes |\n|---|---:|");
-        for (k, n) in &self.kernels {
-            let _ = writeln!(s, "| `{k}` | {n} |");
+        let _ = writeln!(s, "| kernel | nodes | fuses |\n|---|---:|---|");
+        for k in &self.kernels {
+            let _ = writeln!(s, "| `{}` | {} | {} |", k.kernel, k.nodes, k.fuses.join(" → "));
         }
         let _ = writeln!(s, "\n## Memory plan\n");
         let _ = writeln!(
@@ -228,8 +275,11 @@ impl Report {
             "max_tokens": self.max_tokens,
             "max_context": self.max_context,
             "nodes": self.nodes,
-            "kernels": self.kernels.iter().map(|(k, n)| json!({"op": k, "nodes": n})).collect::<Vec<_>>(),
-            "fused": [],
+            "launches": self.launches,
+            "grouped_launches": self.grouped_launches,
+            "kernels": self.kernels.iter()
+                .map(|k| json!({"kernel": k.kernel, "op": k.op, "nodes": k.nodes, "fuses": k.fuses}))
+                .collect::<Vec<_>>(),
             "arena": {
                 "size": self.arena_size,
                 "lower_bound": self.lower_bound,

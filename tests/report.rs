@@ -57,6 +57,15 @@ fn emit_report_writes_three_files_that_match_the_summary() {
     assert!(kernels.iter().any(|k| k["op"] == "matmul" && k["nodes"].as_u64().unwrap() > 1));
     let nodes: u64 = kernels.iter().map(|k| k["nodes"].as_u64().unwrap()).sum();
     assert_eq!(json["nodes"], nodes);
+    // The MLP's fused kernel names what it does, and the launches are the pinned listing's
+    // (one line per single kernel, one braced block per dispatch group).
+    let glu = kernels.iter().find(|k| k["kernel"] == "linear(act=silu, gated)").expect("a fused GLU kernel");
+    assert_eq!(glu["fuses"], serde_json::json!(["matmul", "silu", "matmul (up)", "mul (GLU)"]));
+    let listing =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/kernels/llama.txt")).unwrap();
+    let launches = listing.lines().filter(|l| !l.starts_with("  ") && !l.starts_with('#') && *l != "}").count();
+    assert_eq!(json["launches"], launches as u64);
+    assert!(json["grouped_launches"].as_u64().unwrap() >= 1);
 
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(

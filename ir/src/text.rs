@@ -128,6 +128,11 @@ pub fn kernel_to_string(g: &Graph, n: &Node) -> String {
     format!("{}{} {} -> {}", n.op.name(), op_attrs(&n.op), args.join(", "), type_to_string(g, &n.ty))
 }
 
+/// An op with its attributes, as the text form writes it: `linear(act=silu, gated)`.
+pub fn op_to_string(op: &Op) -> String {
+    format!("{}{}", op.name(), op_attrs(op))
+}
+
 fn op_attrs(op: &Op) -> String {
     match op {
         Op::MatMul { transpose_b: true } => "(transpose_b)".to_string(),
