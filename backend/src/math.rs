@@ -237,17 +237,24 @@ pub fn log(b: &mut FunctionBuilder, x: Value) -> Value {
 }
 
 /// The error function: below |x| = 1 its Maclaurin series (degree 23), above it
-/// Abramowitz & Stegun 7.1.26, `1 - t·p(t)·exp(-x²)` with `t = 1/(1 + 0.3275911|x|)`
-/// (absolute error under 1.5e-7), with the sign of `x` restored.
+/// The pieces of `erf(x)` (f32 or f32x4): below |x| = 1 its Maclaurin series (`small`, 12
+/// terms: the last is 1e-9 at |x| = 1); from 1 on, `erfc(|x|)` by Abramowitz & Stegun 7.1.26,
+/// `t·p(t)·exp(-x²)` with `t = 1/(1 + 0.3275911|x|)` (absolute error under 1.5e-7).
+struct ErfParts {
+    small: Value,
+    erfc_abs: Value,
+    negative: Value,
+    is_small: Value,
+}
+
 #[allow(clippy::excessive_precision)]
-pub fn erf(b: &mut FunctionBuilder, x: Value) -> Value {
+fn erf_parts(b: &mut FunctionBuilder, x: Value) -> ErfParts {
     use cranelift_codegen::ir::condcodes::FloatCC;
     let ty = b.func.dfg.value_type(x);
     let a = b.ins().fabs(x);
     let one = fconst(b, ty, 1.0);
     // Series: 2/sqrt(pi) · x · Σ (-1)^n x^2n / (n! (2n+1)).
     let x2 = b.ins().fmul(x, x);
-    // Terms n = 0..=11: the last is 1e-9 at |x| = 1.
     let coef: Vec<f64> = (0..12)
         .map(|n| {
             let fact: f64 = (1..=n).map(f64::from).product();
@@ -262,7 +269,6 @@ pub fn erf(b: &mut FunctionBuilder, x: Value) -> Value {
     let k = fconst(b, ty, (2.0 / std::f64::consts::PI.sqrt()) as f32);
     let s = b.ins().fmul(s, k);
     let small = b.ins().fmul(s, x);
-    // A&S 7.1.26 on |x|.
     let p = fconst(b, ty, 0.327_591_1);
     let d = b.ins().fma(p, a, one);
     let t = b.ins().fdiv(one, d);
@@ -275,15 +281,41 @@ pub fn erf(b: &mut FunctionBuilder, x: Value) -> Value {
     let q = b.ins().fmul(q, t);
     let nx2 = b.ins().fneg(x2);
     let e = exp(b, nx2);
-    let qe = b.ins().fmul(q, e);
-    let big = b.ins().fsub(one, qe);
-    // fcopysign has no f32x4 lowering on x86: restore the sign with a select.
+    let erfc_abs = b.ins().fmul(q, e);
     let zero = fconst(b, ty, 0.0);
-    let neg = b.ins().fcmp(FloatCC::LessThan, x, zero);
-    let nbig = b.ins().fneg(big);
-    let big = sel(b, neg, nbig, big);
+    let negative = b.ins().fcmp(FloatCC::LessThan, x, zero);
     let is_small = b.ins().fcmp(FloatCC::LessThan, a, one);
-    sel(b, is_small, small, big)
+    ErfParts { small, erfc_abs, negative, is_small }
+}
+
+/// The error function: the series below |x| = 1, `±(1 - erfc(|x|))` above.
+pub fn erf(b: &mut FunctionBuilder, x: Value) -> Value {
+    let ty = b.func.dfg.value_type(x);
+    let p = erf_parts(b, x);
+    let one = fconst(b, ty, 1.0);
+    let big = b.ins().fsub(one, p.erfc_abs);
+    // fcopysign has no f32x4 lowering on x86: restore the sign with a select.
+    let nbig = b.ins().fneg(big);
+    let big = sel(b, p.negative, nbig, big);
+    sel(b, p.is_small, p.small, big)
+}
+
+/// Exact GELU, `0.5 x (1 + erf(x / sqrt(2)))`. For negative arguments `1 + erf` is taken as
+/// `erfc(|z|)` directly instead of cancelling in `1 - erfc`.
+pub fn gelu_erf(b: &mut FunctionBuilder, x: Value) -> Value {
+    let ty = b.func.dfg.value_type(x);
+    let c = fconst(b, ty, std::f32::consts::FRAC_1_SQRT_2);
+    let z = b.ins().fmul(x, c);
+    let p = erf_parts(b, z);
+    let one = fconst(b, ty, 1.0);
+    let two = fconst(b, ty, 2.0);
+    let small = b.ins().fadd(one, p.small);
+    let upper = b.ins().fsub(two, p.erfc_abs);
+    let big = sel(b, p.negative, p.erfc_abs, upper);
+    let one_plus = sel(b, p.is_small, small, big);
+    let half = fconst(b, ty, 0.5);
+    let hx = b.ins().fmul(x, half);
+    b.ins().fmul(hx, one_plus)
 }
 
 /// `x^y` as `exp(y · log|x|)`, with `x^0 = 1`, the sign of a negative base restored for an

@@ -1,4 +1,5 @@
-//! The polynomial exp (and sigmoid/silu/gelu_tanh built on it) against libm over a sweep.
+//! The polynomial exp (and sigmoid/silu/gelu_tanh built on it), erf and exact GELU against
+//! libm or an f64 reference over a sweep.
 
 mod common;
 use common::*;
@@ -70,6 +71,24 @@ fn gelu_tanh_sweep() {
             let want = UnaryOp::GeluTanh.eval(x);
             assert!((y - want).abs() <= 2e-6 * want.abs().max(1e-3), "gelu_tanh({x}) = {y}, want {want}");
         }
+    }
+}
+
+#[test]
+fn gelu_erf_sweep() {
+    // The reference is f64 (`UnaryOp::eval`). erfc's absolute error (1.5e-7) times 0.5|x|, plus
+    // f32 rounding: within 2e-7 · max(1, |x|). (PyTorch's f32 `1 + erf` cancels to 0 in the
+    // negative tail, so no tighter relative bound matters there.)
+    for (w, lo, hi) in [(64u64, -10.0, 10.0), (67, -3.0, 3.0)] {
+        let (x, got) = sweep(UnaryOp::Gelu, w, lo, hi);
+        let mut worst = 0f64;
+        for (&x, &y) in x.iter().zip(&got) {
+            let want = f64::from(UnaryOp::Gelu.eval(x));
+            let err = (f64::from(y) - want).abs() / f64::from(x.abs()).max(1.0);
+            worst = worst.max(err);
+            assert!(err <= 2e-7, "gelu({x}) = {y}, want {want} (err {err:e})");
+        }
+        eprintln!("gelu [{lo}, {hi}]: worst error / max(1, |x|) {worst:e}");
     }
 }
 

@@ -135,6 +135,8 @@ pub enum Activation {
     Silu,
     /// `gelu_new` / `gelu_pytorch_tanh`: the tanh approximation of GELU.
     GeluTanh,
+    /// `gelu`: the exact (erf) GELU.
+    Gelu,
 }
 
 /// A decoder-only transformer's hyperparameters, validated.
@@ -310,8 +312,9 @@ impl DecoderConfig {
         let activation = match f.opt_str("hidden_act")?.unwrap_or("silu") {
             "silu" | "swish" => Activation::Silu,
             "gelu_new" | "gelu_pytorch_tanh" => Activation::GeluTanh,
+            "gelu" => Activation::Gelu,
             other => {
-                return Err(f.unsupported("hidden_act", other, "supported: silu, gelu_new, gelu_pytorch_tanh"));
+                return Err(f.unsupported("hidden_act", other, "supported: silu, gelu, gelu_new, gelu_pytorch_tanh"));
             }
         };
         // Llama's and Qwen3's `attention_bias`/`mlp_bias` switches: no fixture checks them yet.

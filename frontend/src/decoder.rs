@@ -173,6 +173,7 @@ impl Builder<'_> {
         let op = match cfg.activation {
             Activation::Silu => UnaryOp::Silu,
             Activation::GeluTanh => UnaryOp::GeluTanh,
+            Activation::Gelu => UnaryOp::Gelu,
         };
         self.node(Op::Unary(op), vec![x])
     }

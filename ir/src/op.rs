@@ -26,6 +26,9 @@ pub enum UnaryOp {
     /// The tanh form of GELU (HF `gelu_new`, `gelu_pytorch_tanh`):
     /// `0.5 * x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 * x³)))`.
     GeluTanh,
+    /// The exact (erf) form of GELU (HF `gelu`, ONNX `Gelu` without approximation):
+    /// `0.5 * x * (1 + erf(x / sqrt(2)))`.
+    Gelu,
     Tanh,
     /// The error function (exact GELU is `0.5 * x * (1 + erf(x / sqrt(2)))`).
     Erf,
@@ -182,7 +185,7 @@ pub struct LinearOperands {
 }
 
 impl UnaryOp {
-    pub const ALL: [UnaryOp; 13] = [
+    pub const ALL: [UnaryOp; 14] = [
         UnaryOp::Neg,
         UnaryOp::Exp,
         UnaryOp::Sqrt,
@@ -191,6 +194,7 @@ impl UnaryOp {
         UnaryOp::Silu,
         UnaryOp::Sigmoid,
         UnaryOp::GeluTanh,
+        UnaryOp::Gelu,
         UnaryOp::Tanh,
         UnaryOp::Erf,
         UnaryOp::Log,
@@ -207,6 +211,7 @@ impl UnaryOp {
             UnaryOp::Silu => "silu",
             UnaryOp::Sigmoid => "sigmoid",
             UnaryOp::GeluTanh => "gelu_tanh",
+            UnaryOp::Gelu => "gelu",
             UnaryOp::Tanh => "tanh",
             UnaryOp::Erf => "erf",
             UnaryOp::Log => "log",
@@ -231,6 +236,10 @@ impl UnaryOp {
                 let x = f64::from(x);
                 let u = (2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x);
                 (0.5 * x * (1.0 + u.tanh())) as f32
+            }
+            UnaryOp::Gelu => {
+                let x = f64::from(x);
+                (0.5 * x * (1.0 + erf(x * std::f64::consts::FRAC_1_SQRT_2))) as f32
             }
             UnaryOp::Tanh => x.tanh(),
             UnaryOp::Erf => erf(f64::from(x)) as f32,

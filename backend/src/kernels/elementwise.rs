@@ -63,6 +63,7 @@ pub(crate) fn apply_unary(b: &mut FunctionBuilder, op: UnaryOp, x: Value, ty: Ty
         UnaryOp::Silu => math::silu(b, x),
         UnaryOp::Sigmoid => math::sigmoid(b, x),
         UnaryOp::GeluTanh => math::gelu_tanh(b, x),
+        UnaryOp::Gelu => math::gelu_erf(b, x),
         UnaryOp::Tanh => math::tanh(b, x),
         UnaryOp::Abs => b.ins().fabs(x),
         UnaryOp::Erf => math::erf(b, x),

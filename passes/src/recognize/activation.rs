@@ -1,4 +1,4 @@
-//! Activations: `silu` and the tanh form of GELU.
+//! Activations: `silu` and both forms of GELU (tanh and erf).
 
 use super::{binary, commuted, unary};
 use crate::rewrite::{Rewrite, Rule};
@@ -51,6 +51,48 @@ impl Rule for GeluTanhRule {
         let x = cx.map(x)?;
         cx.emit(Op::Unary(UnaryOp::GeluTanh), vec![x]).map(Some)
     }
+}
+
+/// `(x * 0.5) * (1 + erf(x / sqrt(2)))` → `gelu(x)` (the exact form; also `x * (1 / sqrt(2))`
+/// inside, and `(x * (1 + erf(..))) * 0.5`), constants checked, products in either order.
+pub struct GeluErfRule;
+
+impl Rule for GeluErfRule {
+    fn name(&self) -> &'static str {
+        "gelu-erf"
+    }
+
+    fn apply(&self, cx: &mut Rewrite<'_>, root: u32) -> Result<Option<ValueRef>, IrError> {
+        let n = &cx.old.nodes[root as usize];
+        let Some(mul) = binary(n, BinaryOp::Mul) else { return Ok(None) };
+        // One side is 0.5·x or x, the other 1 + erf(x/√2), or that times 0.5.
+        let x = commuted(mul, |a, b| {
+            let x = times_const(cx, a, 0.5)?;
+            (one_plus_erf_of(cx, b)? == x).then_some(x)
+        })
+        .or_else(|| {
+            commuted(mul, |a, half| {
+                let inner = (cx.scalar(half)? == 0.5).then_some(a)?;
+                commuted(binary(cx.def(inner)?, BinaryOp::Mul)?, |x, p| (one_plus_erf_of(cx, p)? == x).then_some(x))
+            })
+        });
+        let Some(x) = x else { return Ok(None) };
+        let x = cx.map(x)?;
+        cx.emit(Op::Unary(UnaryOp::Gelu), vec![x]).map(Some)
+    }
+}
+
+/// `x` when `v` is `1 + erf(x / sqrt(2))` (or `erf(x * (1 / sqrt(2)))`), either order.
+fn one_plus_erf_of(cx: &Rewrite<'_>, v: ValueRef) -> Option<ValueRef> {
+    commuted(binary(cx.def(v)?, BinaryOp::Add)?, |e, one| {
+        close(cx.scalar(one)?, 1.0).then_some(())?;
+        let z = unary(cx.def(e)?, UnaryOp::Erf)?;
+        let zn = cx.def(z)?;
+        if let Some((x, c)) = binary(zn, BinaryOp::Div) {
+            return close(cx.scalar(c)?, std::f32::consts::SQRT_2).then_some(x);
+        }
+        times_const(cx, z, std::f32::consts::FRAC_1_SQRT_2)
+    })
 }
 
 /// `x` when `v` is `x * c` (either order) for a scalar constant `c` close to `value`.

@@ -27,6 +27,7 @@ const RULES: &[&dyn Rule] = &[
     &norm::LayerNormRule,
     &activation::SiluRule,
     &activation::GeluTanhRule,
+    &activation::GeluErfRule,
     &rope::RopeRule,
     &attention::AttentionRule,
     &matmul::WeightLayoutRule,
@@ -44,7 +45,7 @@ const LAYOUT_RULES: &[&dyn Rule] = &[
 /// Sweeps before giving up on a fixpoint (each sweep is linear in the graph).
 const MAX_SWEEPS: usize = 32;
 
-/// Rewrites primitive subgraphs into `rms_norm`, `layer_norm`, `silu`, `gelu_tanh`, `rope`,
+/// Rewrites primitive subgraphs into `rms_norm`, `layer_norm`, `silu`, `gelu_tanh`, `gelu`, `rope`,
 /// `attention` and `transpose_b` matmuls.
 pub struct Recognize;
 
