@@ -139,6 +139,16 @@ impl CompiledGraph {
         Ok(CompiledGraph { dir, info, loaded })
     }
 
+    /// The loaded entry point, the mapped weights and the model info of a host build, for
+    /// tests that call `NAME_run` directly with hostile arguments.
+    #[doc(hidden)]
+    pub fn host_entry(&self) -> Option<(RunFn, *const u8, ModelInfo)> {
+        match &self.loaded {
+            Loaded::Host { run, weights, .. } => Some((*run, weights.as_ptr(), self.info)),
+            Loaded::Cross { .. } => None,
+        }
+    }
+
     /// Runs the inputs (matched to graph inputs by name) and returns the outputs in graph order.
     pub fn run(&self, g: &Graph, inputs: &[(String, Tensor)], threads: usize) -> Result<Vec<(String, Tensor)>> {
         // The symbol's value from the first input that has it; every input's shape checked.

@@ -3,7 +3,8 @@
 //! returns the right `STATUS_*` code for NULL arguments, NULL context fields (weights, arena,
 //! state, parallel_for), bad token counts, context overflow (without u32 wraparound) and ids
 //! that are negative or not below vocab, having written nothing: logits, arena and KV state
-//! keep their sentinel bytes. The same context then runs the prompt and matches PyTorch.
+//! keep their sentinel bytes. The same context then runs the prompt and matches PyTorch. A
+//! general graph's `NAME_run` checks its context the same way.
 
 mod common;
 mod compiled;
@@ -116,4 +117,55 @@ fn generated_entry_points_validate_their_arguments() {
     for name in FIXTURES {
         entry_checks(name);
     }
+}
+
+/// `NAME_run` of a general graph (the Llama fixture's ONNX export, not given the decoder
+/// signature) checks its context as `NAME_forward` does: NULL weights, arena or `parallel_for`
+/// are refused, having written nothing; then the same context runs and matches PyTorch.
+#[test]
+fn general_graph_entry_validates_its_context() {
+    let dir = fixture("llama");
+    let m = edgec_frontend::onnx::OnnxModel::open(&dir.join("model.onnx")).unwrap();
+    let opts = edgec_frontend::onnx::ImportOptions { max_seq: 16, ..Default::default() };
+    let mut g = edgec_frontend::onnx::import(&m, &opts).unwrap();
+    g.name = "llama_run".into();
+    edgec::graph_run::general_pipeline().run(&mut g, &mut |_, _| {}).unwrap();
+    let c = edgec::graph_run::CompiledGraph::build(&g, None).unwrap();
+    let (run, weights, info) = c.host_entry().expect("a host build");
+    let mut arena = AlignedBuf::zeroed(info.arena_size, "arena").unwrap();
+    arena.as_mut_slice().fill(0x5A);
+    let good = RawContext {
+        weights,
+        arena: arena.as_mut_ptr(),
+        state: std::ptr::null_mut(),
+        pool: std::ptr::null_mut(),
+        parallel_for: Some(serial),
+    };
+    let r = reference("llama");
+    let ids: Vec<i32> = r.input_ids.iter().map(|&i| i as i32).collect();
+    let n = ids.len();
+    let vocab = r.logits.len() / n;
+    let mut logits = vec![-7.0f32; n * vocab];
+    let inputs = [ids.as_ptr().cast::<c_void>()];
+    let outputs = [logits.as_mut_ptr().cast::<c_void>()];
+    let dims = [n as i64];
+    let call = |ctx: &RawContext| unsafe {
+        run(std::ptr::from_ref(ctx).cast::<Context>(), inputs.as_ptr(), outputs.as_ptr(), dims.as_ptr())
+    };
+    let with = |f: &dyn Fn(&mut RawContext)| {
+        let mut ctx = RawContext { ..good };
+        f(&mut ctx);
+        ctx
+    };
+    for (what, ctx) in [
+        ("ctx->weights NULL", with(&|c| c.weights = std::ptr::null())),
+        ("ctx->arena NULL", with(&|c| c.arena = std::ptr::null_mut())),
+        ("ctx->parallel_for NULL", with(&|c| c.parallel_for = None)),
+    ] {
+        assert_eq!(call(&ctx), STATUS_NULL_ARGUMENT, "{what}");
+    }
+    assert!(logits.iter().all(|&x| x == -7.0), "a refused call wrote the outputs");
+    assert!(arena.as_slice().iter().all(|&b| b == 0x5A), "a refused call wrote the arena");
+    assert_eq!(call(&good), STATUS_OK);
+    assert_logits_close("direct NAME_run call", &logits, &r.logits);
 }

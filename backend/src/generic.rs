@@ -305,6 +305,13 @@ fn build_run(
     let ctx_flags = MemFlagsData::trusted().with_readonly();
     let weights = b.ins().load(types::I64, ctx_flags, ctx, offset_of!(AbiContext, weights) as i32);
     let arena = b.ins().load(types::I64, ctx_flags, ctx, offset_of!(AbiContext, arena) as i32);
+    // The context's buffers must be there (an empty arena is never read), as in NAME_forward.
+    let mut missing = b.ins().icmp_imm_u(IntCC::Equal, weights, 0);
+    if plan.arena_size > 0 {
+        let c = b.ins().icmp_imm_u(IntCC::Equal, arena, 0);
+        missing = b.ins().bor(missing, c);
+    }
+    return_if(&mut b, missing, STATUS_NULL_ARGUMENT);
     // Launched node by node: the plan's dispatch groups allow that order too.
     let dispatch = Dispatch::new(&mut b, g, ctx, cc, 1);
     let node_ptr = |b: &mut FunctionBuilder, i: usize| -> Value {
