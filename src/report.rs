@@ -62,8 +62,11 @@ pub struct KernelUse {
 /// The primitive ops a fused kernel stands for, in order.
 fn fused_ops(op: &edgec_ir::Op) -> Vec<String> {
     match *op {
-        edgec_ir::Op::Linear { act, gated, bias, residual } => {
+        edgec_ir::Op::Linear { scale, act, gated, bias, residual } => {
             let mut v = vec!["matmul".to_string()];
+            if scale.is_some() {
+                v.push("mul (scale)".into());
+            }
             if bias {
                 v.push("add (bias)".into());
             }

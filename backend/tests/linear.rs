@@ -57,7 +57,7 @@ fn run(op: Op, k: u64, n: u64, st: Storage, seed: u64) {
 }
 
 fn linear(act: Option<UnaryOp>, gated: bool, bias: bool, residual: bool) -> Op {
-    Op::Linear { act, gated, bias, residual }
+    Op::Linear { scale: None, act, gated, bias, residual }
 }
 
 #[test]
@@ -70,6 +70,7 @@ fn every_epilogue_with_f32_weights() {
         linear(None, false, false, true),
         linear(silu, true, true, true),
         linear(None, true, false, false),
+        Op::Linear { scale: Some(0.37), act: Some(UnaryOp::Tanh), gated: false, bias: true, residual: true },
     ];
     for (i, op) in ops.into_iter().enumerate() {
         for (k, n) in [(13u64, 9u64), (8, 16), (5, 3)] {

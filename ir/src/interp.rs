@@ -339,6 +339,9 @@ impl<'g> Interpreter<'g> {
                 }
                 let x = f(0)?;
                 let mut out = matmul(x, f(1)?, m, k, n, true);
+                if let Op::Linear { scale: Some(s), .. } = *op {
+                    out.iter_mut().for_each(|o| *o *= s);
+                }
                 if let Some(bi) = at.bias {
                     let bias = f(bi)?;
                     for row in out.chunks_exact_mut(n) {

@@ -82,10 +82,12 @@ pub enum Op {
     },
     /// `(x [M, K], w [N, K], up [N, K] if gated, bias [N] if bias, residual [M, N] if residual)
     /// -> [M, N]`: a `transpose_b` matmul with its epilogue fused in,
-    /// `act(x·wᵀ + bias) * (x·upᵀ) + residual`, each part present only when its field says so
-    /// (`act: None` is the identity). `gated` is the GLU of Llama-style MLPs (`w` the gate,
-    /// `up` the up projection). Each step rounds to f32 like the unfused ops it replaces.
+    /// `act(scale * (x·wᵀ) + bias) * (x·upᵀ) + residual`, each part present only when its
+    /// field says so (`act: None` is the identity, `scale: None` is 1). `gated` is the GLU of
+    /// Llama-style MLPs (`w` the gate, `up` the up projection). Each step rounds to f32 like the
+    /// unfused ops it replaces.
     Linear {
+        scale: Option<f32>,
         act: Option<UnaryOp>,
         gated: bool,
         bias: bool,

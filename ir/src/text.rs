@@ -136,8 +136,9 @@ pub fn op_to_string(op: &Op) -> String {
 fn op_attrs(op: &Op) -> String {
     match op {
         Op::MatMul { transpose_b: true } => "(transpose_b)".to_string(),
-        Op::Linear { act, gated, bias, residual } => {
-            let mut parts: Vec<String> = act.iter().map(|a| format!("act={}", a.name())).collect();
+        Op::Linear { scale, act, gated, bias, residual } => {
+            let mut parts: Vec<String> = scale.iter().map(|s| format!("scale={s:?}")).collect();
+            parts.extend(act.iter().map(|a| format!("act={}", a.name())));
             for (on, name) in [(gated, "gated"), (bias, "bias"), (residual, "residual")] {
                 if *on {
                     parts.push(name.to_string());
@@ -919,6 +920,7 @@ impl Parser {
         let op = match owner {
             Op::MatMul { .. } => Op::MatMul { transpose_b: a.flag("transpose_b")? },
             Op::Linear { .. } => Op::Linear {
+                scale: a.value("scale")?.map(|v| parse_f32(&v, "scale")).transpose()?,
                 act: match a.value("act")? {
                     None => None,
                     Some(name) => {
@@ -968,7 +970,7 @@ fn op_by_name(name: &str) -> Option<Op> {
     let fixed = [
         Op::Gather,
         Op::MatMul { transpose_b: false },
-        Op::Linear { act: None, gated: false, bias: false, residual: false },
+        Op::Linear { scale: None, act: None, gated: false, bias: false, residual: false },
         Op::RmsNorm { eps: 0.0, group: None },
         Op::LayerNorm { eps: 0.0 },
         Op::Rope { head_dim: 0, rotary_dim: 0 },

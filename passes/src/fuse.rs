@@ -1,6 +1,7 @@
 //! `fuse-epilogues`: a `transpose_b` matmul absorbs the elementwise ops that follow it into one
-//! `linear`: the bias add, the activation, the GLU product with a second matmul of the same
-//! input, and the residual add, in that order (`act(x·wᵀ + bias) * (x·upᵀ) + residual`).
+//! `linear`: a scaling by a constant, the bias add, the activation, the GLU product with a
+//! second matmul of the same input, and the residual add, in that order
+//! (`act(scale * (x·wᵀ) + bias) * (x·upᵀ) + residual`).
 //! Their intermediate results never reach memory, and a Llama layer's MLP becomes two kernels.
 //!
 //! A rule fires only when the matmul's result has no other use, and only in epilogue order (a
@@ -26,13 +27,14 @@ impl Pass for FuseEpilogues {
     }
 }
 
-const RULES: &[&dyn Rule] = &[&BiasRule, &ActRule, &GateRule, &ResidualRule];
+const RULES: &[&dyn Rule] = &[&ScaleRule, &BiasRule, &ActRule, &GateRule, &ResidualRule];
 
-/// Each sweep fuses at least one epilogue stage per matmul; there are four.
+/// Each sweep fuses at least one epilogue stage per matmul; there are five.
 const MAX_SWEEPS: usize = 8;
 
 /// A matmul seen as a `linear` under construction (a plain `transpose_b` matmul has no epilogue).
 struct LinearView {
+    scale: Option<f32>,
     act: Option<UnaryOp>,
     gated: bool,
     bias: bool,
@@ -50,17 +52,18 @@ impl LinearView {
         }
         match n.op {
             Op::MatMul { transpose_b: true } => {
-                Some(LinearView { act: None, gated: false, bias: false, residual: false, args: n.args.clone() })
+                let args = n.args.clone();
+                Some(LinearView { scale: None, act: None, gated: false, bias: false, residual: false, args })
             }
-            Op::Linear { act, gated, bias, residual } => {
-                Some(LinearView { act, gated, bias, residual, args: n.args.clone() })
+            Op::Linear { scale, act, gated, bias, residual } => {
+                Some(LinearView { scale, act, gated, bias, residual, args: n.args.clone() })
             }
             _ => None,
         }
     }
 
     fn is_plain(&self) -> bool {
-        self.act.is_none() && !self.gated && !self.bias && !self.residual
+        self.scale.is_none() && self.act.is_none() && !self.gated && !self.bias && !self.residual
     }
 
     /// Emits the `linear`, with `extra` (an old value) inserted at its operand index if given.
@@ -70,8 +73,35 @@ impl LinearView {
             args.insert(at, v);
         }
         let args = args.into_iter().map(|a| cx.map(a)).collect::<Result<Vec<_>, _>>()?;
-        let op = Op::Linear { act: self.act, gated: self.gated, bias: self.bias, residual: self.residual };
+        let op = Op::Linear {
+            scale: self.scale,
+            act: self.act,
+            gated: self.gated,
+            bias: self.bias,
+            residual: self.residual,
+        };
         cx.emit(op, args).map(Some)
+    }
+}
+
+/// `matmul * c` with `c` a scalar constant → `linear(scale=c)`.
+struct ScaleRule;
+
+impl Rule for ScaleRule {
+    fn name(&self) -> &'static str {
+        "scale"
+    }
+
+    fn apply(&self, cx: &mut Rewrite<'_>, root: u32) -> Result<Option<ValueRef>, IrError> {
+        let n = &cx.old.nodes[root as usize];
+        let Some(mul) = binary(n, BinaryOp::Mul) else { return Ok(None) };
+        let found = commuted(mul, |m, c| {
+            let view = LinearView::of(cx, m).filter(LinearView::is_plain)?;
+            Some((view, cx.scalar(c)?))
+        });
+        let Some((mut view, c)) = found else { return Ok(None) };
+        view.scale = Some(c);
+        view.emit(cx, None)
     }
 }
 
@@ -90,7 +120,8 @@ impl Rule for BiasRule {
             let view = LinearView::of(cx, m)?;
             let bt = cx.ty(bias);
             let fits = bt.dtype == DType::F32 && bt.shape.dims() == [n.ty.shape.dims()[1]];
-            (view.is_plain() && fits).then_some((view, bias))
+            let bare = view.act.is_none() && !view.gated && !view.bias && !view.residual;
+            (bare && fits).then_some((view, bias))
         });
         let Some((mut view, bias)) = found else { return Ok(None) };
         view.bias = true;

@@ -12,8 +12,9 @@ use cranelift_frontend::FunctionBuilder;
 use edgec_ir::{Op, UnaryOp};
 
 /// The static part of a `linear`'s epilogue (the plain `transpose_b` matmul has none).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub(crate) struct Epilogue {
+    pub scale: Option<f32>,
     pub act: Option<UnaryOp>,
     pub gated: bool,
     pub bias: bool,
@@ -23,7 +24,7 @@ pub(crate) struct Epilogue {
 impl Epilogue {
     pub fn of(op: &Op) -> Epilogue {
         match *op {
-            Op::Linear { act, gated, bias, residual } => Epilogue { act, gated, bias, residual },
+            Op::Linear { scale, act, gated, bias, residual } => Epilogue { scale, act, gated, bias, residual },
             _ => Epilogue::default(),
         }
     }
@@ -94,6 +95,10 @@ impl MatMulArgs {
         let off = c as i32 * 4;
         let mut v = s;
         if pass == Pass::Main {
+            if let Some(s) = self.ep.scale {
+                let k = crate::math::fconst(b, types::F32, s);
+                v = b.ins().fmul(v, k);
+            }
             if let Some(bias) = self.bias {
                 let p = b.addr(bias, col0, 4);
                 let bv = b.ins().load(types::F32, super::ro(), p, off);
