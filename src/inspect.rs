@@ -1,4 +1,5 @@
-//! `edgec inspect`: what a model costs, from its config.json alone (no weights needed).
+//! `edgec inspect`: what a model costs, from its config alone (a config.json, or a GGUF file's
+//! metadata; no weights are read).
 //!
 //! The graph is built from the config with placeholder weight references
 //! ([`edgec_frontend::build_from_config`]), run through the default pass pipeline and
@@ -7,6 +8,7 @@
 use anyhow::{Context, Result};
 use edgec_frontend::{DecoderConfig, LoadOptions};
 use edgec_ir::WeightSource;
+use edgec_ir::quant::Preset;
 use edgec_passes::{OptLevel, PassManager, plan::plan_memory};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -32,12 +34,26 @@ pub struct Inspection {
     /// Nodes computed in place over a dying operand.
     pub in_place: usize,
     pub state_size: u64,
+    /// Kernel launches per forward call (dispatch groups) and how many nodes they run.
+    pub launches: usize,
+    pub nodes: usize,
+    /// Fused kernels (op and attributes) and how many nodes run each.
+    pub fused: Vec<(String, usize)>,
+    /// Bytes of the weights file's tensors under each `--quant` preset (rope tables excluded).
+    pub weights_by_preset: Vec<(Preset, u64)>,
 }
 
-/// `path` is a config.json or a directory holding one.
+/// The presets `inspect` sizes the weights under.
+const SIZED_PRESETS: [Preset; 5] = [Preset::F32, Preset::F16, Preset::Q8, Preset::Q4, Preset::Q4S];
+
+/// `path` is a config.json, a directory holding one, or a GGUF file (its metadata).
 pub fn inspect(path: &Path, max_context: u64, max_tokens: Option<u64>) -> Result<Inspection> {
     let config_path = if path.is_dir() { path.join("config.json") } else { path.to_path_buf() };
-    let config = DecoderConfig::load(&config_path)?;
+    let config = if edgec_frontend::is_gguf(&config_path) {
+        edgec_frontend::GgufFile::open(&config_path)?.decoder_config()?
+    } else {
+        DecoderConfig::load(&config_path)?
+    };
     let max_tokens = max_tokens.unwrap_or(crate::compile::DEFAULT_MAX_TOKENS.min(max_context));
     let opts = LoadOptions { max_context, max_tokens };
     let mut graph = edgec_frontend::build_from_config(&config, &opts)?;
@@ -52,6 +68,11 @@ pub fn inspect(path: &Path, max_context: u64, max_tokens: Option<u64>) -> Result
     }
     PassManager::preset(OptLevel::O2).run(&mut graph, &mut |_, _| {})?;
     let plan = plan_memory(&graph).context("planning memory")?;
+    let mut fused: std::collections::BTreeMap<String, usize> = Default::default();
+    for n in graph.nodes.iter().filter(|n| matches!(n.op, edgec_ir::Op::Linear { .. })) {
+        *fused.entry(edgec_ir::text::op_to_string(&n.op)).or_default() += 1;
+    }
+    let weights_by_preset = SIZED_PRESETS.iter().map(|&p| (p, preset_bytes(&graph, p))).collect();
     let kv_width = u64::from(config.kv_heads) * u64::from(config.head_dim);
     Ok(Inspection {
         config_path,
@@ -66,7 +87,29 @@ pub fn inspect(path: &Path, max_context: u64, max_tokens: Option<u64>) -> Result
         plan_strategy: plan.strategy.name(),
         in_place: plan.in_place.iter().filter(|x| x.is_some()).count(),
         state_size: plan.state_size,
+        launches: plan.groups.len(),
+        nodes: graph.nodes.len(),
+        fused: fused.into_iter().collect(),
+        weights_by_preset,
     })
+}
+
+/// Bytes of the graph's checkpoint tensors (not the computed rope tables) stored as `preset`
+/// would store them (weights a preset does not quantize stay f32).
+fn preset_bytes(g: &edgec_ir::Graph, preset: Preset) -> u64 {
+    let mut total = 0u64;
+    for (i, w) in g.weights.iter().enumerate() {
+        if matches!(w.source, WeightSource::Rope { .. }) {
+            continue;
+        }
+        let elements = edgec_ir::weights::weight_elements(w).unwrap_or(0);
+        let stored = edgec_ir::quant::choose(g, i, preset).and_then(|st| {
+            let (rows, cols) = edgec_ir::quant::rows_cols(w.ty.shape.dims())?;
+            st.bytes(rows, cols)
+        });
+        total = total.saturating_add(stored.unwrap_or(elements.saturating_mul(4)));
+    }
+    total
 }
 
 /// `1234567` as `1,234,567`.
@@ -128,14 +171,9 @@ impl Inspection {
         );
         let p = self.parameters;
         line("parameters", format!("{} ({:.2} B)", grouped(p), p as f64 / 1e9));
-        line("weights f32", format!("{} (what `edgec compile` writes today)", size(p * 4)));
-        line(
-            "weights f16",
-            format!(
-                "{} (f16/bf16 storage, as in a half-precision checkpoint; compiled weights are f32 today)",
-                size(p * 2)
-            ),
-        );
+        let by_preset: Vec<String> =
+            self.weights_by_preset.iter().map(|(p, b)| format!("{} {}", p.name(), size(*b))).collect();
+        line("weights", format!("by --quant preset: {}", by_preset.join(", ")));
         line(
             "rope tables",
             format!(
@@ -164,6 +202,16 @@ impl Inspection {
                 grouped(self.arena_lower_bound),
                 self.plan_strategy,
                 self.in_place
+            ),
+        );
+        let fused: Vec<String> = self.fused.iter().map(|(k, n)| format!("{k} ×{n}")).collect();
+        line(
+            "kernels",
+            format!(
+                "{} launches per forward call for {} nodes; fused: {}",
+                self.launches,
+                self.nodes,
+                if fused.is_empty() { "none".to_string() } else { fused.join(", ") }
             ),
         );
         let weights = p * 4 + self.rope_table_bytes;

@@ -57,8 +57,9 @@ Passes (for --passes and --print-after):\n{passes}")]
     /// List the supported targets: object format, platform, default minimum OS and the
     /// CPU-feature variants each gets.
     Targets,
-    /// Show what a model costs, from its config.json alone (no weights needed): architecture,
-    /// parameter count, weights size, KV cache per 1k tokens and the planned arena.
+    /// Show what a model costs, from its config.json or GGUF metadata alone (no weight is read):
+    /// architecture, parameter count, weights size per --quant preset, KV cache per 1k tokens,
+    /// the planned arena, the kernel launches per forward call and the fused kernels.
     Inspect(InspectArgs),
     /// Write a random-weight HuggingFace checkpoint (config.json + safetensors) for a config of
     /// any supported architecture and size, streaming tensor by tensor.
@@ -166,7 +167,7 @@ struct BenchArgs {
 
 #[derive(Args)]
 struct InspectArgs {
-    /// A config.json, or a checkpoint directory holding one.
+    /// A config.json, a checkpoint directory holding one, or a GGUF file.
     config: PathBuf,
     /// Positions the KV cache holds.
     #[arg(long, default_value_t = 2048, value_name = "N")]

@@ -40,7 +40,15 @@ fn inspect_prints_the_figures_for_a_dir_or_a_file() {
     let o = edgec(&["inspect", config("llama-3-8b.json").to_str().unwrap(), "--max-tokens", "64"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let out = String::from_utf8_lossy(&o.stdout);
-    for want in ["LlamaForCausalLM", "8,030,261,248", "f16/bf16", "per 1k tokens", "256.00 MiB", "max tokens 64"] {
+    for want in [
+        "LlamaForCausalLM",
+        "8,030,261,248",
+        "by --quant preset: f32 29.92 GiB, f16 14.96 GiB",
+        "per 1k tokens",
+        "256.00 MiB",
+        "max tokens 64",
+        "258 launches per forward call",
+    ] {
         assert!(out.contains(want), "missing {want:?} in:\n{out}");
     }
     // A checkpoint directory works too (its weights are not read).
@@ -54,11 +62,11 @@ fn inspect_refuses_a_config_it_cannot_build() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(config("phi-2.json")).unwrap()).unwrap();
-    cfg["hidden_act"] = "gelu".into();
+    cfg["hidden_act"] = "relu".into();
     let path = dir.path().join("config.json");
     std::fs::write(&path, cfg.to_string()).unwrap();
     let o = edgec(&["inspect", path.to_str().unwrap()]);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("hidden_act = gelu") && err.lines().count() == 1, "{err}");
+    assert!(err.contains("hidden_act = relu") && err.lines().count() == 1, "{err}");
 }

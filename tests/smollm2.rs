@@ -380,6 +380,18 @@ fn q4_at_2048_context_plans_tightly_and_runs_in_its_parts_plus_16_mib() {
     let (arena, lower) = (after("arena "), after("lower bound "));
     eprintln!("smollm2 q4, 2048 context: {arena_line}");
     assert!(arena <= 1.05 * lower, "arena {arena} is more than 1.05 × its lower bound {lower}");
+    // `edgec inspect` on the GGUF's metadata alone predicts the same arena and the weights
+    // file's size at q4 (the file adds its header and 64-byte alignment padding).
+    let i = edgec::inspect::inspect(&m, 2048, None).unwrap();
+    assert_eq!(i.arena_size as f64, arena);
+    let q4 = i.weights_by_preset.iter().find(|(p, _)| p.name() == "q4").unwrap().1 + i.rope_table_bytes;
+    let file = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "weights"))
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    assert!(file >= q4 && file - q4 < 64 << 10, "inspect says {q4} bytes at q4, the weights file has {file}");
 
     let run = ["run", out.to_str().unwrap(), "--prompt", PROMPT, "--max-new-tokens", "8", "--memory"];
     let o = edgec(&run);

@@ -58,15 +58,16 @@ impl LoadOptions {
     }
 }
 
+/// Whether `path` is to be read as a GGUF file: its magic, or its extension (a `.gguf` file
+/// without the magic then gets the GGUF reader's error, naming the bytes found).
+pub fn is_gguf(path: &Path) -> bool {
+    path.is_file() && (gguf::is_gguf(path) || path.extension().is_some_and(|e| e == "gguf"))
+}
+
 /// Reads a model and builds its graph: a GGUF file (recognized by its magic) or a HuggingFace
 /// checkpoint directory.
 pub fn load_model(path: &Path, opts: &LoadOptions) -> Result<Graph, FrontendError> {
-    // A `.gguf` file without the magic gets the GGUF reader's error, naming the bytes found.
-    if path.is_file() && (gguf::is_gguf(path) || path.extension().is_some_and(|e| e == "gguf")) {
-        load_gguf(path, opts)
-    } else {
-        load_checkpoint(path, opts)
-    }
+    if is_gguf(path) { load_gguf(path, opts) } else { load_checkpoint(path, opts) }
 }
 
 /// Reads a HuggingFace checkpoint directory and builds its graph: inputs `ids: i32[seq]`,
