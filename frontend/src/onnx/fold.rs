@@ -988,7 +988,8 @@ pub fn eval(
             let ks = strides(&kshape);
             let v = t.as_f32();
             let iv = t.as_i64()?;
-            let n_out = numel(&kshape);
+            // Reducing over an empty axis makes a non-empty result of the other dims: bounded too.
+            let n_out = sized(&kshape)?;
             let mut acc = vec![f64::NAN; n_out];
             let mut cnt = vec![0usize; n_out];
             let mut idx = vec![0usize; r];
