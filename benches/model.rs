@@ -30,6 +30,7 @@ fn model(c: &mut Criterion) {
             print_after: Vec::new(),
             emit_ir: false,
             quant: Default::default(),
+            kv_dtype: Default::default(),
         },
         &mut std::io::sink(),
     )

@@ -267,6 +267,7 @@ pub fn bench(req: &BenchRequest, log: &mut dyn std::io::Write) -> Result<BenchRe
                 print_after: Vec::new(),
                 emit_ir: false,
                 quant: Default::default(),
+                kv_dtype: Default::default(),
             },
             &mut std::io::sink(),
         )?;

@@ -224,6 +224,7 @@ impl Build {
                 print_after: Vec::new(),
                 emit_ir: false,
                 quant: edgec_ir::quant::Preset::F32,
+                kv_dtype: Default::default(),
             };
             let emit = Emit { obj: false, staticlib: true, header: true, weights: !self.embed_weights, report: false };
             let pkg = Packaging { emit, embed_weights: self.embed_weights, cpu_variants: None };

@@ -31,6 +31,8 @@ pub struct CompileRequest {
     pub emit_ir: bool,
     /// How matmul weights and embedding tables are stored (`--quant`); f32 by default.
     pub quant: edgec_ir::quant::Preset,
+    /// The KV cache's element type (`--kv-dtype`); f32 by default.
+    pub kv_dtype: edgec_ir::quant::KvDtype,
 }
 
 /// What a compile produced.
@@ -174,6 +176,10 @@ pub fn compile_with(req: &CompileRequest, pkg: &Packaging, log: &mut dyn Write) 
     if req.quant != edgec_ir::quant::Preset::F32 {
         edgec_ir::quant::apply_preset(&mut graph, req.quant);
         edgec_ir::verify::verify(&graph).context("after --quant")?;
+    }
+    if req.kv_dtype != edgec_ir::quant::KvDtype::F32 {
+        edgec_ir::quant::apply_kv_dtype(&mut graph, req.kv_dtype);
+        edgec_ir::verify::verify(&graph).context("after --kv-dtype")?;
     }
 
     let plan = plan_memory(&graph)?;

@@ -233,9 +233,19 @@ struct QuantArgs {
     /// of 32 with f16 scale and min, clipping searched), q4s (symmetric int4 groups of 32 with an
     /// f16 scale, 4.5 bits per weight: GGUF Q4_0's layout, clipping searched), q4-g128
     /// (groups of 128), or keep (a GGUF's Q8_0/Q4_0/Q4_1 blocks and f16/bf16 tensors as they
-    /// are). Rows too short for a group fall back to smaller groups, then q8. Activations stay f32.
+    /// are). Rows too short for a group fall back to smaller groups, then q8. Activations are
+    /// f32, except that aarch64 quantizes them to int8 blocks for int8 (q8, q8-g32) weights.
     #[arg(long, value_name = "PRESET", default_value = "f32", value_parser = parse_quant)]
     quant: edgec_ir::quant::Preset,
+    /// The KV cache's element type: f32 (default) or f16 (half the KV memory; each row is
+    /// rounded to f16 when written, and widened to f32 when attention reads it).
+    #[arg(long, value_name = "DTYPE", default_value = "f32", value_parser = parse_kv_dtype)]
+    kv_dtype: edgec_ir::quant::KvDtype,
+}
+
+fn parse_kv_dtype(s: &str) -> Result<edgec_ir::quant::KvDtype, String> {
+    edgec_ir::quant::KvDtype::from_name(s)
+        .ok_or_else(|| format!("'{s}' is not a KV cache dtype ({})", edgec_ir::quant::KvDtype::NAMES))
 }
 
 fn parse_quant(s: &str) -> Result<edgec_ir::quant::Preset, String> {
@@ -460,6 +470,7 @@ fn execute(cli: Cli) -> Result<()> {
                 chunks: a.chunks,
                 threads: a.threads,
                 quant: a.quant.quant,
+                kv_dtype: a.quant.kv_dtype,
                 linker: a.linker,
             };
             let report = edgec::perplexity::perplexity(&req, &mut std::io::stderr())?;
@@ -493,6 +504,7 @@ fn execute(cli: Cli) -> Result<()> {
                 print_after: a.passes.print_after,
                 emit_ir: a.emit_ir,
                 quant: a.quant.quant,
+                kv_dtype: a.quant.kv_dtype,
             };
             let c = edgec::compile_with(&req, &packaging, &mut std::io::stderr())?;
             if a.time_passes {
@@ -569,6 +581,7 @@ fn execute(cli: Cli) -> Result<()> {
                 runner: a.runner,
                 sampling: SamplerConfig { temperature: a.temperature, top_k: a.top_k, top_p: a.top_p, seed: a.seed },
                 quant: a.quant.quant,
+                kv_dtype: a.quant.kv_dtype,
             };
             let (out, memory) = edgec::run::run_measured(&req)?;
             if a.memory {
@@ -642,6 +655,7 @@ fn chat(a: RunArgs) -> Result<()> {
         runner: a.runner,
         sampling: SamplerConfig { temperature: a.temperature, top_k: a.top_k, top_p: a.top_p, seed: a.seed },
         quant: a.quant.quant,
+        kv_dtype: a.quant.kv_dtype,
     };
     let next = move || if interactive { read_line() } else { Ok(None) };
     edgec::run::chat(&req, &template, &tokenizer, next, &mut std::io::stdout().lock())

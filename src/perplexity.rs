@@ -178,6 +178,8 @@ pub struct PerplexityRequest {
     pub threads: usize,
     /// For checkpoints and GGUF files: weight storage (`--quant`).
     pub quant: edgec_ir::quant::Preset,
+    /// For checkpoints and GGUF files: the KV cache's element type (`--kv-dtype`).
+    pub kv_dtype: edgec_ir::quant::KvDtype,
     pub linker: Option<String>,
 }
 
@@ -294,7 +296,8 @@ pub fn perplexity(req: &PerplexityRequest, progress: &mut dyn Write) -> Result<R
         if bos.is_some() { ", BOS first in each" } else { "" },
         if is_compiled(&req.model) { "loading the model" } else { "compiling the model" }
     )?;
-    let mut model = WindowModel::open(&req.model, req.ctx, req.quant, req.threads, req.linker.as_deref())?;
+    let storage = (req.quant, req.kv_dtype);
+    let mut model = WindowModel::open(&req.model, req.ctx, storage, req.threads, req.linker.as_deref())?;
     if model.vocab != tokenizer.vocab_size() {
         bail!(
             "{}: the tokenizer has {} tokens but the model's vocab is {}",
@@ -344,7 +347,13 @@ pub fn perplexity(req: &PerplexityRequest, progress: &mut dyn Write) -> Result<R
         bos,
         per_window,
         weights_bytes,
-        quant: if is_compiled(&req.model) { "compiled".into() } else { req.quant.name().into() },
+        quant: if is_compiled(&req.model) {
+            "compiled".into()
+        } else if req.kv_dtype == edgec_ir::quant::KvDtype::F32 {
+            req.quant.name().into()
+        } else {
+            format!("{}, KV {}", req.quant.name(), req.kv_dtype.name())
+        },
         seconds: started.elapsed().as_secs_f64(),
     })
 }
@@ -366,7 +375,7 @@ impl WindowModel {
     pub fn open(
         model: &std::path::Path,
         ctx: usize,
-        quant: edgec_ir::quant::Preset,
+        (quant, kv_dtype): (edgec_ir::quant::Preset, edgec_ir::quant::KvDtype),
         threads: usize,
         linker: Option<&str>,
     ) -> Result<WindowModel> {
@@ -395,6 +404,7 @@ impl WindowModel {
             runner: None,
             sampling: edgec_runtime::SamplerConfig::default(),
             quant,
+            kv_dtype,
         };
         let (scratch, dir, manifest) = crate::run::prepare(&run_req)?;
         crate::run::compiled_target(&run_req, &dir, &manifest)?;

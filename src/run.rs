@@ -28,6 +28,8 @@ pub struct RunRequest {
     pub sampling: SamplerConfig,
     /// For checkpoints: how weights are stored (`--quant`).
     pub quant: edgec_ir::quant::Preset,
+    /// For checkpoints: the KV cache's element type (`--kv-dtype`).
+    pub kv_dtype: edgec_ir::quant::KvDtype,
 }
 
 /// Logits of every prompt position and the generated ids.
@@ -218,9 +220,10 @@ pub(crate) fn prepare(req: &RunRequest) -> Result<(Option<tempfile::TempDir>, Pa
     let mut scratch = None;
     let (dir, manifest) = if req.model.join(manifest::FILE_NAME).is_file() {
         let m = Manifest::read(&req.model)?;
-        if req.max_context.is_some() || req.max_tokens.is_some() || req.quant != edgec_ir::quant::Preset::F32 {
+        let storage_set = req.quant != edgec_ir::quant::Preset::F32 || req.kv_dtype != edgec_ir::quant::KvDtype::F32;
+        if req.max_context.is_some() || req.max_tokens.is_some() || storage_set {
             bail!(
-                "{} is already compiled (max context {}); --max-context, --max-tokens and --quant apply only to checkpoints",
+                "{} is already compiled (max context {}); --max-context, --max-tokens, --quant and --kv-dtype apply only to checkpoints",
                 req.model.display(),
                 m.max_context
             );
@@ -243,6 +246,7 @@ pub(crate) fn prepare(req: &RunRequest) -> Result<(Option<tempfile::TempDir>, Pa
                 print_after: Vec::new(),
                 emit_ir: false,
                 quant: req.quant,
+                kv_dtype: req.kv_dtype,
             },
             &mut std::io::sink(),
         )?;

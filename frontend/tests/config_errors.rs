@@ -91,7 +91,7 @@ fn sliding_layers_without_a_window() {
 
 #[test]
 fn activation_we_lack() {
-    for (name, act) in [("phi", "gelu"), ("qwen2", "relu"), ("phi3", "gelu_fast")] {
+    for (name, act) in [("phi", "quick_gelu"), ("qwen2", "relu"), ("phi3", "gelu_fast")] {
         let msg = error(name, |c| {
             c.insert("hidden_act".into(), act.into());
         });

@@ -128,8 +128,9 @@ pub fn infer_type(g: &Graph, op: &Op, args: &[&TensorType]) -> Result<TensorType
             rank(0, 2)?;
             rank(1, 2)?;
             scalar_i32(2)?;
-            if args[0].dtype != args[1].dtype {
-                return Err(err(op, "rows and state differ in dtype"));
+            let half_state = args[0].dtype == DType::F16 && args[1].dtype == DType::F32;
+            if args[0].dtype != args[1].dtype && !half_state {
+                return Err(err(op, "rows and state differ in dtype (only an f16 state takes f32 rows)"));
             }
             same_dim(dims(0)[1], dims(1)[1], "row width differs from state width")?;
             Ok(args[0].clone())
@@ -139,7 +140,13 @@ pub fn infer_type(g: &Graph, op: &Op, args: &[&TensorType]) -> Result<TensorType
             rank(1, 2)?;
             rank(2, 2)?;
             scalar_i32(3)?;
-            float_same(op, &args[..3])?;
+            float_same(op, &args[1..3])?;
+            if !args[0].dtype.is_float() {
+                return Err(err(op, format!("needs a float query, got {}", args[0].dtype)));
+            }
+            if args[1].dtype != args[0].dtype && args[1].dtype != DType::F16 {
+                return Err(err(op, format!("caches must be {} or f16, got {}", args[0].dtype, args[1].dtype)));
+            }
             if *kv_heads == 0 || *heads == 0 || heads % kv_heads != 0 {
                 return Err(err(op, format!("heads {heads} must be a nonzero multiple of kv_heads {kv_heads}")));
             }

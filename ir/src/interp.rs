@@ -291,7 +291,16 @@ impl<'g> Interpreter<'g> {
             let end = pos.checked_add(r).filter(|&e| e <= c).ok_or_else(|| {
                 here(format!("writing {r} rows at position {pos} overflows state '{name}' of {c} rows"))
             })?;
+            let half = g.states[s as usize].ty.dtype == DType::F16;
             match (&mut state.data, &rows.data) {
+                // An f16 state holds f32 values that are exactly f16s, what the kernel reads back:
+                // rounded to nearest even, saturated at the largest half (the kernel has no
+                // infinities).
+                (Data::F32(dst), Data::F32(src)) if half => {
+                    for (d, &v) in dst[pos * w..end * w].iter_mut().zip(src) {
+                        *d = half::f16::from_f32(v.clamp(-65504.0, 65504.0)).to_f32();
+                    }
+                }
                 (Data::F32(dst), Data::F32(src)) => dst[pos * w..end * w].copy_from_slice(src),
                 (Data::I32(dst), Data::I32(src)) => dst[pos * w..end * w].copy_from_slice(src),
                 _ => return Err(here(format!("rows and state '{name}' differ in dtype"))),

@@ -34,6 +34,7 @@
 use crate::IrError;
 use crate::ValueRef;
 use crate::graph::{BlockFormat, Graph, Transform, WeightSource};
+use crate::op::Op;
 use crate::types::{DType, Dim};
 
 /// How a weight's values are stored. See the module docs for the exact layouts.
@@ -436,6 +437,61 @@ impl Preset {
             Preset::Keep => "keep",
         }
     }
+}
+
+/// The KV cache's element type (`--kv-dtype`): f32, or f16 (half the memory; rows are rounded
+/// to nearest even when written and widened when attention reads them).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KvDtype {
+    #[default]
+    F32,
+    F16,
+}
+
+impl KvDtype {
+    pub const NAMES: &'static str = "f32, f16";
+
+    pub fn from_name(s: &str) -> Option<KvDtype> {
+        match s {
+            "f32" => Some(KvDtype::F32),
+            "f16" => Some(KvDtype::F16),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            KvDtype::F32 => "f32",
+            KvDtype::F16 => "f16",
+        }
+    }
+
+    fn dtype(self) -> DType {
+        match self {
+            KvDtype::F32 => DType::F32,
+            KvDtype::F16 => DType::F16,
+        }
+    }
+}
+
+/// Gives every f32 state written by `cache_write` the KV dtype (and the `cache_write` results,
+/// which are the state). Returns how many states changed.
+pub fn apply_kv_dtype(g: &mut Graph, kv: KvDtype) -> usize {
+    let mut changed = 0;
+    for (i, st) in g.states.iter_mut().enumerate() {
+        let written =
+            g.nodes.iter().any(|n| n.op == Op::CacheWrite && n.args.first() == Some(&ValueRef::State(i as u32)));
+        if written && st.ty.dtype == DType::F32 && kv.dtype() != DType::F32 {
+            st.ty.dtype = kv.dtype();
+            changed += 1;
+        }
+    }
+    for n in &mut g.nodes {
+        if let (Op::CacheWrite, Some(&ValueRef::State(s))) = (&n.op, n.args.first()) {
+            n.ty.dtype = g.states[s as usize].ty.dtype;
+        }
+    }
+    changed
 }
 
 /// Whether weight `i` is only read by kernels that take quantized weights.

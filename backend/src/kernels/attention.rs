@@ -2,13 +2,15 @@
 
 use super::{Ext, F32X4, Kargs, SLOT_POS, each_chunk, each_task, fold_row, ro, rw};
 use crate::math;
-use cranelift_codegen::ir::{InstBuilder, StackSlotData, StackSlotKind, condcodes::IntCC, types};
+use cranelift_codegen::ir::{InstBuilder, StackSlotData, StackSlotKind, Type, Value, condcodes::IntCC, types};
 use cranelift_frontend::FunctionBuilder;
 
 /// Lowers `attention`: task `t` = (query row `s = t / heads`, head `h = t % heads`).
 /// Online softmax over cache rows `lo..=p` (`p = pos + s`, `lo = p + 1 − window` clamped at 0):
 /// a running max `m`, a running sum `l` and a `head_dim` accumulator in a stack slot, so no
-/// score buffer is needed. Query head `h` reads KV head `h / (heads / kv_heads)`.
+/// score buffer is needed. Query head `h` reads KV head `h / (heads / kv_heads)`. With
+/// `kv_half`, the caches hold f16, widened to f32 as they are loaded.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn attention(
     b: &mut FunctionBuilder,
     k: &Kargs,
@@ -17,11 +19,25 @@ pub(crate) fn attention(
     head_dim: u64,
     scale: f32,
     window: Option<u32>,
+    kv_half: bool,
 ) {
     let group = heads / kv_heads;
     let qw = (heads * head_dim) as i64 * 4;
-    let kvw = (kv_heads * head_dim) as i64 * 4;
+    let esize: i64 = if kv_half { 2 } else { 4 };
+    let kvw = (kv_heads * head_dim) as i64 * esize;
     let hb = head_dim as i64 * 4;
+    let hb_kv = head_dim as i64 * esize;
+    // A cache element at f32 byte offset `off` of a row at `row`, as f32 (or f32x4).
+    let load_kv = move |b: &mut FunctionBuilder, row: Value, off: Value, ty: Type| -> Value {
+        if !kv_half {
+            let a = b.ins().iadd(row, off);
+            return b.ins().load(ty, ro(), a, 0);
+        }
+        let half_off = b.ins().ushr_imm_u(off, 1);
+        let a = b.ins().iadd(row, half_off);
+        let bits = if ty.is_vector() { b.ins().uload16x4(ro(), a, 0) } else { b.ins().uload16(types::I32, ro(), a, 0) };
+        super::quant::half_to_f32(b, bits)
+    };
     let q = k.ptr(b, 0);
     let kc = k.ptr(b, 1);
     let vc = k.ptr(b, 2);
@@ -47,8 +63,8 @@ pub(crate) fn attention(
         };
         let qrow = b.addr(q, s, qw);
         let qh = b.addr(qrow, h, hb);
-        let kh = b.addr(kc, kvh, hb);
-        let vh = b.addr(vc, kvh, hb);
+        let kh = b.addr(kc, kvh, hb_kv);
+        let vh = b.addr(vc, kvh, hb_kv);
         each_chunk(b, head_dim, |b, off, ty| {
             let z = math::fconst(b, ty, 0.0);
             let a = b.ins().iadd(acc, off);
@@ -66,8 +82,7 @@ pub(crate) fn attention(
             let dot = fold_row(b, head_dim, false, |b, off, ty| {
                 let qa = b.ins().iadd(qh, off);
                 let qv = b.ins().load(ty, ro(), qa, 0);
-                let ka = b.ins().iadd(kj, off);
-                let kv = b.ins().load(ty, ro(), ka, 0);
+                let kv = load_kv(b, kj, off, ty);
                 b.ins().fmul(qv, kv)
             });
             let sc = math::fconst(b, types::F32, scale);
@@ -90,8 +105,7 @@ pub(crate) fn attention(
                 let (c, e) = if ty.is_vector() { (corrv, pev) } else { (corr, pe) };
                 let aa = b.ins().iadd(acc, off);
                 let av = b.ins().load(ty, rw(), aa, 0);
-                let va = b.ins().iadd(vj, off);
-                let vv = b.ins().load(ty, ro(), va, 0);
+                let vv = load_kv(b, vj, off, ty);
                 let av = b.ins().fmul(av, c);
                 let av = b.ins().fma(e, vv, av);
                 b.ins().store(rw(), av, aa, 0);

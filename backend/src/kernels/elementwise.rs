@@ -1,6 +1,6 @@
 //! Row-copy and elementwise kernels: `gather`, `cache_write`, unary ops, binary ops.
 
-use super::{Ext, Kargs, SLOT_POS, each_chunk, each_task, ro, rw};
+use super::{Ext, F32X4, Kargs, SLOT_POS, each_chunk, each_task, ro, rw};
 use crate::math;
 use cranelift_codegen::ir::{InstBuilder, Type, Value, condcodes::FloatCC, types};
 use cranelift_frontend::FunctionBuilder;
@@ -32,16 +32,42 @@ pub(crate) fn gather(b: &mut FunctionBuilder, k: &Kargs, h: u64) {
     });
 }
 
-/// Lowers `cache_write`: task `t` copies row `t` of the rows operand into state row `pos + t`.
-pub(crate) fn cache_write(b: &mut FunctionBuilder, k: &Kargs, w: u64) {
+/// Lowers `cache_write`: task `t` copies row `t` of the rows operand into state row `pos + t`,
+/// rounded to f16 for a `half` state (8 elements per 16-byte store, then a scalar tail).
+pub(crate) fn cache_write(b: &mut FunctionBuilder, k: &Kargs, w: u64, half: bool) {
     let state = k.ptr(b, 0);
     let rows = k.ptr(b, 1);
     let pos = k.slot(b, SLOT_POS);
+    let esize = if half { 2 } else { 4 };
     each_task(b, k, |b, t| {
         let src = b.addr(rows, t, w as i64 * 4);
         let p = b.ins().iadd(pos, t);
-        let dst = b.addr(state, p, w as i64 * 4);
-        copy_row(b, src, dst, w);
+        let dst = b.addr(state, p, w as i64 * esize);
+        if !half {
+            copy_row(b, src, dst, w);
+            return;
+        }
+        let w8 = w / 8 * 8;
+        if w8 > 0 {
+            let lo = b.c64(0);
+            let hi = b.c64(w8 as i64);
+            b.for_range(lo, hi, 8, |b, i| {
+                let s = b.addr(src, i, 4);
+                let x0 = b.ins().load(F32X4, ro(), s, 0);
+                let x1 = b.ins().load(F32X4, ro(), s, 16);
+                let h0 = super::quant::f32_to_half_bits(b, x0);
+                let h1 = super::quant::f32_to_half_bits(b, x1);
+                // Every lane is below 2^16, so the unsigned saturating narrow is exact.
+                let h = b.ins().unarrow(h0, h1);
+                let d = b.addr(dst, i, 2);
+                b.ins().store(rw(), h, d, 0);
+            });
+        }
+        for i in w8..w {
+            let x = b.ins().load(types::F32, ro(), src, i as i32 * 4);
+            let h = super::quant::f32_to_half_bits(b, x);
+            b.ins().istore16(rw(), h, dst, i as i32 * 2);
+        }
     });
 }
 

@@ -61,10 +61,11 @@ pub(crate) enum KernelSpec {
     LayerNorm { h: u64, eps: f32 },
     /// `rope`: task = one row (all its heads).
     Rope { width: u64, head_dim: u64, rotary_dim: u64 },
-    /// `cache_write`: task = one written row.
-    CacheWrite { w: u64 },
+    /// `cache_write`: task = one written row (rounded to f16 for a `half` state).
+    CacheWrite { w: u64, half: bool },
     /// `attention`: task = one (query row, head) pair, numbered `row * heads + head`.
-    Attention { heads: u64, kv_heads: u64, head_dim: u64, scale: f32, window: Option<u32> },
+    /// `kv_half`: the caches are f16.
+    Attention { heads: u64, kv_heads: u64, head_dim: u64, scale: f32, window: Option<u32>, kv_half: bool },
     /// unary ops: task = one row of the flattened `[rows, cols]` tensor.
     Unary { op: UnaryOp, cols: u64 },
     /// binary ops: task = one output row.
@@ -133,6 +134,10 @@ fn general_spec(g: &Graph, i: usize) -> Result<Option<KernelSpec>, BackendError>
     let ovf = || nerr("shape too large");
     let od = node.ty.shape.dims();
     let dims = |k: usize| g.type_of(node.args[k]).shape.dims();
+    // The decoder's own ops always have static kernels (a cache may be f16).
+    if matches!(node.op, Op::CacheWrite | Op::Attention { .. } | Op::Rope { .. }) {
+        return Ok(None);
+    }
     for k in 0..node.args.len() {
         if g.type_of(node.args[k]).dtype.size() != 4 {
             return Err(nerr("general kernels take 4-byte elements only"));
@@ -295,7 +300,12 @@ impl KernelSpec {
                 if node.args[2] != edgec_ir::ValueRef::Input(1) {
                     return Err(nerr("cache_write position must be the `pos` input"));
                 }
-                KernelSpec::CacheWrite { w: rc.cols }
+                let half = match ty(0).dtype {
+                    edgec_ir::DType::F32 => false,
+                    edgec_ir::DType::F16 => true,
+                    d => return Err(nerr(&format!("a {d} state has no cache_write kernel (f32 or f16)"))),
+                };
+                KernelSpec::CacheWrite { w: rc.cols, half }
             }
             Op::Attention { heads, kv_heads, head_dim, scale, window } => {
                 if node.args[3] != edgec_ir::ValueRef::Input(1) {
@@ -310,6 +320,7 @@ impl KernelSpec {
                     head_dim: u64::from(*head_dim),
                     scale: *scale,
                     window: *window,
+                    kv_half: ty(1).dtype == edgec_ir::DType::F16,
                 }
             }
             Op::Unary(op) => KernelSpec::Unary { op: *op, cols: rc.cols },
@@ -421,9 +432,9 @@ impl KernelSpec {
             KernelSpec::RmsNorm { h, group, eps } => norm::rms_norm(b, k, *h, *group, *eps),
             KernelSpec::LayerNorm { h, eps } => norm::layer_norm(b, k, *h, *eps),
             KernelSpec::Rope { width, head_dim, rotary_dim } => rope::rope(b, k, *width, *head_dim, *rotary_dim),
-            KernelSpec::CacheWrite { w } => elementwise::cache_write(b, k, *w),
-            KernelSpec::Attention { heads, kv_heads, head_dim, scale, window } => {
-                attention::attention(b, k, *heads, *kv_heads, *head_dim, *scale, *window)
+            KernelSpec::CacheWrite { w, half } => elementwise::cache_write(b, k, *w, *half),
+            KernelSpec::Attention { heads, kv_heads, head_dim, scale, window, kv_half } => {
+                attention::attention(b, k, *heads, *kv_heads, *head_dim, *scale, *window, *kv_half)
             }
             KernelSpec::Unary { op, cols } => elementwise::unary(b, k, *op, *cols),
             KernelSpec::Binary { op, cols, lhs, rhs } => elementwise::binary(b, k, *op, *cols, *lhs, *rhs),

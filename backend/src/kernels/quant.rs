@@ -44,7 +44,7 @@ fn iconst32(b: &mut FunctionBuilder, vector: bool, v: i64) -> Value {
 /// IEEE half bits (low 16 bits of an i32 or of each i32x4 lane) to f32: the magnitude shifted
 /// into place and scaled by 2^112 (exact, subnormal halves included), then the sign or'ed in.
 /// Infinities and NaNs are not preserved (scales and weights are finite).
-fn half_to_f32(b: &mut FunctionBuilder, bits: Value) -> Value {
+pub(super) fn half_to_f32(b: &mut FunctionBuilder, bits: Value) -> Value {
     let ity = b.func.dfg.value_type(bits);
     let vector = ity.is_vector();
     let fty = if vector { F32X4 } else { types::F32 };
@@ -61,6 +61,56 @@ fn half_to_f32(b: &mut FunctionBuilder, bits: Value) -> Value {
     let fi = b.ins().bitcast(ity, fl, f);
     let r = b.ins().bor(fi, sign);
     b.ins().bitcast(fty, fl, r)
+}
+
+/// f32 (a scalar or each f32x4 lane) to IEEE half bits (the low 16 bits of an i32 or i32x4
+/// lane), rounded to nearest even, with integer operations only (no F16C / FP16 needed): the
+/// exponent rebiased with the rounding bias added to the bits, subnormal halves by adding 0.5
+/// in f32 (which lines the mantissa up with the half's step), magnitudes above the largest half
+/// saturated to ±65504 (so a reader without infinities sees the same value), NaN as 0x7e00.
+pub(super) fn f32_to_half_bits(b: &mut FunctionBuilder, x: Value) -> Value {
+    let fty = b.func.dfg.value_type(x);
+    let vector = fty.is_vector();
+    let ity = if vector { types::I32X4 } else { types::I32 };
+    let fl = flags_for(ity);
+    let sel = |b: &mut FunctionBuilder, c: Value, t: Value, f: Value| {
+        if vector { b.ins().bitselect(c, t, f) } else { b.ins().select(c, t, f) }
+    };
+    let cmp = |b: &mut FunctionBuilder, cc: IntCC, a: Value, k: i64| {
+        let k = iconst32(b, vector, k);
+        b.ins().icmp(cc, a, k)
+    };
+    let bits = b.ins().bitcast(ity, fl, x);
+    let sm = iconst32(b, vector, i64::from(i32::MIN));
+    let sign = b.ins().band(bits, sm);
+    let a = b.ins().bxor(bits, sign);
+    // Normal halves: rebias the exponent (15 - 127), add the rounding bias 0xfff plus the bit
+    // that makes ties go to even, drop 13 mantissa bits.
+    let odd = b.ins().ushr_imm_u(a, 13);
+    let one = iconst32(b, vector, 1);
+    let odd = b.ins().band(odd, one);
+    let bias = iconst32(b, vector, ((15 - 127) << 23) + 0xfff);
+    let n = b.ins().iadd(a, bias);
+    let n = b.ins().iadd(n, odd);
+    let normal = b.ins().ushr_imm_u(n, 13);
+    // Subnormal halves (below 2^-14): |x| + 0.5 in f32 puts the half's bits at the bottom.
+    let af = b.ins().bitcast(fty, fl, a);
+    let half = math::fconst(b, fty, 0.5);
+    let sf = b.ins().fadd(af, half);
+    let si = b.ins().bitcast(ity, fl, sf);
+    let magic = iconst32(b, vector, 0x3f00_0000);
+    let subnormal = b.ins().isub(si, magic);
+    let tiny = cmp(b, IntCC::UnsignedLessThan, a, 113 << 23);
+    let mut o = sel(b, tiny, subnormal, normal);
+    // At or above 65520 (rounds past the largest half): saturate; NaN stays a NaN pattern.
+    let big = cmp(b, IntCC::UnsignedGreaterThanOrEqual, a, 0x477f_f000);
+    let max = iconst32(b, vector, 0x7bff);
+    o = sel(b, big, max, o);
+    let nan = cmp(b, IntCC::UnsignedGreaterThan, a, 0x7f80_0000);
+    let qnan = iconst32(b, vector, 0x7e00);
+    o = sel(b, nan, qnan, o);
+    let s16 = b.ins().ushr_imm_u(sign, 16);
+    b.ins().bor(o, s16)
 }
 
 /// Loads the f16 at `p + off` as a scalar f32.
