@@ -73,7 +73,8 @@ pub fn from_gguf(t: &GgufTokenizer) -> Result<Tokenizer> {
 }
 
 /// From a HuggingFace `tokenizer.json` with a byte-level BPE model: `ByteLevel` pre-tokenizer
-/// alone (gpt2) or after `Digits(individual_digits)` (smollm); `added_tokens` are special.
+/// alone (gpt2), after `Digits(individual_digits)` (smollm), or after a `Split` by Llama 3's or
+/// Qwen2's regex; `added_tokens` are special.
 pub fn from_hf_json(json: &Value) -> Result<Tokenizer> {
     let model = &json["model"];
     if model["type"] != "BPE" {
@@ -125,18 +126,29 @@ pub fn from_hf_json(json: &Value) -> Result<Tokenizer> {
     Ok(Tokenizer::from_vocab(pre, &vocab_ref, &special, &merges_ref, bos, eos, false)?)
 }
 
+const HF_SUPPORTED: &str =
+    "ByteLevel, Digits + ByteLevel, and Split by Llama 3's or Qwen2's regex + ByteLevel without its regex";
+
 fn hf_pre(p: &Value) -> Result<PreTokenizer> {
     let ty = p["type"].as_str().unwrap_or("none");
     let byte_level = |v: &Value| v["type"] == "ByteLevel" && v["add_prefix_space"] != true;
+    // Llama 3 / Qwen2: their regex isolates the words, then ByteLevel only maps bytes.
+    let split = |v: &Value| {
+        let isolated = v["type"] == "Split" && v["behavior"] == "Isolated" && v["invert"] != true;
+        let pattern = v["pattern"]["Regex"].as_str().filter(|_| isolated)?;
+        [PreTokenizer::Llama3, PreTokenizer::Qwen2].into_iter().find(|pre| pre.split_pattern() == Some(pattern))
+    };
     match ty {
         "ByteLevel" if byte_level(p) => Ok(PreTokenizer::Gpt2),
         "Sequence" => match p["pretokenizers"].as_array().map(Vec::as_slice) {
             Some([d, b]) if d["type"] == "Digits" && d["individual_digits"] == true && byte_level(b) => {
                 Ok(PreTokenizer::Smollm)
             }
+            Some([sp, b]) if byte_level(b) && b["use_regex"] == false && sp["type"] == "Split" => split(sp)
+                .with_context(|| format!("pre_tokenizer {sp} splits by another regex (supported: {HF_SUPPORTED})")),
             Some([b]) if byte_level(b) => Ok(PreTokenizer::Gpt2),
-            _ => bail!("pre_tokenizer {p} is not supported (supported: ByteLevel, Digits + ByteLevel)"),
+            _ => bail!("pre_tokenizer {p} is not supported (supported: {HF_SUPPORTED})"),
         },
-        _ => bail!("pre_tokenizer of type '{ty}' is not supported (supported: ByteLevel, Digits + ByteLevel)"),
+        _ => bail!("pre_tokenizer of type '{ty}' is not supported (supported: {HF_SUPPORTED})"),
     }
 }

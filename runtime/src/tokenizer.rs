@@ -56,6 +56,11 @@ pub enum PreTokenizer {
     Gpt2,
     /// SmolLM / StarCoder: every `\p{N}` is its own word first, then GPT-2's regex on the rest.
     Smollm,
+    /// Llama 3 (tiktoken's cl100k pattern): `(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|
+    /// \p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`.
+    Llama3,
+    /// Qwen2: Llama 3's pattern with single digits (`\p{N}` instead of `\p{N}{1,3}`).
+    Qwen2,
 }
 
 impl PreTokenizer {
@@ -63,12 +68,16 @@ impl PreTokenizer {
         match self {
             PreTokenizer::Gpt2 => 0,
             PreTokenizer::Smollm => 1,
+            PreTokenizer::Llama3 => 2,
+            PreTokenizer::Qwen2 => 3,
         }
     }
     pub fn from_id(id: u32) -> Option<PreTokenizer> {
         match id {
             0 => Some(PreTokenizer::Gpt2),
             1 => Some(PreTokenizer::Smollm),
+            2 => Some(PreTokenizer::Llama3),
+            3 => Some(PreTokenizer::Qwen2),
             _ => None,
         }
     }
@@ -77,11 +86,30 @@ impl PreTokenizer {
         match name {
             "gpt2" | "gpt-2" | "default" => Some(PreTokenizer::Gpt2),
             "smollm" | "starcoder" | "refact" | "codeshell" => Some(PreTokenizer::Smollm),
+            "llama-bpe" | "llama3" => Some(PreTokenizer::Llama3),
+            "qwen2" => Some(PreTokenizer::Qwen2),
             _ => None,
         }
     }
-    pub const SUPPORTED: &str = "gpt2, smollm (starcoder, refact, codeshell)";
+    pub const SUPPORTED: &str = "gpt2, smollm (starcoder, refact, codeshell), llama-bpe (Llama 3), qwen2";
+
+    /// The regex of a HuggingFace `Split` pre-tokenizer this one implements, if any.
+    pub fn split_pattern(self) -> Option<&'static str> {
+        match self {
+            PreTokenizer::Llama3 => Some(LLAMA3_PATTERN),
+            PreTokenizer::Qwen2 => Some(QWEN2_PATTERN),
+            PreTokenizer::Gpt2 | PreTokenizer::Smollm => None,
+        }
+    }
 }
+
+/// Llama 3's `Split` regex, as its `tokenizer.json` writes it.
+pub const LLAMA3_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+/// Qwen2's `Split` regex, as its `tokenizer.json` writes it.
+pub const QWEN2_PATTERN: &str =
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+impl PreTokenizer {}
 
 /// One vocabulary entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -483,8 +511,69 @@ pub fn pre_tokenize(pre: PreTokenizer, text: &str) -> Vec<&str> {
             }
             gpt2_split(&text[start..], &mut out);
         }
+        PreTokenizer::Llama3 => llama3_split(text, 3, &mut out),
+        PreTokenizer::Qwen2 => llama3_split(text, 1, &mut out),
     }
     out
+}
+
+/// Llama 3's pattern by hand (Qwen2's with `max_digits` 1), alternatives tried in order at each
+/// position as a backtracking regex engine does:
+/// `(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|
+/// \s*[\r\n]+|\s+(?!\S)|\s+`.
+fn llama3_split<'a>(text: &'a str, max_digits: usize, out: &mut Vec<&'a str>) {
+    let chars: Vec<(usize, char)> = text.char_indices().collect();
+    let n = chars.len();
+    let at = |i: usize| chars.get(i).map(|&(_, c)| c);
+    let byte = |i: usize| chars.get(i).map_or(text.len(), |&(b, _)| b);
+    let run = |mut i: usize, f: &dyn Fn(char) -> bool| {
+        while at(i).is_some_and(f) {
+            i += 1;
+        }
+        i
+    };
+    let newline = |c: char| c == '\r' || c == '\n';
+    let mut i = 0;
+    while i < n {
+        let c = chars[i].1;
+        let end = 'matched: {
+            // Contractions, any case.
+            if c == '\'' {
+                let lower = |k: usize| at(i + k).map(|c| c.to_ascii_lowercase());
+                match (lower(1), lower(2)) {
+                    (Some('r'), Some('e')) | (Some('v'), Some('e')) | (Some('l'), Some('l')) => break 'matched i + 3,
+                    (Some('s' | 't' | 'm' | 'd'), _) => break 'matched i + 2,
+                    _ => {}
+                }
+            }
+            // `[^\r\n\p{L}\p{N}]?\p{L}+`: the optional char first (greedy), then without it.
+            if !newline(c) && !is_letter(c) && !is_number(c) && at(i + 1).is_some_and(is_letter) {
+                break 'matched run(i + 1, &is_letter);
+            }
+            if is_letter(c) {
+                break 'matched run(i, &is_letter);
+            }
+            // `\p{N}{1,3}`.
+            if is_number(c) {
+                break 'matched run(i, &is_number).min(i + max_digits);
+            }
+            // ` ?[^\s\p{L}\p{N}]+[\r\n]*`.
+            let body = if c == ' ' { i + 1 } else { i };
+            if at(body).is_some_and(is_other) {
+                let e = run(body, &is_other);
+                break 'matched run(e, &newline);
+            }
+            // Whitespace from here on: `\s*[\r\n]+` ends at the run's last newline;
+            // `\s+(?!\S)` leaves the run's last char to a following non-space; else `\s+`.
+            let e = run(i, &|c: char| c.is_whitespace());
+            if let Some(k) = (i..e).rev().find(|&k| at(k).is_some_and(newline)) {
+                break 'matched k + 1;
+            }
+            if e < n && e - i >= 2 { e - 1 } else { e }
+        };
+        out.push(&text[byte(i)..byte(end)]);
+        i = end;
+    }
 }
 
 /// GPT-2's pattern, by hand:
