@@ -36,6 +36,8 @@ pub struct Build {
     target: Option<String>,
     out_dir: Option<PathBuf>,
     cargo_metadata: bool,
+    quant: edgec_ir::quant::Preset,
+    kv_dtype: edgec_ir::quant::KvDtype,
 }
 
 /// What [`Build::try_compile`] produced.
@@ -74,6 +76,8 @@ impl Build {
             target: None,
             out_dir: None,
             cargo_metadata: true,
+            quant: edgec_ir::quant::Preset::F32,
+            kv_dtype: edgec_ir::quant::KvDtype::F32,
         }
     }
 
@@ -107,6 +111,18 @@ impl Build {
     /// what an app wants, and the generated code does not depend on `PROFILE`.
     pub fn opt_level(&mut self, level: OptLevel) -> &mut Build {
         self.opt_level = level;
+        self
+    }
+
+    /// How matmul weights and embedding tables are stored, as `--quant` (default f32).
+    pub fn quant(&mut self, preset: edgec_ir::quant::Preset) -> &mut Build {
+        self.quant = preset;
+        self
+    }
+
+    /// The KV cache's element type, as `--kv-dtype` (default f32).
+    pub fn kv_dtype(&mut self, kv: edgec_ir::quant::KvDtype) -> &mut Build {
+        self.kv_dtype = kv;
         self
     }
 
@@ -223,8 +239,8 @@ impl Build {
                 passes: None,
                 print_after: Vec::new(),
                 emit_ir: false,
-                quant: edgec_ir::quant::Preset::F32,
-                kv_dtype: Default::default(),
+                quant: self.quant,
+                kv_dtype: self.kv_dtype,
             };
             let emit = Emit { obj: false, staticlib: true, header: true, weights: !self.embed_weights, report: false };
             let pkg = Packaging { emit, embed_weights: self.embed_weights, cpu_variants: None };
@@ -250,12 +266,14 @@ impl Build {
     fn cache_key(&self, model: &Path, target: &edgec_backend::Target, name: &str) -> Result<String> {
         let mut h = blake3::Hasher::new();
         let opts = format!(
-            "edgec {} build cache 1\ntarget {target}\nname {name}\nmax_context {}\nmax_tokens {:?}\nopt {:?}\nembed {}\n",
+            "edgec {} build cache 1\ntarget {target}\nname {name}\nmax_context {}\nmax_tokens {:?}\nopt {:?}\nembed {}\nquant {}\nkv {}\n",
             env!("CARGO_PKG_VERSION"),
             self.max_context,
             self.max_tokens,
             self.opt_level,
-            self.embed_weights
+            self.embed_weights,
+            self.quant.name(),
+            self.kv_dtype.name()
         );
         h.update(opts.as_bytes());
         let mut files: Vec<PathBuf> = std::fs::read_dir(model)

@@ -25,3 +25,5 @@ pub mod tokenizer;
 
 pub use build::{Build, Built};
 pub use compile::{CompileRequest, Compiled, Emit, Packaging, compile, compile_with};
+/// The storage choices a build script passes to [`Build::quant`] and [`Build::kv_dtype`].
+pub use edgec_ir::quant::{KvDtype, Preset as QuantPreset};

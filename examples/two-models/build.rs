@@ -1,10 +1,22 @@
-//! Compiles two fixture models into static libraries, one with its weights in a file and one
-//! with them embedded; edgec::Build prints the link lines and caches by content hash.
+//! Compiles two fixture models into static libraries, one with its weights in a file and an
+//! f16 KV cache, one with int8 weights embedded; edgec::Build prints the link lines and caches
+//! by content hash.
 
 use std::path::Path;
 
 fn main() {
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures");
-    edgec::Build::new().model(fixtures.join("llama")).name("llama").max_context(32).compile();
-    edgec::Build::new().model(fixtures.join("llama3")).name("llama3").max_context(32).embed_weights(true).compile();
+    edgec::Build::new()
+        .model(fixtures.join("llama"))
+        .name("llama")
+        .max_context(32)
+        .kv_dtype(edgec::KvDtype::F16)
+        .compile();
+    edgec::Build::new()
+        .model(fixtures.join("llama3"))
+        .name("llama3")
+        .max_context(32)
+        .quant(edgec::QuantPreset::Q8)
+        .embed_weights(true)
+        .compile();
 }
