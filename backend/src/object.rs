@@ -314,13 +314,24 @@ fn build_kernel(
     spec: &KernelSpec,
     fcfg: cranelift_codegen::isa::TargetFrontendConfig,
 ) {
-    let mut b = FunctionBuilder::new(&mut ctx.func, fctx);
+    build_body(&mut ctx.func, fctx, fcfg, |b, k| spec.build(b, k));
+}
+
+/// A kernel-signature function's body: `body` gets the builder in the entry block and the
+/// `(args, begin, end)` parameters; the return and finalization are added around it.
+fn build_body(
+    func: &mut cranelift_codegen::ir::Function,
+    fctx: &mut FunctionBuilderContext,
+    fcfg: cranelift_codegen::isa::TargetFrontendConfig,
+    body: impl FnOnce(&mut FunctionBuilder, &Kargs),
+) {
+    let mut b = FunctionBuilder::new(func, fctx);
     let entry = b.create_block();
     b.append_block_params_for_function_params(entry);
     b.switch_to_block(entry);
     let p = b.block_params(entry).to_vec();
     let k = Kargs { args: p[0], begin: p[1], end: p[2] };
-    spec.build(&mut b, &k);
+    body(&mut b, &k);
     b.ins().return_(&[]);
     b.seal_all_blocks();
     b.finalize(fcfg);
@@ -362,16 +373,7 @@ fn build_group_kernel(
     fcfg: cranelift_codegen::isa::TargetFrontendConfig,
 ) {
     let refs: Vec<_> = members.iter().map(|&id| module.declare_func_in_func(id, &mut ctx.func)).collect();
-    let mut b = FunctionBuilder::new(&mut ctx.func, fctx);
-    let entry = b.create_block();
-    b.append_block_params_for_function_params(entry);
-    b.switch_to_block(entry);
-    let p = b.block_params(entry).to_vec();
-    let k = Kargs { args: p[0], begin: p[1], end: p[2] };
-    crate::kernels::group::group(&mut b, &k, &refs, rows);
-    b.ins().return_(&[]);
-    b.seal_all_blocks();
-    b.finalize(fcfg);
+    build_body(&mut ctx.func, fctx, fcfg, |b, k| crate::kernels::group::group(b, k, &refs, rows));
 }
 
 /// Compile-time bounds the kernels rely on instead of run-time checks.

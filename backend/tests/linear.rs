@@ -5,22 +5,10 @@
 
 mod common;
 use common::*;
-use edgec_ir::{Graph, Op, Storage, Transform, UnaryOp, ValueRef};
+use edgec_ir::{Graph, Op, Storage, Transform, UnaryOp};
 use edgec_passes::{FuseEpilogues, Pass};
 
 const MT: u64 = 7;
-
-fn calls(vocab: i32) -> Vec<(Vec<i32>, u32)> {
-    let m = |v: &[i32]| v.iter().map(|&i| i % vocab).collect::<Vec<_>>();
-    vec![(m(&[0, vocab - 1, 2, 3, 1, 4, 2]), 0), (m(&[5]), 7), (m(&[1, 2, 6]), 8)]
-}
-
-fn quantize(b: &mut GB, w: ValueRef, s: Storage) {
-    let ValueRef::Weight(i) = w else { unreachable!() };
-    if s != Storage::F32 {
-        b.g.weights[i as usize].transforms.push(Transform::Quantize(s));
-    }
-}
 
 /// `ids → gather(table[V, K]) → linear(·, w[N, K] as st, ...) → matmul(·, head[V, N]ᵀ)`, the
 /// residual being another row gather `[S, N]`.
@@ -53,7 +41,7 @@ fn run(op: Op, k: u64, n: u64, st: Storage, seed: u64) {
     let out = b.node(Op::MatMul { transpose_b: true }, vec![y, head]);
     let g = b.finish(out);
     edgec_ir::verify::verify(&g).unwrap();
-    check_against_reference(g, &calls(v as i32), 3e-4);
+    check_against_reference(g, &tile_calls(v as i32), 3e-4);
 }
 
 fn linear(act: Option<UnaryOp>, gated: bool, bias: bool, residual: bool) -> Op {

@@ -5,19 +5,9 @@
 
 mod common;
 use common::*;
-use edgec_ir::{Op, Storage, Transform, ValueRef};
+use edgec_ir::{Op, Storage};
 
 const MT: u64 = 7;
-
-fn calls(vocab: i32) -> Vec<(Vec<i32>, u32)> {
-    let m = |v: &[i32]| v.iter().map(|&i| i % vocab).collect::<Vec<_>>();
-    vec![(m(&[0, vocab - 1, 2, 3, 1, 4, 2]), 0), (m(&[5]), 7), (m(&[1, 2, 6]), 8)]
-}
-
-fn quantize(b: &mut GB, w: ValueRef, s: Storage) {
-    let ValueRef::Weight(i) = w else { unreachable!() };
-    b.g.weights[i as usize].transforms.push(Transform::Quantize(s));
-}
 
 /// `ids → gather(table[V, K] as table_s) → matmul(·, w[N, K]ᵀ as w_s) → matmul(·, head[V, N]ᵀ)`.
 fn run(v: u64, k: u64, n: u64, table_s: Storage, w_s: Storage, seed: u64) {
@@ -39,7 +29,7 @@ fn run(v: u64, k: u64, n: u64, table_s: Storage, w_s: Storage, seed: u64) {
     edgec_ir::verify::verify(&g).unwrap();
     // The interpreter sums dequantized products; the kernels fuse multiply-adds and apply
     // q8_c's row scale after the sum: a few f32 ulps over K terms.
-    check_against_reference(g, &calls(v as i32), 2e-4);
+    check_against_reference(g, &tile_calls(v as i32), 2e-4);
 }
 
 #[test]

@@ -107,16 +107,20 @@ fn safetensors_hostile_sizes_are_refused() {
     assert!(parse(b"1234").contains("shorter than the 8-byte"));
 }
 
-#[test]
-fn onnx_folded_values_are_bounded_before_allocating() {
-    // Found by the fuzzer: a folded shape whose element count overflowed `product()`.
-    let int64s = |name: &str, v: Vec<i64>| TensorProto {
+/// A 1-D int64 initializer.
+fn int64s(name: &str, v: Vec<i64>) -> TensorProto {
+    TensorProto {
         name: name.into(),
         data_type: 7,
         dims: vec![v.len() as i64],
         raw_data: v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>().into(),
         ..Default::default()
-    };
+    }
+}
+
+#[test]
+fn onnx_folded_values_are_bounded_before_allocating() {
+    // Found by the fuzzer: a folded shape whose element count overflowed `product()`.
     for shape in [vec![1 << 40, 1 << 40], vec![1 << 21]] {
         let m = ModelProto {
             ir_version: 8,
@@ -138,13 +142,6 @@ fn onnx_empty_folded_values_with_huge_dims_fold() {
     // Found by the fuzzer: an empty value (a 0 dim) passes the folding limit, then the strides
     // of its huge other dims overflowed when a Transpose folded it, and with the 0 moved last
     // its element count saturated instead of being 0.
-    let int64s = |name: &str, v: Vec<i64>| TensorProto {
-        name: name.into(),
-        data_type: 7,
-        dims: vec![v.len() as i64],
-        raw_data: v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>().into(),
-        ..Default::default()
-    };
     let m = ModelProto {
         ir_version: 8,
         opset_import: vec![opset("")],

@@ -522,20 +522,15 @@ pub fn pre_tokenize(pre: PreTokenizer, text: &str) -> Vec<&str> {
 /// `(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|
 /// \s*[\r\n]+|\s+(?!\S)|\s+`.
 fn llama3_split<'a>(text: &'a str, max_digits: usize, out: &mut Vec<&'a str>) {
-    let chars: Vec<(usize, char)> = text.char_indices().collect();
-    let n = chars.len();
-    let at = |i: usize| chars.get(i).map(|&(_, c)| c);
-    let byte = |i: usize| chars.get(i).map_or(text.len(), |&(b, _)| b);
-    let run = |mut i: usize, f: &dyn Fn(char) -> bool| {
-        while at(i).is_some_and(f) {
-            i += 1;
-        }
-        i
-    };
+    let scan = Scan::new(text);
+    let n = scan.len();
+    let at = |i: usize| scan.at(i);
+    let byte = |i: usize| scan.byte(i);
+    let run = |i: usize, f: &dyn Fn(char) -> bool| scan.run(i, f);
     let newline = |c: char| c == '\r' || c == '\n';
     let mut i = 0;
     while i < n {
-        let c = chars[i].1;
+        let Some(c) = at(i) else { break };
         let end = 'matched: {
             // Contractions, any case.
             if c == '\'' {
@@ -576,24 +571,48 @@ fn llama3_split<'a>(text: &'a str, max_digits: usize, out: &mut Vec<&'a str>) {
     }
 }
 
+/// A text as chars with their byte offsets, for the hand-written pre-tokenizer patterns.
+struct Scan<'a> {
+    text: &'a str,
+    chars: Vec<(usize, char)>,
+}
+
+impl<'a> Scan<'a> {
+    fn new(text: &'a str) -> Scan<'a> {
+        Scan { text, chars: text.char_indices().collect() }
+    }
+    fn len(&self) -> usize {
+        self.chars.len()
+    }
+    /// Char `i`, if any.
+    fn at(&self, i: usize) -> Option<char> {
+        self.chars.get(i).map(|&(_, c)| c)
+    }
+    /// Byte offset of char `i` (the text's length past the end).
+    fn byte(&self, i: usize) -> usize {
+        self.chars.get(i).map_or(self.text.len(), |&(b, _)| b)
+    }
+    /// The end of the run of chars satisfying `f` that starts at `i`.
+    fn run(&self, mut i: usize, f: &dyn Fn(char) -> bool) -> usize {
+        while self.at(i).is_some_and(f) {
+            i += 1;
+        }
+        i
+    }
+}
+
 /// GPT-2's pattern, by hand:
 /// `'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+`,
 /// alternatives tried in order at each position, as a backtracking regex engine does.
 fn gpt2_split<'a>(text: &'a str, out: &mut Vec<&'a str>) {
-    let chars: Vec<(usize, char)> = text.char_indices().collect();
-    let n = chars.len();
-    let at = |i: usize| chars.get(i).map(|&(_, c)| c);
-    let byte = |i: usize| chars.get(i).map_or(text.len(), |&(b, _)| b);
-    // The end of a run of chars satisfying `f` starting at `i`.
-    let run = |mut i: usize, f: &dyn Fn(char) -> bool| {
-        while at(i).is_some_and(f) {
-            i += 1;
-        }
-        i
-    };
+    let scan = Scan::new(text);
+    let n = scan.len();
+    let at = |i: usize| scan.at(i);
+    let byte = |i: usize| scan.byte(i);
+    let run = |i: usize, f: &dyn Fn(char) -> bool| scan.run(i, f);
     let mut i = 0;
     while i < n {
-        let c = chars[i].1;
+        let Some(c) = at(i) else { break };
         // Contractions.
         if c == '\'' {
             let next = at(i + 1);

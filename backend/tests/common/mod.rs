@@ -448,3 +448,17 @@ pub fn llama_graph(c: LlamaCfg, seed: u64) -> Graph {
     let logits = b.node(Op::MatMul { transpose_b: true }, vec![xn, head]);
     b.finish(logits)
 }
+
+/// Calls that reach every row tile: 7 tokens at position 0, then 1 and 3 more (ids mod `vocab`).
+pub fn tile_calls(vocab: i32) -> Vec<(Vec<i32>, u32)> {
+    let m = |v: &[i32]| v.iter().map(|&i| i % vocab).collect::<Vec<_>>();
+    vec![(m(&[0, vocab - 1, 2, 3, 1, 4, 2]), 0), (m(&[5]), 7), (m(&[1, 2, 6]), 8)]
+}
+
+/// Stores weight `w` as `s` (a trailing `quantize`; nothing for f32).
+pub fn quantize(b: &mut GB, w: ValueRef, s: edgec_ir::Storage) {
+    let ValueRef::Weight(i) = w else { panic!("not a weight") };
+    if s != edgec_ir::Storage::F32 {
+        b.g.weights[i as usize].transforms.push(edgec_ir::Transform::Quantize(s));
+    }
+}
