@@ -51,6 +51,7 @@ use std::rc::Rc;
 
 mod attention;
 mod nn;
+mod rotary;
 
 /// Bounds for the symbolic dims.
 #[derive(Clone, Debug)]
@@ -141,6 +142,7 @@ pub const LOWERED: &[&str] = &[
     "LayerNormalization",
     "RMSNormalization",
     "Attention",
+    "RotaryEmbedding",
     "HardSigmoid",
     "HardSwish",
     "LeakyRelu",
@@ -1221,6 +1223,7 @@ impl<'m> Importer<'m> {
             "LayerNormalization" => return self.layer_normalization(n),
             "RMSNormalization" => self.rms_normalization(n)?,
             "Attention" => return self.attention(n),
+            "RotaryEmbedding" => self.rotary_embedding(n)?,
             "HardSigmoid" | "HardSwish" | "LeakyRelu" => self.activation(n)?,
             // Its shape must be known at compile time (the folder then evaluates it).
             "ConstantOfShape" => return Err(format!("'{x_name}' must be a constant")),

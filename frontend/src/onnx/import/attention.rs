@@ -18,7 +18,7 @@ struct Masking {
 
 impl Importer<'_> {
     /// The dims of a run-time value, which must all be constants.
-    fn static_dims(&self, v: ValueRef, what: &str) -> R<Vec<usize>> {
+    pub(super) fn static_dims(&self, v: ValueRef, what: &str) -> R<Vec<usize>> {
         self.g
             .type_of(v)
             .shape
@@ -29,12 +29,12 @@ impl Importer<'_> {
             .ok_or_else(|| format!("{what} has a symbolic dim, which Attention does not support yet"))
     }
 
-    fn reshape_to(&mut self, v: ValueRef, dims: &[usize]) -> R<ValueRef> {
+    pub(super) fn reshape_to(&mut self, v: ValueRef, dims: &[usize]) -> R<ValueRef> {
         self.reshape(v, &vec![dims.to_vec(); self.nprobes()])
     }
 
     /// An f32 literal weight of the given dims.
-    fn literal(&mut self, name: &str, dims: &[usize], data: Vec<f32>) -> ValueRef {
+    pub(super) fn literal(&mut self, name: &str, dims: &[usize], data: Vec<f32>) -> ValueRef {
         let name = self.unique(name);
         let dims: Vec<u64> = dims.iter().map(|&d| d as u64).collect();
         self.g.add_weight(name, TensorType::new(DType::F32, Shape::of(&dims)), WeightSource::Literal(data))
