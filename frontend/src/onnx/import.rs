@@ -51,7 +51,9 @@ use std::rc::Rc;
 
 mod attention;
 mod nn;
+mod resize;
 mod rotary;
+mod vision;
 
 /// Bounds for the symbolic dims.
 #[derive(Clone, Debug)]
@@ -143,6 +145,13 @@ pub const LOWERED: &[&str] = &[
     "RMSNormalization",
     "Attention",
     "RotaryEmbedding",
+    "MaxPool",
+    "AveragePool",
+    "GlobalAveragePool",
+    "Conv",
+    "BatchNormalization",
+    "Pad",
+    "Resize",
     "HardSigmoid",
     "HardSwish",
     "LeakyRelu",
@@ -1224,6 +1233,12 @@ impl<'m> Importer<'m> {
             "RMSNormalization" => self.rms_normalization(n)?,
             "Attention" => return self.attention(n),
             "RotaryEmbedding" => self.rotary_embedding(n)?,
+            "MaxPool" | "AveragePool" => self.pool(n)?,
+            "GlobalAveragePool" => self.global_average_pool(n)?,
+            "Conv" => self.conv(n)?,
+            "BatchNormalization" => self.batch_norm(n)?,
+            "Pad" => self.pad(n)?,
+            "Resize" => self.resize(n)?,
             "HardSigmoid" | "HardSwish" | "LeakyRelu" => self.activation(n)?,
             // Its shape must be known at compile time (the folder then evaluates it).
             "ConstantOfShape" => return Err(format!("'{x_name}' must be a constant")),

@@ -117,10 +117,24 @@ impl Importer<'_> {
             left: attr_i(n, "left_window_size", -1)?,
             right: attr_i(n, "right_window_size", -1)?,
         };
-        if input(n, 6).is_some() {
-            return Err("the nonpad_kv_seqlen input is not supported yet".into());
+        let nonpad = match input(n, 6) {
+            Some(_) if past.is_some() => {
+                return Err("nonpad_kv_seqlen cannot be combined with past_key and past_value".into());
+            }
+            Some(s) => {
+                let s = self.float_operand(s)?;
+                Some(self.reshape_to(s, &[batch, 1, 1])?)
+            }
+            None => None,
+        };
+        let mut bias = self.attention_bias(n, &masking, q_len, kv_len, past_len, nonpad)?;
+        if let Some(nb) = nonpad {
+            let pad = self.padding_bias(nb, batch, kv_len)?;
+            bias = Some(match bias {
+                Some(b) => self.bin(BinaryOp::Add, b, pad)?,
+                None => pad,
+            });
         }
-        let bias = self.attention_bias(n, &masking, q_len, kv_len, past_len)?;
 
         // Grouped-query attention: each KV head repeated for its group of query heads.
         if kd[1] != q_heads {
@@ -189,6 +203,7 @@ impl Importer<'_> {
         q_len: usize,
         kv_len: usize,
         past_len: usize,
+        nonpad: Option<ValueRef>,
     ) -> R<Option<ValueRef>> {
         let name = n.output.first().cloned().unwrap_or_default();
         let mut bias = match input(n, 3) {
@@ -196,7 +211,13 @@ impl Importer<'_> {
             None => None,
         };
         let windowed = masking.left >= 0 || masking.right >= 0;
-        if masking.causal || windowed {
+        if let (Some(nb), true) = (nonpad, masking.causal || windowed) {
+            let c = self.frontier_bias(&name, masking, q_len, kv_len, nb)?;
+            bias = Some(match bias {
+                Some(b) => self.bin(BinaryOp::Add, b, c)?,
+                None => c,
+            });
+        } else if masking.causal || windowed {
             let len = q_len
                 .checked_mul(kv_len)
                 .filter(|&l| l as u64 <= crate::limits::get(crate::limits::Limit::OnnxFoldElements));
@@ -218,6 +239,61 @@ impl Importer<'_> {
             });
         }
         Ok(bias)
+    }
+
+    /// The causal and window masks of an external cache, `[B, 1, q, kv]`: per batch, query `i`
+    /// sits at `nonpad[b] - q + i`, so with `e = j - i + q` key `j` is before it when
+    /// `e <= nonpad[b]`, within the left window when `nonpad[b] <= e + left` and within the
+    /// right one when `e - right <= nonpad[b]`.
+    fn frontier_bias(&mut self, name: &str, m: &Masking, q_len: usize, kv_len: usize, nb: ValueRef) -> R<ValueRef> {
+        let len = q_len
+            .checked_mul(kv_len)
+            .filter(|&l| l as u64 <= crate::limits::get(crate::limits::Limit::OnnxFoldElements));
+        let len = len.ok_or("the causal mask is too large to fold")?;
+        let e = |shift: i64| -> Vec<f32> {
+            let mut v = Vec::with_capacity(len);
+            for i in 0..q_len as i64 {
+                for j in 0..kv_len as i64 {
+                    v.push((j - i + q_len as i64 + shift) as f32);
+                }
+            }
+            v
+        };
+        let mut masks = Vec::new();
+        if m.causal {
+            let ev = self.literal(&format!("{name}.key_offset"), &[q_len, kv_len], e(0));
+            masks.push(self.bin(BinaryOp::Gt, ev, nb)?);
+        }
+        if m.left >= 0 {
+            let ev = self.literal(&format!("{name}.left_window"), &[q_len, kv_len], e(m.left));
+            masks.push(self.bin(BinaryOp::Gt, nb, ev)?);
+        }
+        if m.right >= 0 {
+            let ev = self.literal(&format!("{name}.right_window"), &[q_len, kv_len], e(-m.right));
+            masks.push(self.bin(BinaryOp::Gt, ev, nb)?);
+        }
+        let (zero, ninf) = (self.scalar(0.0), self.scalar(f32::NEG_INFINITY));
+        let mut acc: Option<ValueRef> = None;
+        for dis in masks {
+            let b = self.add(Op::Select, vec![dis, ninf, zero])?;
+            acc = Some(match acc {
+                Some(a) => self.bin(BinaryOp::Add, a, b)?,
+                None => b,
+            });
+        }
+        let acc = acc.ok_or("no causal or window mask")?;
+        let b = self.static_dims(acc, "the mask")?[0];
+        self.reshape_to(acc, &[b, 1, q_len, kv_len])
+    }
+
+    /// Keys at or past `nonpad[b]` masked: `[B, 1, 1, kv]`.
+    fn padding_bias(&mut self, nb: ValueRef, batch: usize, kv_len: usize) -> R<ValueRef> {
+        let j = self.literal("key_index", &[kv_len], (0..kv_len).map(|j| j as f32).collect());
+        let nb2 = self.reshape_to(nb, &[batch, 1])?;
+        let allowed = self.bin(BinaryOp::Lt, j, nb2)?;
+        let (zero, ninf) = (self.scalar(0.0), self.scalar(f32::NEG_INFINITY));
+        let b = self.add(Op::Select, vec![allowed, zero, ninf])?;
+        self.reshape_to(b, &[batch, 1, 1, kv_len])
     }
 
     /// `attn_mask` as an additive bias: booleans become 0 / -inf; a mask shorter than the keys
