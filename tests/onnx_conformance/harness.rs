@@ -244,6 +244,7 @@ impl Table {
                 1
             }
             Outcome::Unsupported(m) => {
+                // EDGEC_ONNX_VERBOSE=1: why each in-list case is unsupported.
                 if row.in_list && std::env::var_os("EDGEC_ONNX_VERBOSE").is_some() {
                     println!("UNSUPPORTED {}: {m}", row.name);
                 }

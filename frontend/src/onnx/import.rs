@@ -205,9 +205,9 @@ fn followed_opset(nodes: &[NodeProto], opset: i64) -> Result<i64, String> {
     for n in nodes.iter().filter(|n| is_default_domain(&n.domain)) {
         let (at, ours) = (version_at(&n.op_type, opset), version_at(&n.op_type, followed));
         if at != ours || at.is_none() {
-            let v = |x: Option<i64>| x.map_or("none".to_string(), |v| v.to_string());
+            let v = |x: Option<i64>| x.map_or("no version".to_string(), |v| format!("version {v}"));
             return Err(format!(
-                "{}: opset {opset} is not supported for {} (its version there is {}, at opset {followed} {}; edgec follows opsets {}..={})",
+                "{}: {} has {} at opset {opset} but {} at opset {followed}, and edgec follows opsets {}..={}",
                 describe(n, opset),
                 n.op_type,
                 v(at),
