@@ -152,6 +152,7 @@ pub const LOWERED: &[&str] = &[
     "BatchNormalization",
     "Pad",
     "Resize",
+    "CumSum",
     "HardSigmoid",
     "HardSwish",
     "LeakyRelu",
@@ -1239,6 +1240,7 @@ impl<'m> Importer<'m> {
             "BatchNormalization" => self.batch_norm(n)?,
             "Pad" => self.pad(n)?,
             "Resize" => self.resize(n)?,
+            "CumSum" => self.cumsum(n)?,
             "HardSigmoid" | "HardSwish" | "LeakyRelu" => self.activation(n)?,
             // Its shape must be known at compile time (the folder then evaluates it).
             "ConstantOfShape" => return Err(format!("'{x_name}' must be a constant")),
@@ -1478,11 +1480,20 @@ impl<'m> Importer<'m> {
         let axes = axes.unwrap_or_else(|| (0..count as i64).collect());
         let steps = steps.unwrap_or_else(|| vec![1; count]);
         for (i, &a) in axes.iter().enumerate() {
-            if steps[i] != 1 {
-                return Err(format!("Slice with step {} on run-time data is not supported yet", steps[i]));
-            }
             let shapes = self.shapes_of(x);
             let axis = norm_axis(a, shapes[0].len())?;
+            if steps[i] != 1 {
+                let dim =
+                    self.g.type_of(x).shape.dims()[axis].as_const().ok_or("a strided Slice of a symbolic axis")?;
+                let ranges: Vec<(i64, usize)> = (0..self.nprobes())
+                    .map(|k| fold::slice_range(dim as usize, starts[k][i], ends[k][i], steps[i]))
+                    .collect::<R<_>>()?;
+                if ranges.iter().any(|r| *r != ranges[0]) {
+                    return Err("a strided Slice whose range depends on the symbolic dims is not supported".into());
+                }
+                x = self.strided_slice(x, axis, ranges[0].0, steps[i], ranges[0].1)?;
+                continue;
+            }
             let mut begin = Vec::new();
             let mut lens = Vec::new();
             for (k, s) in shapes.iter().enumerate() {

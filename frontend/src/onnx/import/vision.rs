@@ -558,3 +558,78 @@ impl Importer<'_> {
         self.concat_all(parts, axis)
     }
 }
+
+/// The most elements along an axis that CumSum or a strided Slice unrolls into per-element
+/// slices.
+const MAX_UNROLL: usize = 1024;
+
+impl Importer<'_> {
+    /// CumSum on run-time data (axis known at compile time): running sums of the axis'
+    /// elements in order (from the end when `reverse`), shifted by one when `exclusive`,
+    /// concatenated back; the same additions in the same order as the reference's loop.
+    pub(super) fn cumsum(&mut self, n: &NodeProto) -> R<ValueRef> {
+        let x = self.operand(input(n, 0).ok_or("missing x")?)?;
+        let d = self.static_dims(x, "x")?;
+        let axis =
+            crate::onnx::fold::norm_axis(self.fixed(input(n, 1).ok_or("missing axis")?)?.scalar_i64()?, d.len())?;
+        let len = d[axis];
+        if len == 0 || len > MAX_UNROLL {
+            return Err(format!(
+                "CumSum over an axis of {len} elements on run-time data is not supported (1..={MAX_UNROLL})"
+            ));
+        }
+        let (exclusive, reverse) = (attr_i(n, "exclusive", 0)? != 0, attr_i(n, "reverse", 0)? != 0);
+        let order: Vec<usize> = if reverse { (0..len).rev().collect() } else { (0..len).collect() };
+        let mut out: Vec<Option<ValueRef>> = vec![None; len];
+        let mut acc: Option<ValueRef> = None;
+        for &k in &order {
+            let e = self.at(x, axis, k)?;
+            if exclusive {
+                out[k] = Some(match acc {
+                    Some(a) => a,
+                    None => {
+                        let z = self.zero_like(e)?;
+                        let mut one = d.clone();
+                        one[axis] = 1;
+                        let dims: Vec<u64> = one.iter().map(|&v| v as u64).collect();
+                        self.add(Op::Expand { shape: edgec_ir::Shape::of(&dims) }, vec![z])?
+                    }
+                });
+            }
+            let next = match acc {
+                Some(a) => self.bin(BinaryOp::Add, a, e)?,
+                None => e,
+            };
+            acc = Some(next);
+            if !exclusive {
+                out[k] = Some(next);
+            }
+        }
+        let parts: Vec<ValueRef> = out.into_iter().collect::<Option<_>>().ok_or("CumSum: a missing element")?;
+        self.concat_all(parts, axis)
+    }
+
+    /// Slice elements `begin, begin + step, ...` (`count` of them) of `axis`, any nonzero step:
+    /// one slice per element, concatenated.
+    pub(super) fn strided_slice(
+        &mut self,
+        x: ValueRef,
+        axis: usize,
+        begin: i64,
+        step: i64,
+        count: usize,
+    ) -> R<ValueRef> {
+        if count == 0 || count > MAX_UNROLL {
+            return Err(format!(
+                "a Slice with step {step} taking {count} elements of run-time data is not supported (1..={MAX_UNROLL})"
+            ));
+        }
+        let parts = (0..count as i64)
+            .map(|i| {
+                let at = usize::try_from(begin + i * step).map_err(|_| "a Slice index is out of range".to_string())?;
+                self.at(x, axis, at)
+            })
+            .collect::<R<Vec<_>>>()?;
+        self.concat_all(parts, axis)
+    }
+}
