@@ -64,3 +64,19 @@ fn onnx_node_tests() {
     );
     assert!(regressions.is_empty(), "{} node cases regressed:\n{}", regressions.len(), regressions.join("\n"));
 }
+
+/// `frontend/src/onnx/versions.rs` is what `op_versions.py` writes from the installed onnx's
+/// schemas (skipped without python3 and onnx, like the node tests).
+#[test]
+fn op_versions_table_is_current() {
+    let root = harness::root();
+    let out = std::process::Command::new("python3").arg(root.join("tests/onnx_conformance/op_versions.py")).output();
+    let Some(out) = out.ok().filter(|o| o.status.success()) else {
+        assert!(std::env::var_os("CI").is_none(), "python3 with onnx==1.23.2 is needed: run ./scripts/test");
+        eprintln!("skipped: python3 -c 'import onnx' failed");
+        return;
+    };
+    let want = String::from_utf8(out.stdout).unwrap();
+    let have = std::fs::read_to_string(root.join("frontend/src/onnx/versions.rs")).unwrap();
+    assert!(have == want, "frontend/src/onnx/versions.rs is stale: rerun tests/onnx_conformance/op_versions.py");
+}

@@ -196,7 +196,7 @@ pub fn close(got: &Tensor, want: &Dense, rtol: f32, atol: f32) -> Result<(), Str
 
 /// An error without file and node names, so equal causes count together.
 pub fn reason(message: &str) -> String {
-    if message.contains("is not supported (edgec follows opsets") {
+    if message.contains("edgec follows opsets") {
         return "opset outside the supported range".into();
     }
     if let Some((_, ops)) = message.split_once("use ops edgec does not support at opset") {
@@ -244,6 +244,10 @@ impl Table {
                 1
             }
             Outcome::Unsupported(m) => {
+                // EDGEC_ONNX_VERBOSE=1: why each in-list case is unsupported.
+                if row.in_list && std::env::var_os("EDGEC_ONNX_VERBOSE").is_some() {
+                    println!("UNSUPPORTED {}: {m}", row.name);
+                }
                 *self.reasons.entry((row.in_list, reason(&m))).or_default() += 1;
                 2
             }

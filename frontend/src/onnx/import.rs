@@ -49,6 +49,12 @@ use edgec_ir::{
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
+mod attention;
+mod nn;
+mod resize;
+mod rotary;
+mod vision;
+
 /// Bounds for the symbolic dims.
 #[derive(Clone, Debug)]
 pub struct ImportOptions {
@@ -136,6 +142,20 @@ pub const LOWERED: &[&str] = &[
     "Expand",
     "Where",
     "LayerNormalization",
+    "RMSNormalization",
+    "Attention",
+    "RotaryEmbedding",
+    "MaxPool",
+    "AveragePool",
+    "GlobalAveragePool",
+    "Conv",
+    "BatchNormalization",
+    "Pad",
+    "Resize",
+    "CumSum",
+    "HardSigmoid",
+    "HardSwish",
+    "LeakyRelu",
     "Gelu",
     "Clip",
     "Shape",
@@ -146,7 +166,7 @@ pub const LOWERED: &[&str] = &[
 pub fn import(m: &OnnxModel, opts: &ImportOptions) -> Result<Graph, FrontendError> {
     let fail = |msg: String| FrontendError::Onnx { path: m.path.clone(), message: msg };
     let opset = m.opset("").ok_or_else(|| fail("the model imports no default-domain opset".into()))?;
-    if !OPSETS.contains(&opset) {
+    if !(1..=super::versions::NEWEST_OPSET).contains(&opset) {
         return Err(fail(format!(
             "opset {opset} is not supported (edgec follows opsets {}..={})",
             OPSETS.start(),
@@ -155,8 +175,9 @@ pub fn import(m: &OnnxModel, opts: &ImportOptions) -> Result<Graph, FrontendErro
     }
     let nodes = inline_functions(&m.graph().node, &m.model.functions).map_err(fail)?;
     check_ops(&nodes, opset).map_err(fail)?;
+    let followed = followed_opset(&nodes, opset).map_err(fail)?;
     let order = schedule(m, &nodes, opset).map_err(fail)?;
-    let mut im = Importer::new(m, opset, opts).map_err(fail)?;
+    let mut im = Importer::new(m, followed, opts).map_err(fail)?;
     for i in order {
         let n = &nodes[i];
         im.node(n).map_err(|e| fail(format!("{}: {e}", describe(n, opset))))?;
@@ -169,6 +190,35 @@ pub fn import(m: &OnnxModel, opts: &ImportOptions) -> Result<Graph, FrontendErro
     }
     edgec_ir::verify::verify(&im.g)?;
     Ok(im.g)
+}
+
+/// The version of `op` in force at `opset` (the newest at or below it), if the op exists then.
+fn version_at(op: &str, opset: i64) -> Option<i64> {
+    let (_, vs) = super::versions::VERSIONS.iter().find(|(o, _)| *o == op)?;
+    vs.iter().copied().filter(|&v| v <= opset).max()
+}
+
+/// The opset in [`OPSETS`] whose semantics the import follows: the model's own, or for a model
+/// outside that range the nearest one, provided every node's op has the same version (the same
+/// definition) at both. Otherwise the first node whose op differs is named.
+fn followed_opset(nodes: &[NodeProto], opset: i64) -> Result<i64, String> {
+    let followed = opset.clamp(*OPSETS.start(), *OPSETS.end());
+    for n in nodes.iter().filter(|n| is_default_domain(&n.domain)) {
+        let (at, ours) = (version_at(&n.op_type, opset), version_at(&n.op_type, followed));
+        if at != ours || at.is_none() {
+            let v = |x: Option<i64>| x.map_or("no version".to_string(), |v| format!("version {v}"));
+            return Err(format!(
+                "{}: {} has {} at opset {opset} but {} at opset {followed}, and edgec follows opsets {}..={}",
+                describe(n, opset),
+                n.op_type,
+                v(at),
+                v(ours),
+                OPSETS.start(),
+                OPSETS.end()
+            ));
+        }
+    }
+    Ok(followed)
 }
 
 /// `node 'NAME' (OP, opset N)`.
@@ -1021,7 +1071,10 @@ impl<'m> Importer<'m> {
                     Some(-1.0) => self.add(Op::Unary(UnaryOp::Recip), vec![x])?,
                     _ => {
                         if self.g.type_of(x).dtype == DType::I32 {
-                            return Err("Pow on integers is not supported".into());
+                            let e = self.operand(need(1)?)?;
+                            let v = self.int_pow(x, e)?;
+                            self.set(&out, Val::Dyn(v));
+                            return Ok(());
                         }
                         let y = self.float_operand(need(1)?)?;
                         self.add(Op::Binary(BinaryOp::Pow), vec![x, y])?
@@ -1181,38 +1234,20 @@ impl<'m> Importer<'m> {
                 let b = self.operand(need(2)?)?;
                 self.add(Op::Select, vec![c, a, b])?
             }
-            "LayerNormalization" => {
-                let x = self.operand(x_name)?;
-                let shapes = self.shapes_of(x);
-                let r = shapes[0].len();
-                if norm_axis(attr_i(n, "axis", -1)?, r)? != r - 1 {
-                    return Err("LayerNormalization over more than the last axis is not supported yet".into());
-                }
-                if n.output.iter().skip(1).any(|o| !o.is_empty()) {
-                    return Err("LayerNormalization's Mean and InvStdDev outputs are not supported".into());
-                }
-                let h = shapes[0][r - 1];
-                let rows: Vec<Vec<usize>> = shapes.iter().map(|s| vec![fold::numel(&s[..r - 1]), h]).collect();
-                let x2 = self.reshape(x, &rows)?;
-                let scale = self.operand(need(1)?)?;
-                let scale = self.reshape(scale, &vec![vec![h]; self.nprobes()])?;
-                let bias = match input(n, 2) {
-                    Some(b) => {
-                        let b = self.operand(b)?;
-                        self.reshape(b, &vec![vec![h]; self.nprobes()])?
-                    }
-                    None => {
-                        let name = self.unique(&format!("{out}.zero_bias"));
-                        self.g.add_weight(
-                            name,
-                            TensorType::new(DType::F32, Shape::of(&[h as u64])),
-                            WeightSource::Literal(vec![0.0; h]),
-                        )
-                    }
-                };
-                let y = self.add(Op::LayerNorm { eps: attr_f(n, "epsilon", 1e-5)? }, vec![x2, scale, bias])?;
-                self.reshape(y, &shapes)?
-            }
+            "LayerNormalization" => return self.layer_normalization(n),
+            "RMSNormalization" => self.rms_normalization(n)?,
+            "Attention" => return self.attention(n),
+            "RotaryEmbedding" => self.rotary_embedding(n)?,
+            "MaxPool" | "AveragePool" => self.pool(n)?,
+            "GlobalAveragePool" => self.global_average_pool(n)?,
+            "Conv" => self.conv(n)?,
+            "BatchNormalization" => self.batch_norm(n)?,
+            "Pad" => self.pad(n)?,
+            "Resize" => self.resize(n)?,
+            "CumSum" => self.cumsum(n)?,
+            "HardSigmoid" | "HardSwish" | "LeakyRelu" => self.activation(n)?,
+            // Its shape must be known at compile time (the folder then evaluates it).
+            "ConstantOfShape" => return Err(format!("'{x_name}' must be a constant")),
             _ => return Err(format!("{op} is only supported when its inputs are constant (it is folded at import)")),
         };
         self.set(&out, Val::Dyn(v));
@@ -1449,11 +1484,20 @@ impl<'m> Importer<'m> {
         let axes = axes.unwrap_or_else(|| (0..count as i64).collect());
         let steps = steps.unwrap_or_else(|| vec![1; count]);
         for (i, &a) in axes.iter().enumerate() {
-            if steps[i] != 1 {
-                return Err(format!("Slice with step {} on run-time data is not supported yet", steps[i]));
-            }
             let shapes = self.shapes_of(x);
             let axis = norm_axis(a, shapes[0].len())?;
+            if steps[i] != 1 {
+                let dim =
+                    self.g.type_of(x).shape.dims()[axis].as_const().ok_or("a strided Slice of a symbolic axis")?;
+                let ranges: Vec<(i64, usize)> = (0..self.nprobes())
+                    .map(|k| fold::slice_range(dim as usize, starts[k][i], ends[k][i], steps[i]))
+                    .collect::<R<_>>()?;
+                if ranges.iter().any(|r| *r != ranges[0]) {
+                    return Err("a strided Slice whose range depends on the symbolic dims is not supported".into());
+                }
+                x = self.strided_slice(x, axis, ranges[0].0, steps[i], ranges[0].1)?;
+                continue;
+            }
             let mut begin = Vec::new();
             let mut lens = Vec::new();
             for (k, s) in shapes.iter().enumerate() {

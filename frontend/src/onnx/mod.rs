@@ -8,6 +8,7 @@
 pub mod fold;
 pub mod import;
 pub mod proto;
+pub mod versions;
 
 pub use import::{ImportOptions, import};
 
