@@ -382,3 +382,40 @@ fn middle_axis_broadcast() {
         b.node(Op::Binary(BinaryOp::Mul), vec![x, s])
     });
 }
+
+/// Attention over more keys than one block of the kernel (32): prefill chunks of 40 tokens up
+/// to 120 cached positions, then single tokens, with and without a window that crosses block
+/// boundaries, f32 and f16 caches.
+#[test]
+fn attention_across_many_key_blocks() {
+    for (heads, kv, hd, window, half) in
+        [(4u32, 2u32, 8u32, None, false), (2, 1, 6, Some(45u32), false), (3, 3, 4, Some(33), true)]
+    {
+        // Many distinct tokens, so later blocks hold new maxima (the running max must rescale).
+        let (v, qw, kvw) = (97u64, u64::from(heads * hd), u64::from(kv * hd));
+        let mut b = GB::new("blocks", 40, 200 + u64::from(hd));
+        let table = b.weight("table", &[v, qw], -1.0, 1.0);
+        let wk = b.weight("wk", &[kvw, qw], -0.7, 0.7);
+        let wv = b.weight("wv", &[kvw, qw], -0.7, 0.7);
+        let head = b.weight("head", &[v, qw], -0.5, 0.5);
+        let (ids, p) = (b.ids, b.pos);
+        let x = b.node(Op::Gather, vec![table, ids]);
+        let k = b.node(Op::MatMul { transpose_b: true }, vec![x, wk]);
+        let vv = b.node(Op::MatMul { transpose_b: true }, vec![x, wv]);
+        let ks = b.state("k", 160, kvw);
+        let vs = b.state("v", 160, kvw);
+        let kc = b.node(Op::CacheWrite, vec![ks, k, p]);
+        let vc = b.node(Op::CacheWrite, vec![vs, vv, p]);
+        let att = Op::Attention { heads, kv_heads: kv, head_dim: hd, scale: 0.7, window };
+        let a = b.node(att, vec![x, kc, vc, p]);
+        let out = b.node(Op::MatMul { transpose_b: true }, vec![a, head]);
+        let mut g = b.finish(out);
+        if half {
+            edgec_ir::quant::apply_kv_dtype(&mut g, edgec_ir::quant::KvDtype::F16);
+        }
+        let chunk =
+            |start: u32| -> (Vec<i32>, u32) { ((0..40).map(|i| ((i + start as i32) * 37 + 11) % 97).collect(), start) };
+        let calls = vec![chunk(0), chunk(40), chunk(80), (vec![3], 120), (vec![5], 121)];
+        check_against_reference(g, &calls, 1e-4);
+    }
+}

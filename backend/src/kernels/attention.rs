@@ -1,14 +1,20 @@
 //! `attention`: causal, grouped-query, optionally windowed, reading the KV state.
 
-use super::{Ext, F32X4, Kargs, SLOT_POS, each_chunk, each_task, fold_row, ro, rw};
+use super::{Ext, F32X4, Kargs, SLOT_POS, each_task, fold_row, ro, rw};
 use crate::math;
 use cranelift_codegen::ir::{InstBuilder, StackSlotData, StackSlotKind, Type, Value, condcodes::IntCC, types};
-use cranelift_frontend::FunctionBuilder;
+use cranelift_frontend::{FunctionBuilder, Variable};
+
+/// Keys scored per block: the block's scores go to a stack buffer, then one running-max update,
+/// one rescale of the accumulator and vectorized exps per block instead of per key.
+const BLOCK: u64 = 32;
 
 /// Lowers `attention`: task `t` = (query row `s = t / heads`, head `h = t % heads`).
-/// Online softmax over cache rows `lo..=p` (`p = pos + s`, `lo = p + 1 − window` clamped at 0):
-/// a running max `m`, a running sum `l` and a `head_dim` accumulator in a stack slot, so no
-/// score buffer is needed. Query head `h` reads KV head `h / (heads / kv_heads)`. With
+/// Online softmax over cache rows `lo..=p` (`p = pos + s`, `lo = p + 1 − window` clamped at 0),
+/// a block of [`BLOCK`] keys at a time: scores `q·k * scale` into a stack buffer, the block max
+/// folded into the running max `m` (rescaling the running sum `l` and the `head_dim`
+/// accumulator, held in variables, by `exp(m_old − m)`), then `exp(score − m)` four at a time
+/// and the values accumulated. Query head `h` reads KV head `h / (heads / kv_heads)`. With
 /// `kv_half`, the caches hold f16, widened to f32 as they are loaded.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn attention(
@@ -43,9 +49,10 @@ pub(crate) fn attention(
     let vc = k.ptr(b, 2);
     let out = k.ptr(b, 4);
     let pos = k.slot(b, SLOT_POS);
-    let slot =
-        b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, (head_dim * 4).max(16) as u32, 4));
-    let acc = b.ins().stack_addr(types::I64, slot, 0);
+    let slot = b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, (BLOCK * 4) as u32, 4));
+    let scores = b.ins().stack_addr(types::I64, slot, 0);
+    let chunks = (head_dim / 4) as usize;
+    let tail = (head_dim % 4) as usize;
     each_task(b, k, |b, t| {
         let s = b.ins().udiv_imm_u(t, heads as i64);
         let h = b.ins().urem_imm_u(t, heads as i64);
@@ -65,50 +72,94 @@ pub(crate) fn attention(
         let qh = b.addr(qrow, h, hb);
         let kh = b.addr(kc, kvh, hb_kv);
         let vh = b.addr(vc, kvh, hb_kv);
-        each_chunk(b, head_dim, |b, off, ty| {
-            let z = math::fconst(b, ty, 0.0);
-            let a = b.ins().iadd(acc, off);
-            b.ins().store(rw(), z, a, 0);
-        });
+        // The accumulator: f32x4 chunks, then scalars for a head_dim that is not a multiple of 4.
+        let zv = math::fconst(b, F32X4, 0.0);
+        let zs = math::fconst(b, types::F32, 0.0);
+        let acc: Vec<Variable> = (0..chunks + tail)
+            .map(|c| {
+                let (ty, z) = if c < chunks { (F32X4, zv) } else { (types::F32, zs) };
+                let v = b.declare_var(ty);
+                b.def_var(v, z);
+                v
+            })
+            .collect();
         let m = b.declare_var(types::F32);
         let l = b.declare_var(types::F32);
         let ninf = math::fconst(b, types::F32, f32::NEG_INFINITY);
-        let zero = math::fconst(b, types::F32, 0.0);
         b.def_var(m, ninf);
-        b.def_var(l, zero);
-        b.for_range(lo, hi, 1, |b, j| {
-            let kj = b.addr(kh, j, kvw);
-            let vj = b.addr(vh, j, kvw);
-            let dot = fold_row(b, head_dim, false, |b, off, ty| {
-                let qa = b.ins().iadd(qh, off);
-                let qv = b.ins().load(ty, ro(), qa, 0);
-                let kv = load_kv(b, kj, off, ty);
-                b.ins().fmul(qv, kv)
+        b.def_var(l, zs);
+        b.for_range(lo, hi, BLOCK as i64, |b, j0| {
+            let j1 = b.ins().iadd_imm_s(j0, BLOCK as i64);
+            let past = b.ins().icmp(IntCC::SignedGreaterThan, j1, hi);
+            let j1 = b.ins().select(past, hi, j1);
+            // Scores; the slots past the block's keys stay -inf (their exp is ~0, never used).
+            let ninfv = math::fconst(b, F32X4, f32::NEG_INFINITY);
+            for c in 0..BLOCK as i32 / 4 {
+                b.ins().store(rw(), ninfv, scores, 16 * c);
+            }
+            b.for_range(j0, j1, 1, |b, j| {
+                let kj = b.addr(kh, j, kvw);
+                let dot = fold_row(b, head_dim, false, |b, off, ty| {
+                    let qa = b.ins().iadd(qh, off);
+                    let qv = b.ins().load(ty, ro(), qa, 0);
+                    let kv = load_kv(b, kj, off, ty);
+                    b.ins().fmul(qv, kv)
+                });
+                let sc = math::fconst(b, types::F32, scale);
+                let score = b.ins().fmul(dot, sc);
+                let i = b.ins().isub(j, j0);
+                let a = b.addr(scores, i, 4);
+                b.ins().store(rw(), score, a, 0);
             });
-            let sc = math::fconst(b, types::F32, scale);
-            let score = b.ins().fmul(dot, sc);
+            // The running max, and what was accumulated under the old one rescaled.
+            let mut bm = b.ins().load(F32X4, rw(), scores, 0);
+            for c in 1..BLOCK as i32 / 4 {
+                let v = b.ins().load(F32X4, rw(), scores, 16 * c);
+                bm = b.ins().fmax(bm, v);
+            }
+            let bm = b.hmax(bm);
             let m_old = b.use_var(m);
-            let m_new = b.ins().fmax(m_old, score);
-            // corr rescales what was accumulated under the old max; exp(-inf) on the first
-            // row is harmless (the accumulators are still 0).
+            let m_new = b.ins().fmax(m_old, bm);
             let d = b.ins().fsub(m_old, m_new);
+            // exp(-inf) on the first block is harmless: the accumulators are still 0.
             let corr = math::exp(b, d);
-            let d = b.ins().fsub(score, m_new);
-            let pe = math::exp(b, d);
+            let corrv = b.ins().splat(F32X4, corr);
+            for (c, &a) in acc.iter().enumerate() {
+                let v = b.use_var(a);
+                let v = b.ins().fmul(v, if c < chunks { corrv } else { corr });
+                b.def_var(a, v);
+            }
+            // Probabilities, four at a time, back into the buffer; their sum into `l`.
+            let mv = b.ins().splat(F32X4, m_new);
+            let mut sum = zv;
+            for c in 0..BLOCK as i32 / 4 {
+                let v = b.ins().load(F32X4, rw(), scores, 16 * c);
+                let v = b.ins().fsub(v, mv);
+                let e = math::exp(b, v);
+                b.ins().store(rw(), e, scores, 16 * c);
+                sum = b.ins().fadd(sum, e);
+            }
+            let sum = b.hsum(sum);
             let l_old = b.use_var(l);
-            let l_new = b.ins().fma(l_old, corr, pe);
+            let l_new = b.ins().fma(l_old, corr, sum);
             b.def_var(l, l_new);
             b.def_var(m, m_new);
-            let corrv = b.ins().splat(F32X4, corr);
-            let pev = b.ins().splat(F32X4, pe);
-            each_chunk(b, head_dim, |b, off, ty| {
-                let (c, e) = if ty.is_vector() { (corrv, pev) } else { (corr, pe) };
-                let aa = b.ins().iadd(acc, off);
-                let av = b.ins().load(ty, rw(), aa, 0);
-                let vv = load_kv(b, vj, off, ty);
-                let av = b.ins().fmul(av, c);
-                let av = b.ins().fma(e, vv, av);
-                b.ins().store(rw(), av, aa, 0);
+            // Values.
+            b.for_range(j0, j1, 1, |b, j| {
+                let i = b.ins().isub(j, j0);
+                let a = b.addr(scores, i, 4);
+                let pe = b.ins().load(types::F32, rw(), a, 0);
+                let pev = b.ins().splat(F32X4, pe);
+                let vj = b.addr(vh, j, kvw);
+                for (c, &av) in acc.iter().enumerate() {
+                    let (ty, e) = if c < chunks { (F32X4, pev) } else { (types::F32, pe) };
+                    let off = if c < chunks { 16 * c as i64 } else { (4 * chunks + (c - chunks)) as i64 * 4 };
+                    let off = b.c64(off);
+                    let vv = load_kv(b, vj, off, ty);
+                    let s = b.use_var(av);
+                    let s = b.ins().fma(e, vv, s);
+                    b.def_var(av, s);
+                }
             });
         });
         let lf = b.use_var(l);
@@ -117,12 +168,14 @@ pub(crate) fn attention(
         let invv = b.ins().splat(F32X4, inv);
         let orow = b.addr(out, s, qw);
         let oh = b.addr(orow, h, hb);
-        each_chunk(b, head_dim, |b, off, ty| {
-            let aa = b.ins().iadd(acc, off);
-            let av = b.ins().load(ty, rw(), aa, 0);
-            let r = b.ins().fmul(av, if ty.is_vector() { invv } else { inv });
-            let d = b.ins().iadd(oh, off);
-            b.ins().store(rw(), r, d, 0);
-        });
+        for (c, &av) in acc.iter().enumerate() {
+            let v = b.use_var(av);
+            let (r, off) = if c < chunks {
+                (b.ins().fmul(v, invv), 16 * c as i32)
+            } else {
+                (b.ins().fmul(v, inv), (4 * chunks + (c - chunks)) as i32 * 4)
+            };
+            b.ins().store(rw(), r, oh, off);
+        }
     });
 }

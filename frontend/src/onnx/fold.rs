@@ -926,6 +926,11 @@ pub fn eval(
                 Some(p) => p.iter().map(|&a| norm_axis(a, r)).collect::<R<_>>()?,
                 None => (0..r).rev().collect(),
             };
+            // A repeated axis would read elements the input does not have.
+            let mut seen = vec![false; r];
+            if perm.len() != r || !perm.iter().all(|&a| !std::mem::replace(&mut seen[a], true)) {
+                return Err(format!("perm {perm:?} is not a permutation of {r} axes"));
+            }
             let st = strides(&t.shape);
             let shape = perm.iter().map(|&p| t.shape[p]).collect();
             let s: Vec<usize> = perm.iter().map(|&p| st[p]).collect();
