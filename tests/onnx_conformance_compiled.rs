@@ -11,7 +11,7 @@ mod harness;
 
 use edgec::graph_run::CompiledGraph;
 use edgec_ir::interp::Tensor;
-use harness::{Outcome, Row, Table};
+use harness::{Outcome, Row};
 use std::path::Path;
 
 fn run_case(dir: &Path, row: &Row) -> Outcome {
@@ -44,31 +44,7 @@ fn run_case(dir: &Path, row: &Row) -> Outcome {
 
 #[test]
 fn onnx_node_tests_compiled() {
-    let dir = harness::cases_dir();
-    if !harness::ensure_cases(&dir) {
-        assert!(std::env::var_os("CI").is_none(), "python3 with onnx==1.23.2 is needed: run ./scripts/test");
-        eprintln!("skipped: no ONNX node cases in {} and python3 -c 'import onnx' failed", dir.display());
-        return;
-    }
-    let mut table = Table::default();
-    for row in harness::read_index(&dir) {
-        let outcome = if row.written {
-            let case = dir.join(&row.name);
-            std::panic::catch_unwind(|| run_case(&case, &row)).unwrap_or_else(|_| Outcome::Failed("panicked".into()))
-        } else {
-            Outcome::Unsupported(row.note.clone())
-        };
-        table.record(&row, outcome);
-    }
-    table.print("compiled (host)");
-    let regressions = table.check_expected("expected_pass_compiled.txt");
-    assert!(
-        table.failures.is_empty(),
-        "{} compiled node cases give wrong results:\n{}",
-        table.failures.len(),
-        table.failures.join("\n")
-    );
-    assert!(regressions.is_empty(), "{} compiled node cases regressed:\n{}", regressions.len(), regressions.join("\n"));
+    harness::run_all("compiled (host)", "expected_pass_compiled.txt", run_case);
 }
 
 /// Every fifth case of `expected_pass_compiled.txt` (at least 100) compiled for aarch64, linked

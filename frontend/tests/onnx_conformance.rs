@@ -14,7 +14,7 @@
 mod harness;
 
 use edgec_ir::interp::{Interpreter, Tensor};
-use harness::{Outcome, Row, Table};
+use harness::{Outcome, Row};
 use std::path::Path;
 
 fn run_case(dir: &Path, row: &Row) -> Outcome {
@@ -37,32 +37,7 @@ fn run_case(dir: &Path, row: &Row) -> Outcome {
 
 #[test]
 fn onnx_node_tests() {
-    let dir = harness::cases_dir();
-    if !harness::ensure_cases(&dir) {
-        // The test command installs onnx, so under CI a missing package is a failure.
-        assert!(std::env::var_os("CI").is_none(), "python3 with onnx==1.23.2 is needed: run ./scripts/test");
-        eprintln!("skipped: no ONNX node cases in {} and python3 -c 'import onnx' failed", dir.display());
-        return;
-    }
-    let mut table = Table::default();
-    for row in harness::read_index(&dir) {
-        let outcome = if row.written {
-            let case = dir.join(&row.name);
-            std::panic::catch_unwind(|| run_case(&case, &row)).unwrap_or_else(|_| Outcome::Failed("panicked".into()))
-        } else {
-            Outcome::Unsupported(row.note.clone())
-        };
-        table.record(&row, outcome);
-    }
-    table.print("interpreter");
-    let regressions = table.check_expected("expected_pass.txt");
-    assert!(
-        table.failures.is_empty(),
-        "{} node cases give wrong results:\n{}",
-        table.failures.len(),
-        table.failures.join("\n")
-    );
-    assert!(regressions.is_empty(), "{} node cases regressed:\n{}", regressions.len(), regressions.join("\n"));
+    harness::run_all("interpreter", "expected_pass.txt", run_case);
 }
 
 /// `frontend/src/onnx/versions.rs` is what `op_versions.py` writes from the installed onnx's

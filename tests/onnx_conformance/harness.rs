@@ -326,3 +326,37 @@ impl Table {
         listed.difference(&self.passed).map(|n| format!("{n}: listed in {file} but does not pass")).collect()
     }
 }
+
+/// Runs every case through `run_case` (a panic counts as a failure; a case the writer could not
+/// write is unsupported), prints the table under `what`, and fails on a wrong result or on a
+/// case of `expected` (a list in this directory) that no longer passes. Skipped, saying so,
+/// without python3 and onnx, except under CI.
+pub fn run_all(what: &str, expected: &str, run_case: impl Fn(&Path, &Row) -> Outcome) {
+    let dir = cases_dir();
+    if !ensure_cases(&dir) {
+        // The test command installs onnx, so under CI a missing package is a failure.
+        assert!(std::env::var_os("CI").is_none(), "python3 with onnx==1.23.2 is needed: run ./scripts/test");
+        eprintln!("skipped: no ONNX node cases in {} and python3 -c 'import onnx' failed", dir.display());
+        return;
+    }
+    let mut table = Table::default();
+    for row in read_index(&dir) {
+        let outcome = if row.written {
+            let case = dir.join(&row.name);
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_case(&case, &row)))
+                .unwrap_or_else(|_| Outcome::Failed("panicked".into()))
+        } else {
+            Outcome::Unsupported(row.note.clone())
+        };
+        table.record(&row, outcome);
+    }
+    table.print(what);
+    let regressions = table.check_expected(expected);
+    assert!(
+        table.failures.is_empty(),
+        "{what}: {} node cases give wrong results:\n{}",
+        table.failures.len(),
+        table.failures.join("\n")
+    );
+    assert!(regressions.is_empty(), "{what}: {} node cases regressed:\n{}", regressions.len(), regressions.join("\n"));
+}
