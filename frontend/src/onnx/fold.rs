@@ -211,6 +211,15 @@ pub fn attr_t<'a>(n: &'a NodeProto, name: &str) -> R<Option<&'a TensorProto>> {
 
 /// Element count, saturating at `usize::MAX` (shapes can come from a hostile file); 0 when
 /// any dim is 0, however large the others.
+/// The element count of a run-time value's shape, or an error when it overflows (shapes can
+/// come from a hostile file; nothing is allocated for them).
+pub(crate) fn checked_numel(shape: &[usize]) -> R<usize> {
+    shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| format!("a shape of {shape:?} has more elements than memory can address"))
+}
+
 pub fn numel(shape: &[usize]) -> usize {
     if shape.contains(&0) {
         return 0;
@@ -220,7 +229,7 @@ pub fn numel(shape: &[usize]) -> usize {
 
 /// The element count of a value about to be folded from a shape the file controls, refused
 /// above the folding limit ([`crate::limits::Limit::OnnxFoldElements`]) before anything is allocated.
-fn sized(shape: &[usize]) -> R<usize> {
+pub(crate) fn sized(shape: &[usize]) -> R<usize> {
     let n = numel(shape);
     let limit = crate::limits::get(crate::limits::Limit::OnnxFoldElements);
     if n as u64 > limit {

@@ -5,6 +5,7 @@
 //! interleaved, and rows whose bias is -inf everywhere giving zeros.
 
 use super::{Importer, Val, input};
+use crate::onnx::fold;
 use crate::onnx::fold::{R, attr_f, attr_i};
 use crate::onnx::proto::NodeProto;
 use edgec_ir::{BinaryOp, DType, Op, ReduceOp, Shape, TensorType, UnaryOp, ValueRef, WeightSource};
@@ -191,7 +192,8 @@ impl Importer<'_> {
         let x5 = self.reshape_to(x, &[d[0], d[1], 1, d[2], d[3]])?;
         let dims: Vec<u64> = [d[0], d[1], reps, d[2], d[3]].iter().map(|&v| v as u64).collect();
         let e = self.add(Op::Expand { shape: Shape::of(&dims) }, vec![x5])?;
-        self.reshape_to(e, &[d[0], d[1] * reps, d[2], d[3]])
+        let heads = d[1].checked_mul(reps).ok_or("K/V heads times their repeats overflow")?;
+        self.reshape_to(e, &[d[0], heads, d[2], d[3]])
     }
 
     /// The additive bias (0 or -inf, or the float mask's values): the mask padded to the key
@@ -316,7 +318,7 @@ impl Importer<'_> {
         if last < kv_len {
             let mut pd = d.clone();
             *pd.last_mut().ok_or("attn_mask must have at least one axis")? = kv_len - last;
-            let count: usize = pd.iter().product();
+            let count = fold::sized(&pd)?;
             let pad = self.literal(&format!("{name}.pad"), &pd, vec![f32::NEG_INFINITY; count]);
             m = self.add(Op::Concat { axis: (d.len() - 1) as u32 }, vec![m, pad])?;
         }

@@ -6,6 +6,7 @@
 //! `[S, O]` matrix (plus the extrapolation value where the reference substitutes it).
 
 use super::{Importer, input};
+use crate::onnx::fold;
 use crate::onnx::fold::{R, attr_f, attr_i, attr_ints, attr_s, norm_axis};
 use crate::onnx::proto::NodeProto;
 use edgec_ir::{BinaryOp, Op, ValueRef};
@@ -228,7 +229,8 @@ impl Importer<'_> {
         }
         let (w, extrapolated) = interp.axis_weights(input, out, scale, roi)?;
         let (xt, perm) = self.move_axes_last(x, &[axis])?;
-        let rows: usize = d.iter().enumerate().filter(|&(i, _)| i != axis).map(|(_, &s)| s).product();
+        let others: Vec<usize> = d.iter().enumerate().filter(|&(i, _)| i != axis).map(|(_, &s)| s).collect();
+        let rows = fold::checked_numel(&others)?;
         let flat = self.reshape_to(xt, &[rows, input])?;
         let wv = self.literal("resize_weights", &[input, out], w);
         let mut y = self.add(Op::MatMul { transpose_b: false }, vec![flat, wv])?;

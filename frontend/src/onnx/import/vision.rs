@@ -10,6 +10,7 @@
 //! `_max_pool` otherwise, `op_conv.py`).
 
 use super::{Importer, input};
+use crate::onnx::fold;
 use crate::onnx::fold::{R, attr_f, attr_i, attr_ints, attr_s};
 use crate::onnx::proto::NodeProto;
 use edgec_ir::{BinaryOp, Dim, Op, ReduceOp, UnaryOp, ValueRef};
@@ -206,7 +207,8 @@ impl Importer<'_> {
             let mut perm: Vec<u32> = (0..labels.len() as u32).filter(|&p| p as usize != at).collect();
             perm.push(at as u32);
             let moved = self.add(Op::Transpose { perm: perm.clone() }, vec![v])?;
-            let rows: usize = perm[..perm.len() - 1].iter().map(|&p| dims[p as usize]).product();
+            let lead: Vec<usize> = perm[..perm.len() - 1].iter().map(|&p| dims[p as usize]).collect();
+            let rows = fold::checked_numel(&lead)?;
             let flat = self.reshape_to(moved, &[rows, size])?;
             let ok = a.out.checked_mul(a.kernel).filter(|&c| c.checked_mul(size).is_some_and(|e| e <= 1 << 24));
             let cols = ok.ok_or("the window selection matrix is too large")?;
@@ -239,10 +241,11 @@ impl Importer<'_> {
     }
 
     /// The per-window constants over `[O..., K...]`: whether each tap counts, as 0/1.
-    fn tap_weights(axes: &[AxisTaps], counts: impl Fn(Tap) -> bool) -> Vec<f32> {
+    fn tap_weights(axes: &[AxisTaps], counts: impl Fn(Tap) -> bool) -> R<Vec<f32>> {
         let outs: Vec<usize> = axes.iter().map(|a| a.out).collect();
         let ks: Vec<usize> = axes.iter().map(|a| a.kernel).collect();
-        let total: usize = outs.iter().chain(&ks).product();
+        // A constant: bounded by the folding limit before it is allocated.
+        let total = fold::sized(&outs.iter().chain(&ks).copied().collect::<Vec<_>>())?;
         let mut w = Vec::with_capacity(total);
         let mut idx = vec![0usize; 2 * axes.len()];
         let sizes: Vec<usize> = outs.iter().chain(&ks).copied().collect();
@@ -257,7 +260,7 @@ impl Importer<'_> {
                 idx[ax] = 0;
             }
         }
-        w
+        Ok(w)
     }
 
     /// MaxPool and AveragePool (one output).
@@ -294,7 +297,7 @@ impl Importer<'_> {
             .collect::<R<_>>()?;
         let u = self.unfold(x, &axes)?;
         let outs: Vec<usize> = axes.iter().map(|a| a.out).collect();
-        let taps: usize = axes.iter().map(|a| a.kernel).product();
+        let taps = fold::checked_numel(&axes.iter().map(|a| a.kernel).collect::<Vec<_>>())?;
         let mut rows = vec![d[0], d[1]];
         rows.extend(&outs);
         let mut flat_dims = rows.clone();
@@ -304,7 +307,7 @@ impl Importer<'_> {
         const_dims.push(taps);
         let y = if is_max {
             // Taps outside the window get -inf before the max.
-            let bias: Vec<f32> = Self::tap_weights(&axes, |t| matches!(t, Tap::Input(_)))
+            let bias: Vec<f32> = Self::tap_weights(&axes, |t| matches!(t, Tap::Input(_)))?
                 .into_iter()
                 .map(|w| if w == 1.0 { 0.0 } else { f32::NEG_INFINITY })
                 .collect();
@@ -313,7 +316,7 @@ impl Importer<'_> {
             self.add(Op::Reduce(ReduceOp::Max), vec![masked])?
         } else {
             // Sum over the window (zeros elsewhere), divided by the taps that count.
-            let counted = Self::tap_weights(&axes, |t| t != Tap::Outside);
+            let counted = Self::tap_weights(&axes, |t| t != Tap::Outside)?;
             let count: Vec<f32> = counted.chunks(taps).map(|c| c.iter().sum::<f32>()).collect();
             let s = self.add(Op::Reduce(ReduceOp::Sum), vec![u])?;
             let mut cd = outs.clone();
@@ -331,7 +334,7 @@ impl Importer<'_> {
         if d.len() < 3 {
             return Err("GlobalAveragePool needs [N, C, spatial...] input".into());
         }
-        let flat = self.reshape_to(x, &[d[0], d[1], d[2..].iter().product()])?;
+        let flat = self.reshape_to(x, &[d[0], d[1], fold::checked_numel(&d[2..])?])?;
         let m = self.add(Op::Reduce(ReduceOp::Mean), vec![flat])?;
         let mut out = vec![d[0], d[1]];
         out.extend(std::iter::repeat_n(1, d.len() - 2));
@@ -386,9 +389,9 @@ impl Importer<'_> {
         perm.extend((0..k).map(|j| (2 + k + j) as u32));
         let ut = self.add(Op::Transpose { perm }, vec![u])?;
         let outs: Vec<usize> = axes.iter().map(|a| a.out).collect();
-        let pixels: usize = outs.iter().product();
-        let ck = d[1] * kernel.iter().product::<usize>();
-        let a = self.reshape_to(ut, &[d[0] * pixels, ck])?;
+        let pixels = fold::checked_numel(&outs)?;
+        let ck = fold::checked_numel(&[&[d[1]], &kernel[..]].concat())?;
+        let a = self.reshape_to(ut, &[fold::checked_numel(&[d[0], pixels])?, ck])?;
         let wf = self.reshape_to(w, &[wd[0], ck])?;
         let mut y = self.add(Op::MatMul { transpose_b: true }, vec![a, wf])?;
         if let Some(b) = input(n, 2) {
@@ -525,7 +528,7 @@ impl Importer<'_> {
         let block = |im: &mut Self, len: usize| -> R<ValueRef> {
             let mut bd = d.clone();
             bd[axis] = len;
-            let count: usize = bd.iter().product();
+            let count = fold::sized(&bd)?;
             if count > limit {
                 return Err("Pad's constant block is too large".into());
             }
