@@ -1,6 +1,8 @@
 //! ONNX exports compiled to native code: the fixtures' torch.onnx graphs imported as general
 //! graphs, compiled for the host (`NAME_run`), and their logits checked against PyTorch's.
 
+mod common;
+
 use edgec::graph_run::{GraphRunRequest, read_inputs, run_graph};
 use std::path::PathBuf;
 
@@ -118,17 +120,7 @@ fn general_graph_header_declares_run_and_compiles_as_c() {
 
 #[test]
 fn aarch64_under_qemu_matches_pytorch() {
-    let have = |t: &str| {
-        std::process::Command::new("sh")
-            .arg("-c")
-            .arg(format!("command -v {t}"))
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    if !(have("aarch64-linux-gnu-gcc") && have("qemu-aarch64")) {
-        eprintln!("skipping: aarch64-linux-gnu-gcc or qemu-aarch64 not on PATH");
-        return;
-    }
+    common::require_aarch64_tools();
     for name in ["llama", "llama3", "mistral", "phi", "phi3", "qwen2", "qwen3"] {
         let dir = fixture(name);
         let reference = read_inputs(&dir.join("reference.safetensors")).unwrap();
