@@ -4,7 +4,9 @@
 
 use edgec_frontend::checkpoint::parse_header;
 use edgec_frontend::onnx::import::MAX_NODES;
-use edgec_frontend::onnx::proto::{FunctionProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto};
+use edgec_frontend::onnx::proto::{
+    AttributeProto, FunctionProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
+};
 use edgec_frontend::onnx::{ImportOptions, OnnxModel, import};
 use prost::Message;
 use std::path::Path;
@@ -157,6 +159,34 @@ fn onnx_empty_folded_values_with_huge_dims_fold() {
     // It folds (no panic); the importer may still refuse a graph with no run-time math.
     let _ = import(&m, &ImportOptions::default());
     let crash = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../fuzz/corpus/onnx/crash-fold-strides-overflow"));
+    edgec_frontend::fuzzing::onnx(&crash.unwrap());
+}
+
+#[test]
+fn onnx_concat_of_empty_values_with_huge_outer_dims_folds_at_once() {
+    // Found by the fuzzer (a 10 s timeout): Concat on axis 1 of two [2^40, 0] values has no
+    // elements, but copied its "rows" one by one, 2^40 times.
+    let m = ModelProto {
+        ir_version: 8,
+        opset_import: vec![opset("")],
+        graph: Some(GraphProto {
+            node: vec![
+                node("ConstantOfShape", "", &["s"], &["z"]),
+                NodeProto {
+                    attribute: vec![AttributeProto { name: "axis".into(), r#type: 2, i: 1, ..Default::default() }],
+                    ..node("Concat", "", &["z", "z"], &["y"])
+                },
+            ],
+            initializer: vec![int64s("s", vec![1 << 40, 0])],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let path = Path::new("/nonexistent/model.onnx");
+    let m = OnnxModel::from_bytes(path, m.encode_to_vec().into()).unwrap();
+    let _ = import(&m, &ImportOptions::default());
+    let crash =
+        std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../fuzz/corpus/onnx/timeout-concat-empty-huge-outer"));
     edgec_frontend::fuzzing::onnx(&crash.unwrap());
 }
 

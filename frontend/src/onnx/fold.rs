@@ -209,8 +209,6 @@ pub fn attr_t<'a>(n: &'a NodeProto, name: &str) -> R<Option<&'a TensorProto>> {
 // ---------------------------------------------------------------------------------------------
 // Index helpers.
 
-/// Element count, saturating at `usize::MAX` (shapes can come from a hostile file); 0 when
-/// any dim is 0, however large the others.
 /// The element count of a run-time value's shape, or an error when it overflows (shapes can
 /// come from a hostile file; nothing is allocated for them).
 pub(crate) fn checked_numel(shape: &[usize]) -> R<usize> {
@@ -220,6 +218,8 @@ pub(crate) fn checked_numel(shape: &[usize]) -> R<usize> {
         .ok_or_else(|| format!("a shape of {shape:?} has more elements than memory can address"))
 }
 
+/// Element count, saturating at `usize::MAX` (shapes can come from a hostile file); 0 when
+/// any dim is 0, however large the others.
 pub fn numel(shape: &[usize]) -> usize {
     if shape.contains(&0) {
         return 0;
@@ -337,7 +337,16 @@ pub fn concat(parts: &[&Dense], axis: usize) -> R<Dense> {
         if !ok {
             return Err(format!("cannot concatenate {:?} with {:?}", first.shape, p.shape));
         }
-        shape[axis] += p.shape[axis];
+        shape[axis] = shape[axis].checked_add(p.shape[axis]).ok_or("concatenated dim overflows")?;
+    }
+    // An empty result is returned at once: its outer dims alone may be astronomically large.
+    if sized(&shape)? == 0 {
+        let data = match first.data {
+            Data::F(_) => Data::F(Vec::new()),
+            Data::I(_) => Data::I(Vec::new()),
+            Data::B(_) => Data::B(Vec::new()),
+        };
+        return Ok(Dense { shape, data });
     }
     let outer = numel(&shape[..axis]);
     macro_rules! join {
