@@ -321,7 +321,11 @@ fn import_onnx(model: &Path, load: &edgec_frontend::LoadOptions) -> Result<Graph
     }
     let m = edgec_frontend::onnx::OnnxModel::open(model)?;
     let opts = edgec_frontend::onnx::ImportOptions { max_seq: load.max_context, ..Default::default() };
-    Ok(edgec_frontend::onnx::import(&m, &opts)?)
+    // An export with `past_key_values` inputs: the runtime's KV state is that cache.
+    match edgec_frontend::onnx::KvCacheExport::detect(&m)? {
+        Some(kv) => Ok(kv.import(&m, opts)?),
+        None => Ok(edgec_frontend::onnx::import(&m, &opts)?),
+    }
 }
 
 /// After the passes: the decoder signature (ids, pos, KV states, logits), then a schedule for it.

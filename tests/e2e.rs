@@ -13,6 +13,27 @@ fn check_onnx(fixture_name: &str, target: &str, stepwise: bool) {
     check_against_pytorch(&fixture(fixture_name).join("model.onnx"), fixture_name, target, stepwise);
 }
 
+/// An export with the KV cache in its signature (`past_key_values.N.*` in, `present.N.*`
+/// out; `tests/fixtures/make_exports_with_past.py`): the runtime's KV state is that cache.
+fn check_onnx_with_past(fixture_name: &str, target: &str, stepwise: bool) {
+    check_against_pytorch(&fixture(fixture_name).join("model-with-past.onnx"), fixture_name, target, stepwise);
+}
+
+#[test]
+fn llama_onnx_with_past_x86_64_stepwise() {
+    check_onnx_with_past("llama", "x86_64-unknown-linux-gnu", true);
+}
+
+#[test]
+fn llama_onnx_with_past_aarch64_prefill() {
+    check_onnx_with_past("llama", "aarch64-unknown-linux-gnu", false);
+}
+
+#[test]
+fn qwen2_onnx_with_past_x86_64_prefill() {
+    check_onnx_with_past("qwen2", "x86_64-unknown-linux-gnu", false);
+}
+
 /// Six tests per fixture: x86_64 and aarch64 (qemu), one-call prefill and token by token, and
 /// the ONNX export token by token on x86_64 and as one prefill on aarch64.
 macro_rules! family_tests {

@@ -8,7 +8,7 @@
 //! A case file:
 //! ```text
 //! # What the case shows, in prose (any number of `#` lines, anywhere).
-//! input: checkpoint | gguf | onnx | weights | ir
+//! input: checkpoint | gguf | onnx | onnx-with-past | weights | ir
 //! edit: EDIT ...            (any number, applied in order; see below)
 //! args: --limit x=1         (optional: more arguments for the command)
 //! text:                     (ir only: the IR text, up to `expect:`)
@@ -21,6 +21,8 @@
 //! - `gguf`: `model.gguf`, the fixture written as GGUF v3 by [`Gguf`] (F32 tensors, llama.cpp's
 //!   names and metadata keys, a placeholder `gpt2` vocabulary); compiled like a checkpoint.
 //! - `onnx`: `model.onnx`, the fixture's export; compiled like a checkpoint.
+//! - `onnx-with-past`: `model-with-past.onnx`, the fixture's export with its KV cache in the
+//!   signature; compiled like a checkpoint.
 //! - `weights`: `out/`, the fixture compiled for the host (llama.o, llama.weights, llama.h,
 //!   edgec.json); `edgec run $DIR/out --ids 1,2,3 --max-new-tokens 2 --output $DIR/result.safetensors`.
 //! - `ir`: the text after `text:`, parsed by `edgec_ir::text::parse` (the CLI reads no IR
@@ -42,7 +44,8 @@
 //!   `gguf-tensor NAME FIELD VALUE` (FIELD: type, dims (comma-separated, innermost first),
 //!   offset (relative to the data section)), `gguf-count tensors|kv N` (the header's counts).
 //! - ONNX, decoded and re-encoded: `onnx-node NAME FIELD VALUE` (FIELD: op_type, input.I,
-//!   output.I, domain), `onnx-init NAME FIELD VALUE` (FIELD: dims (comma-separated),
+//!   output.I, domain), `onnx-output I NAME` (renames graph output I and what computes it),
+//!   `onnx-init NAME FIELD VALUE` (FIELD: dims (comma-separated),
 //!   data_type, raw-bytes (keep that many), external (a location)), `onnx-opset N`,
 //!   `onnx-nest DEPTH` (an `If` whose branch nests DEPTH graphs deep), `onnx-no-graph`,
 //!   `onnx-function-loop` (a model-local function that calls itself).
@@ -444,6 +447,13 @@ fn onnx_edit(m: &mut ModelProto, e: &[String]) {
                 _ => panic!("onnx-node: unknown field '{field}'"),
             }
         }
+        "onnx-output" => {
+            let (i, name) = (num(arg(e, 1)) as usize, arg(e, 2));
+            let old = std::mem::replace(&mut graph.output[i].name, name.to_string());
+            for o in graph.node.iter_mut().flat_map(|n| n.output.iter_mut()).filter(|o| **o == old) {
+                *o = name.to_string();
+            }
+        }
         "onnx-init" => {
             let (name, field, value) = (arg(e, 1), arg(e, 2), arg(e, 3));
             let t = graph
@@ -529,11 +539,12 @@ fn build_input(case: &Case, dir: &Path) {
             gguf_edits.iter().for_each(|e| g.edit(e));
             std::fs::write(dir.join("model.gguf"), g.to_bytes()).unwrap();
         }
-        "onnx" => {
-            let bytes = std::fs::read(fixture("llama").join("model.onnx")).unwrap();
+        "onnx" | "onnx-with-past" => {
+            let file = format!("model{}.onnx", &case.input[4..]);
+            let bytes = std::fs::read(fixture("llama").join(&file)).unwrap();
             let mut m = ModelProto::decode(bytes.as_slice()).unwrap();
             onnx_edits.iter().for_each(|e| onnx_edit(&mut m, e));
-            std::fs::write(dir.join("model.onnx"), m.encode_to_vec()).unwrap();
+            std::fs::write(dir.join(file), m.encode_to_vec()).unwrap();
         }
         "weights" => {
             let out = dir.join("out");
@@ -548,7 +559,7 @@ fn build_input(case: &Case, dir: &Path) {
     }
     assert!(
         case.input == "gguf" && onnx_edits.is_empty()
-            || case.input == "onnx" && gguf_edits.is_empty()
+            || case.input.starts_with("onnx") && gguf_edits.is_empty()
             || gguf_edits.is_empty() && onnx_edits.is_empty(),
         "GGUF/ONNX edits on a {} input",
         case.input
@@ -658,8 +669,11 @@ fn command(case: &Case, dir: &Path) -> Command {
     let d = |p: &str| dir.join(p).to_str().unwrap().to_string();
     let mut args: Vec<String> = match case.input.as_str() {
         "checkpoint" => vec!["compile".into(), d("model"), "-o".into(), d("out"), "--max-context".into(), "32".into()],
-        "gguf" | "onnx" => {
-            let model = d(&format!("model.{}", case.input));
+        "gguf" | "onnx" | "onnx-with-past" => {
+            let model = match case.input.as_str() {
+                "gguf" => d("model.gguf"),
+                input => d(&format!("model{}.onnx", &input[4..])),
+            };
             vec!["compile".into(), model, "-o".into(), d("out"), "--max-context".into(), "32".into()]
         }
         "weights" => {
@@ -764,7 +778,7 @@ fn malformed_inputs_fail_cleanly_with_exact_messages() {
 /// of its edits.
 #[test]
 fn bases_are_valid() {
-    for input in ["checkpoint", "gguf", "onnx", "weights"] {
+    for input in ["checkpoint", "gguf", "onnx", "onnx-with-past", "weights"] {
         let case = Case {
             path: PathBuf::new(),
             input: input.into(),

@@ -13,7 +13,8 @@ use edgec_ir::interp::{Interpreter, Tensor};
 use edgec_ir::{Graph, Op, ValueRef};
 use prost::Message;
 
-const OPTS: ImportOptions = ImportOptions { max_seq: 32, symbols: Vec::new(), constants: Vec::new() };
+const OPTS: ImportOptions =
+    ImportOptions { max_seq: 32, symbols: Vec::new(), constants: Vec::new(), derived: Vec::new() };
 
 fn import_fixture(name: &str) -> Graph {
     let m = OnnxModel::open(&fixture(name).join("model.onnx")).unwrap();

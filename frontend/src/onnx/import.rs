@@ -66,11 +66,24 @@ pub struct ImportOptions {
     /// values (folded like initializers) and they are not inputs of the IR graph. Lets an
     /// input that an op needs at compile time (axes, a target shape, split sizes, pads) be given.
     pub constants: Vec<(String, Dense)>,
+    /// Graph inputs fixed at compile time to a function of another input's shape, by their
+    /// ONNX name (see [`Derived`]).
+    pub derived: Vec<(String, Derived)>,
+}
+
+/// A graph input whose value follows from another graph input's shape, at every probe.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Derived {
+    /// Integer ones of the shape of the named input (an attention mask without padding).
+    OnesLike(String),
+    /// The positions `0..len` along the last axis of the named input, repeated over its
+    /// leading axes (position ids counted from an empty cache).
+    PositionsOf(String),
 }
 
 impl Default for ImportOptions {
     fn default() -> Self {
-        ImportOptions { max_seq: 128, symbols: Vec::new(), constants: Vec::new() }
+        ImportOptions { max_seq: 128, symbols: Vec::new(), constants: Vec::new(), derived: Vec::new() }
     }
 }
 
@@ -481,6 +494,9 @@ impl<'m> Importer<'m> {
                 fixed.push((input.name.clone(), d.clone()));
                 continue;
             }
+            if opts.derived.iter().any(|(n, _)| *n == input.name) {
+                continue;
+            }
             let what = format!("graph input '{}'", input.name);
             let Some(type_proto::Value::TensorType(t)) = input.r#type.as_ref().and_then(|t| t.value.as_ref()) else {
                 return Err(format!("{what} is not a tensor"));
@@ -529,7 +545,32 @@ impl<'m> Importer<'m> {
         for (name, d) in fixed {
             im.vals.insert(name, Val::Const(Rc::new(vec![d; im.probes.len()])));
         }
+        for (name, how) in &opts.derived {
+            let values = im.derive(how).map_err(|e| format!("graph input '{name}': {e}"))?;
+            im.vals.insert(name.clone(), Val::Const(Rc::new(values)));
+        }
         Ok(im)
+    }
+
+    /// A [`Derived`] input's value at every probe.
+    fn derive(&self, how: &Derived) -> R<Vec<Dense>> {
+        let (Derived::OnesLike(like) | Derived::PositionsOf(like)) = how;
+        let Some(Val::Dyn(v)) = self.vals.get(like) else {
+            return Err(format!("it follows '{like}', which is not a run-time graph input"));
+        };
+        let ty = self.g.type_of(*v);
+        (0..self.nprobes())
+            .map(|k| {
+                let shape = self.probe_shape(&ty.shape, k);
+                let n = fold::sized(&shape)?;
+                let len = shape.last().copied().unwrap_or(1).max(1);
+                let values = match how {
+                    Derived::OnesLike(_) => vec![1; n],
+                    Derived::PositionsOf(_) => (0..n).map(|i| (i % len) as i64).collect(),
+                };
+                Ok(Dense::ints(shape, values))
+            })
+            .collect()
     }
 
     fn unique(&mut self, raw: &str) -> String {

@@ -7,10 +7,12 @@
 
 pub mod fold;
 pub mod import;
+pub mod kv_cache;
 pub mod proto;
 pub mod versions;
 
-pub use import::{ImportOptions, import};
+pub use import::{Derived, ImportOptions, import};
+pub use kv_cache::KvCacheExport;
 
 use crate::FrontendError;
 use bytes::Bytes;
