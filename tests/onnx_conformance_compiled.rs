@@ -83,3 +83,8 @@ fn onnx_node_tests_aarch64_sample() {
     println!("aarch64 (qemu): {} of {} sampled node cases pass", sample.len() - failures.len(), sample.len());
     assert!(failures.is_empty(), "{} cases give wrong results on aarch64:\n{}", failures.len(), failures.join("\n"));
 }
+
+#[test]
+fn extra_node_cases() {
+    harness::run_extra("compiled (host)", run_case);
+}

@@ -55,3 +55,8 @@ fn op_versions_table_is_current() {
     let have = std::fs::read_to_string(root.join("frontend/src/onnx/versions.rs")).unwrap();
     assert!(have == want, "frontend/src/onnx/versions.rs is stale: rerun tests/onnx_conformance/op_versions.py");
 }
+
+#[test]
+fn extra_node_cases() {
+    harness::run_extra("interpreter", run_case);
+}

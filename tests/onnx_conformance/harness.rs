@@ -94,6 +94,7 @@ pub fn read_pb(path: &Path) -> Result<Dense, String> {
     fold::decode(dtype, &t.dims, &t.raw_data)
 }
 
+#[derive(Debug)]
 pub enum Outcome {
     Passed,
     Failed(String),
@@ -359,4 +360,19 @@ pub fn run_all(what: &str, expected: &str, run_case: impl Fn(&Path, &Row) -> Out
         table.failures.join("\n")
     );
     assert!(regressions.is_empty(), "{what}: {} node cases regressed:\n{}", regressions.len(), regressions.join("\n"));
+}
+
+/// Runs the cases of `tests/onnx_cases/` (ops or attributes onnx's node tests leave out, in
+/// their layout, expected outputs from onnx's reference implementation: `make_cases.py`)
+/// through `run_case`; every one must pass.
+pub fn run_extra(what: &str, run_case: impl Fn(&Path, &Row) -> Outcome) {
+    let dir = root().join("tests/onnx_cases");
+    let mut failures = Vec::new();
+    for row in read_index(&dir) {
+        match run_case(&dir.join(&row.name), &row) {
+            Outcome::Passed => eprintln!("{what}: {} passed", row.name),
+            other => failures.push(format!("{}: {other:?}", row.name)),
+        }
+    }
+    assert!(failures.is_empty(), "{what}: {}", failures.join("\n"));
 }

@@ -1,5 +1,5 @@
 //! ONNX's vision ops on `[N, C, spatial...]` data: MaxPool, AveragePool, GlobalAveragePool,
-//! Conv (group 1) and BatchNormalization (inference).
+//! Conv (grouped too) and BatchNormalization (inference).
 //!
 //! Pools and Conv *unfold* the input axis by axis: a spatial axis of size `S` becomes the
 //! `[O, K]` window taps by a matmul with a constant 0/1 selection matrix `[S, O * K]` (a tap
@@ -341,17 +341,18 @@ impl Importer<'_> {
         self.reshape_to(m, &out)
     }
 
-    /// Conv with group 1: the unfolded input times the kernel as one matmul, plus the bias.
+    /// Conv: the unfolded input times the kernel as one matmul per group of channels (their
+    /// results side by side), plus the bias.
     pub(super) fn conv(&mut self, n: &NodeProto) -> R<ValueRef> {
-        if attr_i(n, "group", 1)? != 1 {
-            return Err("Conv with group != 1 is not supported yet".into());
-        }
         let x = self.float_operand(input(n, 0).ok_or("missing input")?)?;
         let w = self.float_operand(input(n, 1).ok_or("missing weights")?)?;
         let d = self.static_dims(x, "the input")?;
         let wd = self.static_dims(w, "the weights")?;
-        if d.len() < 3 || wd.len() != d.len() || wd[1] != d[1] {
-            return Err(format!("Conv of input {d:?} with weights {wd:?}: the channels or ranks differ"));
+        let groups = positive(attr_i(n, "group", 1)?, "group")?;
+        if d.len() < 3 || wd.len() != d.len() || wd[1].checked_mul(groups) != Some(d[1]) || wd[0] % groups != 0 {
+            return Err(format!(
+                "Conv of input {d:?} with weights {wd:?} in {groups} group(s): the channels or ranks differ"
+            ));
         }
         let kernel = match attr_ints(n, "kernel_shape")? {
             Some(k) => k.iter().map(|&k| positive(k, "a kernel size")).collect::<R<Vec<_>>>()?,
@@ -389,11 +390,30 @@ impl Importer<'_> {
         perm.extend((0..k).map(|j| (2 + k + j) as u32));
         let ut = self.add(Op::Transpose { perm }, vec![u])?;
         let outs: Vec<usize> = axes.iter().map(|a| a.out).collect();
-        let pixels = fold::checked_numel(&outs)?;
-        let ck = fold::checked_numel(&[&[d[1]], &kernel[..]].concat())?;
-        let a = self.reshape_to(ut, &[fold::checked_numel(&[d[0], pixels])?, ck])?;
+        let rows = fold::checked_numel(&[d[0], fold::checked_numel(&outs)?])?;
+        // Per group: its input channels (axis 1 + k of `ut`) times its rows of the kernel.
+        let (cg, mg) = (wd[1], wd[0] / groups);
+        let ck = fold::checked_numel(&[&[cg], &kernel[..]].concat())?;
         let wf = self.reshape_to(w, &[wd[0], ck])?;
-        let mut y = self.add(Op::MatMul { transpose_b: true }, vec![a, wf])?;
+        let mut y: Option<ValueRef> = None;
+        for g in 0..groups {
+            let slice = |im: &mut Self, v: ValueRef, axis: usize, len: usize| -> R<ValueRef> {
+                if groups == 1 {
+                    return Ok(v);
+                }
+                let start = (g * len) as u64;
+                im.add(Op::Slice { axis: axis as u32, start, len: Dim::Const(len as u64) }, vec![v])
+            };
+            let xg = slice(self, ut, 1 + k, cg)?;
+            let a = self.reshape_to(xg, &[rows, ck])?;
+            let wg = slice(self, wf, 0, mg)?;
+            let part = self.add(Op::MatMul { transpose_b: true }, vec![a, wg])?;
+            y = Some(match y {
+                None => part,
+                Some(acc) => self.add(Op::Concat { axis: 1 }, vec![acc, part])?,
+            });
+        }
+        let mut y = y.ok_or("Conv with no groups")?;
         if let Some(b) = input(n, 2) {
             let b = self.float_operand(b)?;
             let b = self.reshape_to(b, &[wd[0]])?;
