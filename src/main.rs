@@ -342,7 +342,7 @@ struct RunArgs {
     max_context: Option<u64>,
     /// For checkpoints: most tokens per forward call. For an ONNX model: the bound of its
     /// symbolic dims (default: 128, or the longest input dim).
-    #[arg(long, value_name = "N")]
+    #[arg(long, visible_alias = "max-seq", value_name = "N")]
     max_tokens: Option<u64>,
     /// Linker: `cc` for the host (links a shared library), `aarch64-linux-gnu-gcc` for
     /// aarch64 (links a static executable with the C driver).
