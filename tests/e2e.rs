@@ -29,6 +29,18 @@ fn llama_onnx_with_past_aarch64_prefill() {
     check_onnx_with_past("llama", "aarch64-unknown-linux-gnu", false);
 }
 
+// GPT-J: interleaved (rotate-every-two) partial rotary, parallel block, LayerNorm, gelu_new,
+// biased head; ONNX only (edgec reads no GPT-J checkpoint).
+#[test]
+fn gptj_onnx_x86_64_stepwise() {
+    check_onnx("gptj", "x86_64-unknown-linux-gnu", true);
+}
+
+#[test]
+fn gptj_onnx_aarch64_prefill() {
+    check_onnx("gptj", "aarch64-unknown-linux-gnu", false);
+}
+
 #[test]
 fn qwen2_onnx_with_past_x86_64_prefill() {
     check_onnx_with_past("qwen2", "x86_64-unknown-linux-gnu", false);

@@ -160,14 +160,16 @@ fn layer_norm_odd_width() {
 }
 
 #[test]
-fn rope_full_and_partial() {
-    for (hd, rd, heads) in [(8u32, 8u32, 2u64), (6, 4, 3), (10, 2, 1), (16, 16, 1)] {
-        let w = heads * u64::from(hd);
-        run_op(12, w, -1.0, 1.0, 90 + u64::from(hd), |b, x| {
-            let (c, s) = b.rope_tables(32, rd, 10000.0);
-            let p = b.pos;
-            b.node(Op::Rope { head_dim: hd, rotary_dim: rd }, vec![x, c, s, p])
-        });
+fn rope_full_and_partial_rotate_half_and_interleaved() {
+    for interleaved in [false, true] {
+        for (hd, rd, heads) in [(8u32, 8u32, 2u64), (6, 4, 3), (10, 2, 1), (16, 16, 1)] {
+            let w = heads * u64::from(hd);
+            run_op(12, w, -1.0, 1.0, 90 + u64::from(hd), |b, x| {
+                let (c, s) = b.rope_tables(32, rd, 10000.0);
+                let p = b.pos;
+                b.node(Op::Rope { head_dim: hd, rotary_dim: rd, interleaved }, vec![x, c, s, p])
+            });
+        }
     }
 }
 

@@ -269,7 +269,7 @@ fn layer(
         let v = b.dense(x, &format!("{p}.self_attn.v_proj"), kv_width, hidden, bias)?;
         (q, k, v)
     };
-    let rope_op = Op::Rope { head_dim: cfg.head_dim, rotary_dim: cfg.rotary_dim };
+    let rope_op = Op::Rope { head_dim: cfg.head_dim, rotary_dim: cfg.rotary_dim, interleaved: false };
     let q = b.node(rope_op.clone(), vec![q, s.cos, s.sin, s.pos])?;
     let k = b.node(rope_op, vec![k, s.cos, s.sin, s.pos])?;
     let kc = b.node(Op::CacheWrite, vec![k_cache, k, s.pos])?;

@@ -74,7 +74,7 @@ fn qwen3_matches_pytorch() {
 fn graphs_use_the_family_switches() {
     let count = |name: &str, f: &dyn Fn(&Op) -> bool| load(&fixture(name)).nodes.iter().filter(|n| f(&n.op)).count();
     assert_eq!(count("phi", &|op| matches!(op, Op::LayerNorm { .. })), 3);
-    assert_eq!(count("phi", &|op| matches!(op, Op::Rope { head_dim: 16, rotary_dim: 8 })), 4);
+    assert_eq!(count("phi", &|op| matches!(op, Op::Rope { head_dim: 16, rotary_dim: 8, .. })), 4);
     assert_eq!(count("qwen3", &|op| matches!(op, Op::RmsNorm { group: Some(24), .. })), 4);
     assert_eq!(count("mistral", &|op| matches!(op, Op::Attention { window: Some(8), .. })), 2);
     assert_eq!(count("qwen2", &|op| matches!(op, Op::Attention { window: None, .. })), 2);

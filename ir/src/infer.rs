@@ -102,7 +102,7 @@ pub fn infer_type(g: &Graph, op: &Op, args: &[&TensorType]) -> Result<TensorType
             same_dim(dims(0)[1], dims(2)[0], "bias length differs from features")?;
             Ok(args[0].clone())
         }
-        Op::Rope { head_dim, rotary_dim } => {
+        Op::Rope { head_dim, rotary_dim, .. } => {
             rank(0, 2)?;
             rank(1, 2)?;
             rank(2, 2)?;

@@ -404,7 +404,7 @@ impl<'g> Interpreter<'g> {
                 }
                 Tensor::f32(vec![s, h], out)
             }
-            Op::Rope { head_dim, rotary_dim } => {
+            Op::Rope { head_dim, rotary_dim, interleaved } => {
                 let (s, width) = dims2(&a[0].shape).map_err(here)?;
                 let (p, half) = dims2(&a[1].shape).map_err(here)?;
                 let (hd, rd) = (head_dim as usize, rotary_dim as usize);
@@ -426,10 +426,10 @@ impl<'g> Interpreter<'g> {
                         let base = r * width + head * hd;
                         for i in 0..half {
                             let (c, sn) = (cos[t * half + i], sin[t * half + i]);
-                            let x1 = x[base + i];
-                            let x2 = x[base + i + half];
-                            out[base + i] = x1 * c - x2 * sn;
-                            out[base + i + half] = x2 * c + x1 * sn;
+                            let (i1, i2) = if interleaved { (2 * i, 2 * i + 1) } else { (i, i + half) };
+                            let (x1, x2) = (x[base + i1], x[base + i2]);
+                            out[base + i1] = x1 * c - x2 * sn;
+                            out[base + i2] = x2 * c + x1 * sn;
                         }
                     }
                 }

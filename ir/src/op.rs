@@ -108,12 +108,15 @@ pub enum Op {
         eps: f32,
     },
     /// `(x [S, heads * head_dim], cos [P, rotary_dim / 2], sin [P, rotary_dim / 2], pos i32 [])
-    /// -> [S, heads * head_dim]`. Rotate-half rotary embedding of the first `rotary_dim` features
-    /// of every head; row `s` is at absolute position `pos + s` and reads row `pos + s` of the
-    /// tables. Features past `rotary_dim` pass through.
+    /// -> [S, heads * head_dim]`. Rotary embedding of the first `rotary_dim` features of every
+    /// head; row `s` is at absolute position `pos + s` and reads row `pos + s` of the tables.
+    /// Features past `rotary_dim` pass through. Feature pair `i` (rotated by table column `i`)
+    /// is `(i, i + rotary_dim / 2)` (rotate-half, Llama's) or, `interleaved`, `(2i, 2i + 1)`
+    /// (GPT-J's rotate-every-two).
     Rope {
         head_dim: u32,
         rotary_dim: u32,
+        interleaved: bool,
     },
     /// `(state [C, W], rows [S, W], pos i32 []) -> [C, W]`: writes `rows` into rows `pos..pos+S`
     /// of a state buffer, in place. Operand 0 must be the state itself; the result is the

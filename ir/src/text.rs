@@ -148,7 +148,9 @@ fn op_attrs(op: &Op) -> String {
         }
         Op::RmsNorm { eps, group: None } | Op::LayerNorm { eps } => format!("(eps={eps:?})"),
         Op::RmsNorm { eps, group: Some(g) } => format!("(eps={eps:?}, group={g})"),
-        Op::Rope { head_dim, rotary_dim } => format!("(head_dim={head_dim}, rotary_dim={rotary_dim})"),
+        Op::Rope { head_dim, rotary_dim, interleaved } => {
+            format!("(head_dim={head_dim}, rotary_dim={rotary_dim}{})", if *interleaved { ", interleaved" } else { "" })
+        }
         Op::Attention { heads, kv_heads, head_dim, scale, window } => {
             let mut s = format!("(heads={heads}, kv_heads={kv_heads}, head_dim={head_dim}, scale={scale:?}");
             if let Some(w) = window {
@@ -936,7 +938,11 @@ impl Parser {
                 group: a.value("group")?.map(|g| parse_u32(&g, "group")).transpose()?,
             },
             Op::LayerNorm { .. } => Op::LayerNorm { eps: a.f32("eps")? },
-            Op::Rope { .. } => Op::Rope { head_dim: a.u32("head_dim")?, rotary_dim: a.u32("rotary_dim")? },
+            Op::Rope { .. } => Op::Rope {
+                head_dim: a.u32("head_dim")?,
+                rotary_dim: a.u32("rotary_dim")?,
+                interleaved: a.flag("interleaved")?,
+            },
             Op::Attention { .. } => Op::Attention {
                 heads: a.u32("heads")?,
                 kv_heads: a.u32("kv_heads")?,
@@ -973,7 +979,7 @@ fn op_by_name(name: &str) -> Option<Op> {
         Op::Linear { scale: None, act: None, gated: false, bias: false, residual: false },
         Op::RmsNorm { eps: 0.0, group: None },
         Op::LayerNorm { eps: 0.0 },
-        Op::Rope { head_dim: 0, rotary_dim: 0 },
+        Op::Rope { head_dim: 0, rotary_dim: 0, interleaved: false },
         Op::CacheWrite,
         Op::Attention { heads: 0, kv_heads: 0, head_dim: 0, scale: 0.0, window: None },
         Op::Softmax,

@@ -298,7 +298,9 @@ fn rope_op_rotates_halves_per_head() {
     let sin_t = materialize_f32(&sw).unwrap();
     let c = g.add_weight("cos", cw.ty, cw.source);
     let sn = g.add_weight("sin", sw.ty, sw.source);
-    let y = g.add_node(Op::Rope { head_dim: hd as u32, rotary_dim: rd as u32 }, vec![x, c, sn, p]).unwrap();
+    let y = g
+        .add_node(Op::Rope { head_dim: hd as u32, rotary_dim: rd as u32, interleaved: false }, vec![x, c, sn, p])
+        .unwrap();
     g.add_output("y", y);
     let xs = vals(s * heads * hd, 8);
     let mut it = Interpreter::new(&g).unwrap();

@@ -494,7 +494,12 @@ fn random_graph(rng: &mut Rng, seed: u64) -> Graph {
             }
             4 => g.add_node(Op::RmsNorm { eps: rng.f32(), group: None }, vec![a, norm]).unwrap(),
             5 => g.add_node(Op::MatMul { transpose_b }, vec![a, wsq]).unwrap(),
-            6 => g.add_node(Op::Rope { head_dim, rotary_dim }, vec![a, cos, sin, pos]).unwrap(),
+            6 => g
+                .add_node(
+                    Op::Rope { head_dim, rotary_dim, interleaved: rng.pick(&[false, true]) },
+                    vec![a, cos, sin, pos],
+                )
+                .unwrap(),
             7 => {
                 let k = g.add_node(Op::MatMul { transpose_b: true }, vec![a, wk]).unwrap();
                 let cache = f32t(&[c(positions), c(kv_width)]);

@@ -60,7 +60,7 @@ pub(crate) enum KernelSpec {
     /// `layer_norm`: task = one row.
     LayerNorm { h: u64, eps: f32 },
     /// `rope`: task = one row (all its heads).
-    Rope { width: u64, head_dim: u64, rotary_dim: u64 },
+    Rope { width: u64, head_dim: u64, rotary_dim: u64, interleaved: bool },
     /// `cache_write`: task = one written row (rounded to f16 for a `half` state).
     CacheWrite { w: u64, half: bool },
     /// `attention`: task = one (query row, head) pair, numbered `row * heads + head`.
@@ -287,11 +287,16 @@ impl KernelSpec {
                 KernelSpec::RmsNorm { h: rc.cols, group, eps: *eps }
             }
             Op::LayerNorm { eps } => KernelSpec::LayerNorm { h: rc.cols, eps: *eps },
-            Op::Rope { head_dim, rotary_dim } => {
+            Op::Rope { head_dim, rotary_dim, interleaved } => {
                 if node.args[3] != edgec_ir::ValueRef::Input(1) {
                     return Err(nerr("rope position must be the `pos` input"));
                 }
-                KernelSpec::Rope { width: rc.cols, head_dim: u64::from(*head_dim), rotary_dim: u64::from(*rotary_dim) }
+                KernelSpec::Rope {
+                    width: rc.cols,
+                    head_dim: u64::from(*head_dim),
+                    rotary_dim: u64::from(*rotary_dim),
+                    interleaved: *interleaved,
+                }
             }
             Op::CacheWrite => {
                 if !matches!(node.args[0], edgec_ir::ValueRef::State(_)) {
@@ -431,7 +436,9 @@ impl KernelSpec {
             KernelSpec::MatMulN { k: kk, n } => matmul::matmul_n(b, k, *kk, *n),
             KernelSpec::RmsNorm { h, group, eps } => norm::rms_norm(b, k, *h, *group, *eps),
             KernelSpec::LayerNorm { h, eps } => norm::layer_norm(b, k, *h, *eps),
-            KernelSpec::Rope { width, head_dim, rotary_dim } => rope::rope(b, k, *width, *head_dim, *rotary_dim),
+            KernelSpec::Rope { width, head_dim, rotary_dim, interleaved } => {
+                rope::rope(b, k, *width, *head_dim, *rotary_dim, *interleaved)
+            }
             KernelSpec::CacheWrite { w, half } => elementwise::cache_write(b, k, *w, *half),
             KernelSpec::Attention { heads, kv_heads, head_dim, scale, window, kv_half } => {
                 attention::attention(b, k, *heads, *kv_heads, *head_dim, *scale, *window, *kv_half)

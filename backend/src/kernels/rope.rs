@@ -1,12 +1,13 @@
-//! `rope`: rotate-half rotary embedding.
+//! `rope`: rotary embedding, rotate-half or interleaved.
 
 use super::{Ext, Kargs, SLOT_POS, each_chunk, each_task, ro, rw};
-use cranelift_codegen::ir::InstBuilder;
+use cranelift_codegen::ir::{InstBuilder, Value, types};
 use cranelift_frontend::FunctionBuilder;
 
 /// Lowers `rope`: task = one row `t` at position `pos + t`. For every head, features `i` and
-/// `i + half` of the first `rotary_dim` rotate by the table angle; the rest pass through.
-pub(crate) fn rope(b: &mut FunctionBuilder, k: &Kargs, width: u64, head_dim: u64, rotary_dim: u64) {
+/// `i + half` (interleaved: `2i` and `2i + 1`) of the first `rotary_dim` rotate by the table
+/// angle `i`; the rest pass through.
+pub(crate) fn rope(b: &mut FunctionBuilder, k: &Kargs, width: u64, head_dim: u64, rotary_dim: u64, interleaved: bool) {
     let half = rotary_dim / 2;
     let heads = width / head_dim;
     let x = k.ptr(b, 0);
@@ -26,25 +27,29 @@ pub(crate) fn rope(b: &mut FunctionBuilder, k: &Kargs, width: u64, head_dim: u64
         b.for_range(lo, hi, 1, |b, h| {
             let xh = b.addr(xr, h, head_dim as i64 * 4);
             let oh = b.addr(or, h, head_dim as i64 * 4);
-            each_chunk(b, half, |b, off, ty| {
-                let a1 = b.ins().iadd(xh, off);
-                let x1 = b.ins().load(ty, ro(), a1, 0);
-                let x2 = b.ins().load(ty, ro(), a1, half as i32 * 4);
-                let ca = b.ins().iadd(cr, off);
-                let c = b.ins().load(ty, ro(), ca, 0);
-                let sa = b.ins().iadd(sr, off);
-                let s = b.ins().load(ty, ro(), sa, 0);
-                // o1 = x1·c − x2·s, o2 = x2·c + x1·s
-                let x2s = b.ins().fmul(x2, s);
-                let o1 = b.ins().fmul(x1, c);
-                let o1 = b.ins().fsub(o1, x2s);
-                let x1s = b.ins().fmul(x1, s);
-                let o2 = b.ins().fmul(x2, c);
-                let o2 = b.ins().fadd(o2, x1s);
-                let d = b.ins().iadd(oh, off);
-                b.ins().store(rw(), o1, d, 0);
-                b.ins().store(rw(), o2, d, half as i32 * 4);
-            });
+            if interleaved {
+                rotate_pairs(b, xh, oh, cr, sr, half);
+            } else {
+                each_chunk(b, half, |b, off, ty| {
+                    let a1 = b.ins().iadd(xh, off);
+                    let x1 = b.ins().load(ty, ro(), a1, 0);
+                    let x2 = b.ins().load(ty, ro(), a1, half as i32 * 4);
+                    let ca = b.ins().iadd(cr, off);
+                    let c = b.ins().load(ty, ro(), ca, 0);
+                    let sa = b.ins().iadd(sr, off);
+                    let s = b.ins().load(ty, ro(), sa, 0);
+                    // o1 = x1·c − x2·s, o2 = x2·c + x1·s
+                    let x2s = b.ins().fmul(x2, s);
+                    let o1 = b.ins().fmul(x1, c);
+                    let o1 = b.ins().fsub(o1, x2s);
+                    let x1s = b.ins().fmul(x1, s);
+                    let o2 = b.ins().fmul(x2, c);
+                    let o2 = b.ins().fadd(o2, x1s);
+                    let d = b.ins().iadd(oh, off);
+                    b.ins().store(rw(), o1, d, 0);
+                    b.ins().store(rw(), o2, d, half as i32 * 4);
+                });
+            }
             let pass = head_dim - rotary_dim;
             if pass > 0 {
                 let xp = b.ins().iadd_imm_s(xh, rotary_dim as i64 * 4);
@@ -57,5 +62,31 @@ pub(crate) fn rope(b: &mut FunctionBuilder, k: &Kargs, width: u64, head_dim: u64
                 });
             }
         });
+    });
+}
+
+/// Interleaved pairs `(2i, 2i + 1)` of one head, one pair per step (scalar: a pair straddles
+/// vector lanes, and rope is a sliver of a token's work).
+fn rotate_pairs(b: &mut FunctionBuilder, xh: Value, oh: Value, cr: Value, sr: Value, half: u64) {
+    let lo = b.c64(0);
+    let hi = b.c64(half as i64);
+    b.for_range(lo, hi, 1, |b, i| {
+        let xa = b.addr(xh, i, 8);
+        let x1 = b.ins().load(types::F32, ro(), xa, 0);
+        let x2 = b.ins().load(types::F32, ro(), xa, 4);
+        let ca = b.addr(cr, i, 4);
+        let c = b.ins().load(types::F32, ro(), ca, 0);
+        let sa = b.addr(sr, i, 4);
+        let s = b.ins().load(types::F32, ro(), sa, 0);
+        // o1 = x1·c − x2·s, o2 = x2·c + x1·s, as the rotate-half form computes them.
+        let x2s = b.ins().fmul(x2, s);
+        let o1 = b.ins().fmul(x1, c);
+        let o1 = b.ins().fsub(o1, x2s);
+        let x1s = b.ins().fmul(x1, s);
+        let o2 = b.ins().fmul(x2, c);
+        let o2 = b.ins().fadd(o2, x1s);
+        let d = b.addr(oh, i, 8);
+        b.ins().store(rw(), o1, d, 0);
+        b.ins().store(rw(), o2, d, 4);
     });
 }

@@ -419,7 +419,7 @@ pub fn llama_graph(c: LlamaCfg, seed: u64) -> Graph {
         let q = b.node(Op::MatMul { transpose_b: true }, vec![hn, wq]);
         let k = b.node(Op::MatMul { transpose_b: true }, vec![hn, wk]);
         let vv = b.node(Op::MatMul { transpose_b: true }, vec![hn, wv]);
-        let rope = Op::Rope { head_dim: c.head_dim, rotary_dim: c.rotary_dim };
+        let rope = Op::Rope { head_dim: c.head_dim, rotary_dim: c.rotary_dim, interleaved: false };
         let q = b.node(rope.clone(), vec![q, cos, sin, pos]);
         let k = b.node(rope, vec![k, cos, sin, pos]);
         let kc = b.node(Op::CacheWrite, vec![kst, k, pos]);

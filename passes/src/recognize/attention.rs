@@ -110,13 +110,21 @@ fn scaled(cx: &Rewrite<'_>, v: ValueRef) -> (ValueRef, f32) {
 }
 
 /// `x` when `v` is `x` with its last two axes swapped, through transposes and reshapes that
-/// only add or drop unit dims.
+/// only add or drop unit dims. `x` is `v`'s base or a value of `v`'s rank on the way down to it
+/// (keys transposed to heads-major and then swapped, as GPT-J's export does).
 fn transposed_last_two(cx: &Rewrite<'_>, v: ValueRef) -> Option<ValueRef> {
     let (base, order) = view(cx, v);
     let n = order.len();
-    let mut expected: Vec<usize> = (0..n).collect();
-    expected.swap(n.checked_sub(2)?, n - 1);
-    (order == expected && base != v).then_some(base)
+    let mut want = order;
+    want.swap(n.checked_sub(2)?, n - 1);
+    let mut u = cx.def(v).filter(|d| matches!(d.op, Op::Reshape { .. } | Op::Transpose { .. }))?.args[0];
+    loop {
+        if cx.ty(u).shape.rank() == cx.ty(v).shape.rank() && view(cx, u) == (base, want.clone()) {
+            return Some(u);
+        }
+        let d = cx.def(u).filter(|d| matches!(d.op, Op::Reshape { .. } | Op::Transpose { .. }))?;
+        u = d.args[0];
+    }
 }
 
 /// `v` as a view of a base value through transposes and unit-dim reshapes: the base, and for

@@ -1,5 +1,6 @@
-//! Rotary embeddings: `x * cos + rotate_half(x) * sin` over heads-major `[1, heads, seq, d]`
-//! values, with the tables read off the (folded) constants and checked.
+//! Rotary embeddings: `x * cos + rotate(x) * sin` over `[1, heads, seq, d]` or
+//! `[1, seq, heads, d]` values, where `rotate` is rotate-half (Llama's) or rotate-every-two
+//! (GPT-J's interleaved pairs), with the tables read off the (folded) constants and checked.
 
 use super::{binary, commuted, unary};
 use crate::rewrite::{Rewrite, Rule};
@@ -13,8 +14,9 @@ pub const START_POS: &str = "start_pos";
 /// Largest rotary table read to check it (positions × rotary dims).
 const MAX_TABLE: u64 = 1 << 24;
 
-/// `x * cos + rotate_half(x) * sin` → `rope`, and `concat(rope(x[.., :r]), x[.., r:])` →
-/// `rope(rotary_dim = r)` (partial rotary, as Phi-2 does).
+/// `x * cos + rotate_half(x) * sin` → `rope`, `x * cos + rotate_every_two(x) * sin` →
+/// `rope(interleaved)`, and `concat(rope(x[.., :r]), x[.., r:])` → `rope(rotary_dim = r)`
+/// (partial rotary, as Phi-2 and GPT-J do).
 pub struct RopeRule;
 
 impl Rule for RopeRule {
@@ -25,7 +27,7 @@ impl Rule for RopeRule {
     fn apply(&self, cx: &mut Rewrite<'_>, root: u32) -> Result<Option<ValueRef>, IrError> {
         let n = &cx.old.nodes[root as usize];
         let rank = n.ty.shape.rank();
-        let (x, tables, rotary) = match (&n.op, n.args.as_slice()) {
+        let (x, (tables, interleaved), rotary) = match (&n.op, n.args.as_slice()) {
             (Op::Binary(BinaryOp::Add), _) => {
                 let Some((x, tables)) = match_rope(cx, ValueRef::Node(root)) else { return Ok(None) };
                 (x, tables, None)
@@ -45,30 +47,43 @@ impl Rule for RopeRule {
             }
             _ => return Ok(None),
         };
+        // Heads-major `[1, heads, seq, d]` (after the exporter's transpose) or sequence-major
+        // `[1, seq, heads, d]` (before it).
         let dims = cx.ty(x).shape.dims().to_vec();
-        let [Dim::Const(1), Dim::Const(heads), seq, Dim::Const(head_dim)] = dims[..] else { return Ok(None) };
+        let (heads, seq, head_dim, seq_major) = match dims[..] {
+            [Dim::Const(1), seq @ Dim::Sym(_), Dim::Const(heads), Dim::Const(d)] => (heads, seq, d, true),
+            [Dim::Const(1), Dim::Const(heads), seq, Dim::Const(d)] => (heads, seq, d, false),
+            _ => return Ok(None),
+        };
         let rotary_dim = rotary.unwrap_or(head_dim);
         let (Ok(head_dim32), Ok(rotary32)) = (u32::try_from(head_dim), u32::try_from(rotary_dim)) else {
             return Ok(None);
         };
-        let Some((cos, sin)) = rope_tables(cx, tables, rotary_dim, seq)? else { return Ok(None) };
+        let Some((cos, sin)) = rope_tables(cx, tables, rotary_dim, seq, interleaved)? else { return Ok(None) };
         let start = start_pos(cx);
         let x = cx.map(x)?;
-        let rows = cx.emit(Op::Transpose { perm: vec![0, 2, 1, 3] }, vec![x])?;
+        let rows = if seq_major { x } else { cx.emit(Op::Transpose { perm: vec![0, 2, 1, 3] }, vec![x])? };
         let rows = cx.reshape(rows, vec![seq, Dim::Const(heads * head_dim)])?;
-        let y = cx.emit(Op::Rope { head_dim: head_dim32, rotary_dim: rotary32 }, vec![rows, cos, sin, start])?;
+        let op = Op::Rope { head_dim: head_dim32, rotary_dim: rotary32, interleaved };
+        let y = cx.emit(op, vec![rows, cos, sin, start])?;
         let y = cx.reshape(y, vec![Dim::Const(1), seq, Dim::Const(heads), Dim::Const(head_dim)])?;
-        cx.emit(Op::Transpose { perm: vec![0, 2, 1, 3] }, vec![y]).map(Some)
+        if seq_major { Ok(Some(y)) } else { cx.emit(Op::Transpose { perm: vec![0, 2, 1, 3] }, vec![y]).map(Some) }
     }
 }
 
+/// The cos and sin operands of a rotation, and whether its pairs are interleaved.
+type Tables = ((ValueRef, ValueRef), bool);
+
 /// The values a rotary add reads: `x`, and the cos and sin operands.
-fn match_rope(cx: &Rewrite<'_>, v: ValueRef) -> Option<(ValueRef, (ValueRef, ValueRef))> {
+fn match_rope(cx: &Rewrite<'_>, v: ValueRef) -> Option<(ValueRef, Tables)> {
     let add = binary(cx.def(v)?, BinaryOp::Add)?;
     commuted(add, |a, b| {
         let (x, cos) = operand_and_table(cx, a)?;
         let (rot, sin) = operand_and_table(cx, b)?;
-        (rotate_half_of(cx, rot)? == x).then_some((x, (cos, sin)))
+        if rotate_half_of(cx, rot) == Some(x) {
+            return Some((x, ((cos, sin), false)));
+        }
+        (rotate_every_two_of(cx, rot)? == x).then_some((x, ((cos, sin), true)))
     })
 }
 
@@ -115,38 +130,84 @@ fn rotate_half_of(cx: &Rewrite<'_>, v: ValueRef) -> Option<ValueRef> {
     (slice_of(n.args[1], 0)? == x && cx.ty(x).shape.last() == Some(Dim::Const(width))).then_some(x)
 }
 
-/// Checks the cos and sin operands are rotate-half tables (`[.., positions, rotary_dim]`, each
-/// row its first half twice, read from position 0) and returns them as the `[positions,
-/// rotary_dim / 2]` weights `rope` takes, shared by every layer that reads the same tables.
+/// The value under a chain of reshapes (which never reorder elements).
+fn through_reshapes(cx: &Rewrite<'_>, mut v: ValueRef) -> ValueRef {
+    while let Some(n) = cx.def(v).filter(|n| matches!(n.op, Op::Reshape { .. })) {
+        v = n.args[0];
+    }
+    v
+}
+
+/// `x` when `v` is elements `k, k + 2, ...` of `x`'s last axis (of width `width`), as the
+/// importer lowers `x[..., k::2]`: the axis split into `[width / 2, 2]`, slice `k` of the pairs.
+fn every_other_of(cx: &Rewrite<'_>, v: ValueRef, k: u64, width: u64) -> Option<ValueRef> {
+    let s = cx.def(through_reshapes(cx, v))?;
+    let pairs = *s.args.first()?;
+    let pd = cx.ty(pairs).shape.dims().to_vec();
+    let [.., Dim::Const(half), Dim::Const(2)] = pd[..] else { return None };
+    let last = (pd.len() - 1) as u32;
+    let ok = matches!(s.op, Op::Slice { axis, start, len: Dim::Const(1) } if axis == last && start == k);
+    let x = through_reshapes(cx, pairs);
+    (ok && half * 2 == width && cx.ty(x).shape.last() == Some(Dim::Const(width))).then_some(x)
+}
+
+/// `x` when `v` is GPT-J's `rotate_every_two(x)`: `(-x1, x0, -x3, x2, ...)`, the odd elements
+/// negated and the even ones stacked on a new last axis, flattened.
+fn rotate_every_two_of(cx: &Rewrite<'_>, v: ValueRef) -> Option<ValueRef> {
+    let width = cx.ty(v).shape.last()?.as_const()?;
+    let c = cx.def(through_reshapes(cx, v))?;
+    let cd = c.ty.shape.dims();
+    let pairs = matches!(cd, [.., h, Dim::Const(2)] if *h == Dim::Const(width / 2));
+    if !pairs || !matches!(c.op, Op::Concat { axis } if axis as usize + 1 == cd.len()) || c.args.len() != 2 {
+        return None;
+    }
+    let neg = unary(cx.def(through_reshapes(cx, c.args[0]))?, UnaryOp::Neg)?;
+    let x = every_other_of(cx, neg, 1, width)?;
+    (every_other_of(cx, c.args[1], 0, width)? == x).then_some(x)
+}
+
+/// Checks the cos and sin operands are rotary tables (`[positions, rotary_dim]` with unit
+/// dims around, the position axis the node's sequence axis, read from position 0; each row its
+/// first half twice, or interleaved each value twice in a row) and returns them as the
+/// `[positions, rotary_dim / 2]` weights `rope` takes, shared by every layer that reads the
+/// same tables.
 fn rope_tables(
     cx: &mut Rewrite<'_>,
     (cos, sin): (ValueRef, ValueRef),
     rotary_dim: u64,
     seq: Dim,
+    interleaved: bool,
 ) -> Result<Option<(ValueRef, ValueRef)>, IrError> {
     let mut out = [cos; 2];
     for (slot, t) in out.iter_mut().zip([cos, sin]) {
         let Some(w) = table_weight(cx, t) else { return Ok(None) };
-        let ty = &cx.old.weights[w as usize].ty;
-        let dims = ty.shape.dims();
+        let dims = cx.old.weights[w as usize].ty.shape.dims().to_vec();
         let Some((&last, lead)) = dims.split_last() else { return Ok(None) };
-        let Some((&positions, units)) = lead.split_last() else { return Ok(None) };
-        let (Some(positions), true) = (positions.as_const(), units.iter().all(|&d| d == Dim::Const(1))) else {
-            return Ok(None);
-        };
-        // The operand's position axis must be the node's sequence axis (a slice from 0 of it).
-        if last != Dim::Const(rotary_dim) || cx.ty(t).shape.dims()[lead.len() - 1] != seq {
+        // The operand's position axis is the node's sequence axis (a slice from 0 of it): the
+        // last such axis, every other one a unit.
+        let used = cx.ty(t).shape.dims().to_vec();
+        let Some(axis) = (0..lead.len()).rev().find(|&i| used.get(i) == Some(&seq)) else { return Ok(None) };
+        let units = (0..lead.len()).filter(|&i| i != axis).all(|i| lead[i] == Dim::Const(1));
+        let (Some(positions), true) = (lead[axis].as_const(), units) else { return Ok(None) };
+        if last != Dim::Const(rotary_dim) {
             return Ok(None);
         }
         let half = rotary_dim / 2;
         let Some(values) = cx.weight_values(ValueRef::Weight(w), MAX_TABLE) else { return Ok(None) };
         let mut table = Vec::with_capacity((positions * half) as usize);
         for row in values.chunks_exact(rotary_dim as usize) {
-            let (a, b) = row.split_at(half as usize);
-            if a != b {
-                return Ok(None);
+            if interleaved {
+                if row.chunks_exact(2).any(|p| p[0] != p[1]) {
+                    return Ok(None);
+                }
+                table.extend(row.iter().step_by(2));
+            } else {
+                let (a, b) = row.split_at(half as usize);
+                if a != b {
+                    return Ok(None);
+                }
+                table.extend_from_slice(a);
             }
-            table.extend_from_slice(a);
         }
         let name = format!("{}.rope_table", cx.old.weights[w as usize].name);
         let ty = TensorType::new(DType::F32, Shape::of(&[positions, half]));

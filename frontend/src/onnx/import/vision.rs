@@ -633,7 +633,8 @@ impl Importer<'_> {
     }
 
     /// Slice elements `begin, begin + step, ...` (`count` of them) of `axis`, any nonzero step:
-    /// one slice per element, concatenated.
+    /// a reshape and one slice when they stride through the whole axis, else one slice per
+    /// element, concatenated.
     pub(super) fn strided_slice(
         &mut self,
         x: ValueRef,
@@ -646,6 +647,20 @@ impl Importer<'_> {
             return Err(format!(
                 "a Slice with step {step} taking {count} elements of run-time data is not supported (1..={MAX_UNROLL})"
             ));
+        }
+        // Every `step`-th element from `begin < step` through the whole axis: the axis split into
+        // `[dim / step, step]` by a reshape, one slice, a reshape back (one form for any count,
+        // and the one `rope`'s interleaved recognition reads).
+        let shapes = self.shapes_of(x);
+        let dim = shapes[0][axis];
+        let whole = step > 1 && (0..step).contains(&begin) && dim as i64 == count as i64 * step;
+        if whole && shapes.iter().all(|s| s[axis] == dim) {
+            let with = |s: &Vec<usize>, mid: &[usize]| [&s[..axis], mid, &s[axis + 1..]].concat();
+            let split: Vec<Vec<usize>> = shapes.iter().map(|s| with(s, &[count, step as usize])).collect();
+            let pairs = self.reshape(x, &split)?;
+            let one = self.at(pairs, axis + 1, begin as usize)?;
+            let back: Vec<Vec<usize>> = shapes.iter().map(|s| with(s, &[count])).collect();
+            return self.reshape(one, &back);
         }
         let parts = (0..count as i64)
             .map(|i| {
