@@ -196,9 +196,18 @@ pub fn compile_with(req: &CompileRequest, pkg: &Packaging, log: &mut dyn Write) 
     };
     let mut files = AtomicFiles::default();
     let mut image = None;
+    // A progress bar on a terminal (indicatif draws nothing otherwise): quantizing a large
+    // model's weights is most of its compile time.
+    let bar = indicatif::ProgressBar::new(layout.file_size).with_style(
+        indicatif::ProgressStyle::with_template("{msg:>12} [{bar:40}] {binary_bytes}/{binary_total_bytes} ({eta})")
+            .map_err(|e| anyhow::anyhow!("progress bar: {e}"))?
+            .progress_chars("=> "),
+    );
+    bar.set_message("weights");
+    let mut on_weight = |stat: &edgec_backend::WeightStat| bar.inc(stat.bytes);
     let (hash, weight_stats) = if pkg.embed_weights {
         let mut buf = std::io::Cursor::new(Vec::new());
-        let hash = edgec_backend::write_weights_with_stats(&graph, &layout, &mut buf)?;
+        let hash = edgec_backend::write_weights_with_stats(&graph, &layout, &mut buf, &mut on_weight)?;
         image = Some(buf.into_inner());
         hash
     } else {
@@ -206,7 +215,7 @@ pub fn compile_with(req: &CompileRequest, pkg: &Packaging, log: &mut dyn Write) 
         let path = manifest.weights(&req.out_dir);
         let weights_file = files.create(&path)?;
         let mut writer = std::io::BufWriter::new(weights_file.as_file_mut());
-        let hash = edgec_backend::write_weights_with_stats(&graph, &layout, &mut writer)
+        let hash = edgec_backend::write_weights_with_stats(&graph, &layout, &mut writer, &mut on_weight)
             .with_context(|| format!("{}", path.display()))?;
         writer.flush().with_context(|| format!("cannot write {}", path.display()))?;
         drop(writer);
@@ -215,6 +224,7 @@ pub fn compile_with(req: &CompileRequest, pkg: &Packaging, log: &mut dyn Write) 
         }
         hash
     };
+    bar.finish_and_clear();
     let info = edgec_backend::model_info(&graph, &plan, &layout, hash)?;
     let object = edgec_backend::emit_object_with(&graph, &plan, &layout, &info, &opts, image.as_deref())?;
     drop(image);

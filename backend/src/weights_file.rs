@@ -75,14 +75,16 @@ pub fn write_weights<W: Write + Seek>(
     layout: &WeightsLayout,
     out: &mut W,
 ) -> Result<[u8; 32], BackendError> {
-    write_weights_with_stats(g, layout, out).map(|(h, _)| h)
+    write_weights_with_stats(g, layout, out, &mut |_| {}).map(|(h, _)| h)
 }
 
-/// [`write_weights`], also returning per weight its storage, size and quantization error.
+/// [`write_weights`], also returning per weight its storage, size and quantization error, and
+/// telling `on_weight` about each weight as soon as it is written (for a progress bar).
 pub fn write_weights_with_stats<W: Write + Seek>(
     g: &Graph,
     layout: &WeightsLayout,
     out: &mut W,
+    on_weight: &mut dyn FnMut(&WeightStat),
 ) -> Result<([u8; 32], Vec<WeightStat>), BackendError> {
     if layout.offsets.len() != g.weights.len() {
         return Err(BackendError::Plan(format!(
@@ -149,6 +151,9 @@ pub fn write_weights_with_stats<W: Write + Seek>(
             rel_error: stored.rel_error,
             kept: stored.kept,
         });
+        if let Some(stat) = stats.last() {
+            on_weight(stat);
+        }
     }
     while at < layout.file_size {
         let n = ((layout.file_size - at) as usize).min(ALIGN);

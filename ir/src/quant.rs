@@ -373,12 +373,88 @@ pub fn decode(storage: Storage, rows: u64, cols: u64, bytes: &[u8]) -> Result<Ve
 
 /// ‖a − b‖ / ‖a‖ (0 for an all-zero `a` equal to `b`), in f64.
 pub fn relative_error(a: &[f32], b: &[f32]) -> f64 {
+    let (num, den) = error_sums(a, b);
+    error_ratio(num, den)
+}
+
+/// `(‖a − b‖², ‖a‖²)` in f64.
+fn error_sums(a: &[f32], b: &[f32]) -> (f64, f64) {
     let (mut num, mut den) = (0f64, 0f64);
     for (&x, &y) in a.iter().zip(b) {
         num += (f64::from(x) - f64::from(y)).powi(2);
         den += f64::from(x).powi(2);
     }
+    (num, den)
+}
+
+fn error_ratio(num: f64, den: f64) -> f64 {
     if den == 0.0 { if num == 0.0 { 0.0 } else { f64::INFINITY } } else { (num / den).sqrt() }
+}
+
+/// Encodes a matrix a block of rows at a time, on every core (rows are independent in every
+/// format), so that a large tensor is never whole in memory as f32: the result is [`encode`]'s
+/// bytes for all the rows pushed, and the relative error of their round trip.
+pub struct RowEncoder {
+    storage: Storage,
+    cols: u64,
+    rows: u64,
+    /// Everything but `q8_c`'s per-row scales, which follow all the rows' values.
+    data: Vec<u8>,
+    scales: Vec<u8>,
+    err: (f64, f64),
+}
+
+impl RowEncoder {
+    pub fn new(storage: Storage, cols: u64) -> Result<RowEncoder, String> {
+        storage.check_cols(cols)?;
+        Ok(RowEncoder { storage, cols, rows: 0, data: Vec::new(), scales: Vec::new(), err: (0.0, 0.0) })
+    }
+
+    /// Appends whole rows.
+    pub fn push(&mut self, values: &[f32]) -> Result<(), String> {
+        use rayon::prelude::*;
+        let cols = self.cols as usize;
+        if cols == 0 || values.len() % cols != 0 {
+            return Err(format!("{} values are not whole rows of {cols}", values.len()));
+        }
+        let rows = values.len() / cols;
+        // A few blocks per core, of whole rows.
+        let per = rows.div_ceil(rayon::current_num_threads() * 4).max(1);
+        let storage = self.storage;
+        let lossy = storage != Storage::F32;
+        let parts: Vec<(Vec<u8>, (f64, f64))> = values
+            .par_chunks(per * cols)
+            .map(|block| {
+                let n = (block.len() / cols) as u64;
+                let bytes = encode(storage, n, self.cols, block)?;
+                let err = if lossy { error_sums(block, &decode(storage, n, self.cols, &bytes)?) } else { (0.0, 0.0) };
+                Ok((bytes, err))
+            })
+            .collect::<Result<_, String>>()?;
+        for (block, (bytes, (num, den))) in values.chunks(per * cols).zip(parts) {
+            let n = (block.len() / cols) as u64;
+            if storage == Storage::Q8C {
+                let at = Storage::q8c_scales_offset(n, self.cols).ok_or("byte size overflows")? as usize;
+                self.data.extend_from_slice(&bytes[..block.len()]);
+                self.scales.extend_from_slice(&bytes[at..]);
+            } else {
+                self.data.extend_from_slice(&bytes);
+            }
+            self.err = (self.err.0 + num, self.err.1 + den);
+            self.rows += n;
+        }
+        Ok(())
+    }
+
+    /// The encoded bytes and ‖W − Ŵ‖ / ‖W‖ over every row pushed.
+    pub fn finish(mut self) -> Result<(Vec<u8>, f64), String> {
+        if self.storage == Storage::Q8C {
+            let at = Storage::q8c_scales_offset(self.rows, self.cols).ok_or("byte size overflows")?;
+            self.data.resize(at as usize, 0);
+            self.data.extend_from_slice(&self.scales);
+        }
+        Ok((self.data, error_ratio(self.err.0, self.err.1)))
+    }
 }
 
 /// A `--quant` preset: which storage each eligible weight gets. Eligible weights are the

@@ -121,15 +121,54 @@ pub fn stored_bytes(w: &Weight) -> Result<Stored, IrError> {
         }
         return Ok(Stored { storage, bytes, rel_error: 0.0, kept: true });
     }
-    let values = value_f32(w)?;
-    let bytes = crate::quant::encode(storage, rows, cols, &values).map_err(|m| werr(&w.name, m))?;
-    let rel_error = if storage == Storage::F32 {
-        0.0
+    let mut enc = crate::quant::RowEncoder::new(storage, cols).map_err(|m| werr(&w.name, m))?;
+    let streamed =
+        w.value_transforms().is_empty() && matches!(w.source, WeightSource::File { .. } | WeightSource::Blocks { .. });
+    if streamed {
+        // A block of rows at a time: a large matrix (an 8B model's 2 GB f32 embedding table)
+        // is never whole in memory.
+        let block = (STREAM_VALUES / cols.max(1)).max(1);
+        let mut r = 0;
+        while r < rows {
+            let n = block.min(rows - r);
+            enc.push(&source_rows_f32(w, r, n, cols)?).map_err(|m| werr(&w.name, m))?;
+            r += n;
+        }
     } else {
-        let back = crate::quant::decode(storage, rows, cols, &bytes).map_err(|m| werr(&w.name, m))?;
-        crate::quant::relative_error(&values, &back)
-    };
+        enc.push(&value_f32(w)?).map_err(|m| werr(&w.name, m))?;
+    }
+    let (bytes, rel_error) = enc.finish().map_err(|m| werr(&w.name, m))?;
     Ok(Stored { storage, bytes, rel_error, kept: false })
+}
+
+/// Values converted at a time when a weight is streamed from its file (64 MB of f32).
+const STREAM_VALUES: u64 = 1 << 24;
+
+/// Rows `first..first + n` of an untransformed file or block source, as f32.
+fn source_rows_f32(w: &Weight, first: u64, n: u64, cols: u64) -> Result<Vec<f32>, IrError> {
+    let (path, offset, row_bytes, blocks) = match &w.source {
+        WeightSource::File { path, offset, dtype } => (path, *offset, cols.checked_mul(dtype.size()), None),
+        WeightSource::Blocks { path, offset, format } => (path, *offset, format.bytes_for(cols), Some(*format)),
+        _ => return Err(werr(&w.name, "only file sources stream by rows")),
+    };
+    let fail = |what: String| IrError::new(format!("weight '{}' in {}: {what}", w.name, path.display()));
+    if blocks.is_some() && cols % BlockFormat::BLOCK != 0 {
+        return Err(fail(format!("rows of {cols} elements are not whole blocks of {}", BlockFormat::BLOCK)));
+    }
+    let overflow = || fail("byte size overflows".into());
+    let row_bytes = row_bytes.ok_or_else(overflow)?;
+    let at = first.checked_mul(row_bytes).and_then(|b| b.checked_add(offset)).ok_or_else(overflow)?;
+    let len = n.checked_mul(row_bytes).and_then(|b| usize::try_from(b).ok()).ok_or_else(overflow)?;
+    let buf = read_range(path, at, len, &fail)?;
+    match (&w.source, blocks) {
+        (WeightSource::File { dtype, .. }, _) => decode_le(&buf, *dtype).map_err(fail),
+        (_, Some(format)) => {
+            let mut out = Vec::new();
+            dequantize_blocks(format, &buf, &mut out).map_err(fail)?;
+            Ok(out)
+        }
+        _ => Err(fail("not a file source".into())),
+    }
 }
 
 /// Checks that `transforms` apply to `elements` values: each permutation's dims multiply to
