@@ -257,11 +257,14 @@ impl GgmlType {
             2 => Some(Storage::Blocks(BlockFormat::Q4_0)),
             3 => Some(Storage::Blocks(BlockFormat::Q4_1)),
             8 => Some(Storage::Blocks(BlockFormat::Q8_0)),
+            12 => Some(Storage::Blocks(BlockFormat::Q4K)),
+            13 => Some(Storage::Blocks(BlockFormat::Q5K)),
+            14 => Some(Storage::Blocks(BlockFormat::Q6K)),
             _ => None,
         }
     }
 
-    pub const SUPPORTED: &str = "F32, F16, BF16, Q8_0, Q4_0, Q4_1";
+    pub const SUPPORTED: &str = "F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K";
 }
 
 impl std::fmt::Display for GgmlType {
@@ -285,7 +288,7 @@ impl Storage {
     pub fn bytes(self, elements: u64, row: u64) -> Option<u64> {
         match self {
             Storage::Plain(d) => elements.checked_mul(d.size()),
-            Storage::Blocks(f) if row % BlockFormat::BLOCK == 0 => f.bytes_for(elements),
+            Storage::Blocks(f) if row.is_multiple_of(f.block()) => f.bytes_for(elements),
             Storage::Blocks(_) => None,
         }
     }

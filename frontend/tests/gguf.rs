@@ -137,7 +137,7 @@ fn tiny_llama(embd_type: u32) -> (Vec<(&'static str, V)>, Vec<T>) {
     let t = |name: &str, dims: &[u64], ty: u32, data: Vec<u8>| T { name: name.into(), dims: dims.to_vec(), ty, data };
     let embd = match embd_type {
         8 => q8_0((VOCAB * HIDDEN) as usize, 1),
-        _ => vec![0u8; (VOCAB * HIDDEN / 256 * 176) as usize], // Q5_K-sized junk
+        _ => vec![0u8; (VOCAB * HIDDEN / 256 * 84) as usize], // Q2_K-sized junk
     };
     let tensors = vec![
         t("token_embd.weight", &[HIDDEN, VOCAB], embd_type, embd),
@@ -289,12 +289,12 @@ fn bad_magic_and_version() {
 #[test]
 fn unsupported_tensor_type_is_named() {
     let dir = tempfile::tempdir().unwrap();
-    let (kv, tensors) = tiny_llama(13); // Q5_K embedding
-    let path = write(dir.path(), "q5k.gguf", &gguf(3, &kv, &tensors, 32));
+    let (kv, tensors) = tiny_llama(10); // Q2_K embedding
+    let path = write(dir.path(), "q2k.gguf", &gguf(3, &kv, &tensors, 32));
     let e = load_gguf(&path, &opts()).unwrap_err();
     assert!(matches!(e, FrontendError::UnsupportedTensorType { .. }), "{e:?}");
     let e = e.to_string();
-    assert!(e.contains("q5k.gguf") && e.contains("'token_embd.weight'") && e.contains("Q5_K"), "{e}");
+    assert!(e.contains("q2k.gguf") && e.contains("'token_embd.weight'") && e.contains("Q2_K"), "{e}");
     assert!(e.contains("Q4_1"), "lists what is supported: {e}");
 }
 
@@ -423,4 +423,50 @@ fn gguf_architectures_and_missing_keys_are_named() {
     kv.push(("qwen2.rope.dimension_count", vu32(8)));
     let e = config_err("qwen2.gguf", &kv);
     assert!(e.contains("qwen2.rope.dimension_count") && e.contains("whole head"), "{e}");
+}
+
+/// K-quant blocks dequantize as the `gguf` Python package does (`gguf_fixtures/kquant_reference.py`
+/// prints random blocks and its values), when python3 has `gguf` and `numpy` (scripts/test
+/// installs them).
+#[test]
+fn k_quants_dequantize_like_the_gguf_python_package() {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/gguf_fixtures/kquant_reference.py");
+    let out = match std::process::Command::new("python3").arg(&script).output() {
+        Ok(o) if o.status.success() => o.stdout,
+        other => {
+            let why = other.map_or_else(|e| e.to_string(), |o| String::from_utf8_lossy(&o.stderr).into_owned());
+            assert!(std::env::var_os("CI").is_none(), "python3 with gguf and numpy is needed: {why}");
+            eprintln!("skipped: python3 with gguf and numpy is not available ({})", why.trim());
+            return;
+        }
+    };
+    let refs: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    for (name, format) in [("Q4_K", BlockFormat::Q4K), ("Q5_K", BlockFormat::Q5K), ("Q6_K", BlockFormat::Q6K)] {
+        let r = &refs[name];
+        let hex = r["bytes"].as_str().unwrap();
+        let bytes: Vec<u8> =
+            (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect();
+        let want: Vec<f32> = r["values"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+        let mut got = Vec::new();
+        edgec_ir::weights::dequantize_blocks(format, &bytes, &mut got).unwrap();
+        assert_eq!(got.len(), want.len(), "{name}");
+        let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs() / b.abs().max(1e-3)).fold(0f32, f32::max);
+        eprintln!("{name}: {} values, max relative difference from gguf.quants {worst:e}", got.len());
+        assert!(worst <= 1e-6, "{name}: dequantized values differ from gguf.quants by {worst} (relative)");
+
+        // As a weight read from a file, `--quant keep` re-quantizes it to the nearest layout the
+        // kernels read (no K-quant kernels): Q4_K → q4_g32, Q5_K and Q6_K → q8_g32.
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), "blocks.bin", &bytes);
+        let ty = edgec_ir::TensorType::new(edgec_ir::DType::F32, edgec_ir::Shape::of(&[4, 256]));
+        let mut w = edgec_ir::Weight::new("w", ty, WeightSource::Blocks { path, offset: 0, format });
+        assert_eq!(materialize_f32(&w).unwrap(), got, "{name}");
+        let keep = edgec_ir::Storage::kept_as(format);
+        w.transforms.push(Transform::Quantize(keep));
+        let stored = edgec_ir::weights::stored_bytes(&w).unwrap();
+        eprintln!("{name}: kept as {}, relative error {:e}", keep.name(), stored.rel_error);
+        // Q4_K is regridded (only its scale products rounded to f16), the others re-quantized.
+        let bound = if format == BlockFormat::Q4K { 1e-3 } else { 0.02 };
+        assert!(!stored.kept && stored.rel_error > 0.0 && stored.rel_error < bound, "{name}: {}", stored.rel_error);
+    }
 }

@@ -79,12 +79,27 @@ pub enum BlockFormat {
     /// `block_q4_1`: f16 `d`, f16 `m`, 16 bytes of nibbles laid out as in Q4_0; `x = q * d + m`.
     /// 20 bytes.
     Q4_1,
+    /// `block_q4_K`: 256 elements in 8 sub-blocks of 32, each with a 6-bit scale and min
+    /// (12 packed bytes) under f16 `d` and `dmin`; 128 bytes of nibbles. 144 bytes.
+    Q4K,
+    /// `block_q5_K`: as Q4_K plus a fifth bit per element (32 bytes). 176 bytes.
+    Q5K,
+    /// `block_q6_K`: 256 elements, 6 bits each (128 low-nibble + 64 high-bit bytes), 16
+    /// sub-blocks of 16 with an i8 scale, under f16 `d`. 210 bytes.
+    Q6K,
 }
 
 impl BlockFormat {
-    pub const ALL: [BlockFormat; 3] = [BlockFormat::Q8_0, BlockFormat::Q4_0, BlockFormat::Q4_1];
-    /// Elements per block.
-    pub const BLOCK: u64 = 32;
+    pub const ALL: [BlockFormat; 6] =
+        [BlockFormat::Q8_0, BlockFormat::Q4_0, BlockFormat::Q4_1, BlockFormat::Q4K, BlockFormat::Q5K, BlockFormat::Q6K];
+
+    /// Elements per block (a row is whole blocks).
+    pub fn block(self) -> u64 {
+        match self {
+            BlockFormat::Q8_0 | BlockFormat::Q4_0 | BlockFormat::Q4_1 => 32,
+            BlockFormat::Q4K | BlockFormat::Q5K | BlockFormat::Q6K => 256,
+        }
+    }
 
     /// Bytes per block.
     pub fn block_bytes(self) -> u64 {
@@ -92,15 +107,21 @@ impl BlockFormat {
             BlockFormat::Q8_0 => 34,
             BlockFormat::Q4_0 => 18,
             BlockFormat::Q4_1 => 20,
+            BlockFormat::Q4K => 144,
+            BlockFormat::Q5K => 176,
+            BlockFormat::Q6K => 210,
         }
     }
 
-    /// The name used by the text form (`q8_0`, `q4_0`, `q4_1`).
+    /// The name used by the text form (`q8_0`, `q4_0`, `q4_1`, `q4_k`, `q5_k`, `q6_k`).
     pub fn name(self) -> &'static str {
         match self {
             BlockFormat::Q8_0 => "q8_0",
             BlockFormat::Q4_0 => "q4_0",
             BlockFormat::Q4_1 => "q4_1",
+            BlockFormat::Q4K => "q4_k",
+            BlockFormat::Q5K => "q5_k",
+            BlockFormat::Q6K => "q6_k",
         }
     }
 
@@ -108,12 +129,12 @@ impl BlockFormat {
         BlockFormat::ALL.into_iter().find(|f| f.name() == s)
     }
 
-    /// Bytes of `elements` elements (a multiple of [`BlockFormat::BLOCK`]), overflow checked.
+    /// Bytes of `elements` elements (a multiple of [`BlockFormat::block`]), overflow checked.
     pub fn bytes_for(self, elements: u64) -> Option<u64> {
-        if elements % Self::BLOCK != 0 {
+        if !elements.is_multiple_of(self.block()) {
             return None;
         }
-        (elements / Self::BLOCK).checked_mul(self.block_bytes())
+        (elements / self.block()).checked_mul(self.block_bytes())
     }
 }
 

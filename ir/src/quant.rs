@@ -84,7 +84,7 @@ impl Storage {
             "q8_c" => Storage::Q8C,
             _ => {
                 if let Some(f) = BlockFormat::from_name(s) {
-                    return Some(Storage::from_block(f));
+                    return Storage::from_block(f);
                 }
                 if let Some(r) = s.strip_prefix("q8_g") {
                     Storage::Q8G { group: group(r)? }
@@ -102,13 +102,25 @@ impl Storage {
     /// Allowed group sizes.
     pub const GROUPS: [u32; 4] = [32, 64, 128, 256];
 
-    /// The storage whose layout is `format`'s, byte for byte.
-    pub fn from_block(format: BlockFormat) -> Storage {
+    /// The storage whose layout is `format`'s, byte for byte (none for the K-quants: the
+    /// kernels read no 256-element super-blocks).
+    pub fn from_block(format: BlockFormat) -> Option<Storage> {
         match format {
-            BlockFormat::Q8_0 => Storage::Q8G { group: 32 },
-            BlockFormat::Q4_0 => Storage::Q4G { group: 32, min: false },
-            BlockFormat::Q4_1 => Storage::Q4G { group: 32, min: true },
+            BlockFormat::Q8_0 => Some(Storage::Q8G { group: 32 }),
+            BlockFormat::Q4_0 => Some(Storage::Q4G { group: 32, min: false }),
+            BlockFormat::Q4_1 => Some(Storage::Q4G { group: 32, min: true }),
+            BlockFormat::Q4K | BlockFormat::Q5K | BlockFormat::Q6K => None,
         }
+    }
+
+    /// What `--quant keep` stores a `format` source as: its own layout, or for a K-quant the
+    /// nearest layout the kernels read, re-quantized (Q4_K's per-32 scale and min → `q4_g32`;
+    /// Q5_K and Q6_K → `q8_g32`).
+    pub fn kept_as(format: BlockFormat) -> Storage {
+        Storage::from_block(format).unwrap_or(match format {
+            BlockFormat::Q4K => Storage::Q4G { group: 32, min: true },
+            _ => Storage::Q8G { group: 32 },
+        })
     }
 
     /// The group size of a grouped format.
@@ -615,7 +627,7 @@ pub fn choose(g: &Graph, i: usize, preset: Preset) -> Option<Storage> {
         Preset::Keep => {
             let rows_kept = w.transforms.iter().all(|t| row_permutation_dims(t, cols).is_some());
             let s = match &w.source {
-                WeightSource::Blocks { format, .. } => Storage::from_block(*format),
+                WeightSource::Blocks { format, .. } => Storage::kept_as(*format),
                 WeightSource::File { dtype: DType::F16, .. } => Storage::F16,
                 WeightSource::File { dtype: DType::BF16, .. } => Storage::BF16,
                 _ => return None,

@@ -18,7 +18,7 @@
 //! 7. outputs refer to existing values.
 
 use crate::IrError;
-use crate::graph::{BlockFormat, Graph, ValueRef, WeightSource};
+use crate::graph::{Graph, ValueRef, WeightSource};
 use crate::op::Op;
 use crate::text::{is_identifier, strip_op_prefix, type_to_string};
 use crate::types::{DType, Dim, TensorType};
@@ -171,11 +171,11 @@ fn check_weights(g: &Graph) -> Result<(), IrError> {
             }
             WeightSource::Blocks { offset, format, .. } => {
                 let row = dims.last().copied().unwrap_or(1);
-                if row % BlockFormat::BLOCK != 0 {
+                if !row.is_multiple_of(format.block()) {
                     return fail(format!(
                         "{what}: {} rows must be whole blocks of {} elements, got {show}",
                         format.name(),
-                        BlockFormat::BLOCK
+                        format.block()
                     ));
                 }
                 if !w.ty.dtype.is_float() {

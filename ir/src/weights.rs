@@ -81,8 +81,12 @@ pub struct Stored {
 pub fn stored_bytes(w: &Weight) -> Result<Stored, IrError> {
     let storage = w.storage();
     let (rows, cols) = shape_rows_cols(w)?;
+    // Q4_K's sub-blocks of 32 are Q4_1 blocks (scale and min) under its super-block scales:
+    // regridded block by block, only rounding each product of scales to f16.
+    let q4k_as_q4_1 = matches!(w.source, WeightSource::Blocks { format: BlockFormat::Q4K, .. });
     let src_storage = match &w.source {
-        WeightSource::Blocks { format, .. } => Some(Storage::from_block(*format)),
+        WeightSource::Blocks { .. } if q4k_as_q4_1 => Some(Storage::Q4G { group: 32, min: true }),
+        WeightSource::Blocks { format, .. } => Storage::from_block(*format),
         WeightSource::File { dtype: DType::F32, .. } => Some(Storage::F32),
         WeightSource::File { dtype: DType::F16, .. } => Some(Storage::F16),
         WeightSource::File { dtype: DType::BF16, .. } => Some(Storage::BF16),
@@ -105,7 +109,21 @@ pub fn stored_bytes(w: &Weight) -> Result<Stored, IrError> {
             .bytes(rows, cols)
             .and_then(|b| usize::try_from(b).ok())
             .ok_or_else(|| fail("byte size overflows".into()))?;
-        let mut bytes = read_range(path, offset, total, &fail)?;
+        let (mut bytes, mut rel_error) = if q4k_as_q4_1 {
+            let len = rows
+                .checked_mul(cols)
+                .and_then(|n| BlockFormat::Q4K.bytes_for(n))
+                .and_then(|b| usize::try_from(b).ok())
+                .ok_or_else(|| fail(format!("rows of {cols} are not whole Q4_K blocks")))?;
+            let k = read_range(path, offset, len, &fail)?;
+            let q = q4_k_to_q4_1(&k);
+            let mut exact = Vec::new();
+            dequantize_blocks(BlockFormat::Q4K, &k, &mut exact).map_err(&fail)?;
+            let back = crate::quant::decode(storage, rows, cols, &q).map_err(&fail)?;
+            (q, Some(crate::quant::relative_error(&exact, &back)))
+        } else {
+            (read_range(path, offset, total, &fail)?, None)
+        };
         if !perms.is_empty() {
             let mut order: Vec<u32> = (0..rows as u32).collect();
             for (dims, perm) in &perms {
@@ -119,7 +137,8 @@ pub fn stored_bytes(w: &Weight) -> Result<Stored, IrError> {
                 bytes.extend_from_slice(&src[r as usize * rb..(r as usize + 1) * rb]);
             }
         }
-        return Ok(Stored { storage, bytes, rel_error: 0.0, kept: true });
+        let kept = rel_error.is_none();
+        return Ok(Stored { storage, bytes, rel_error: rel_error.take().unwrap_or(0.0), kept });
     }
     let mut enc = crate::quant::RowEncoder::new(storage, cols).map_err(|m| werr(&w.name, m))?;
     let streamed =
@@ -152,8 +171,8 @@ fn source_rows_f32(w: &Weight, first: u64, n: u64, cols: u64) -> Result<Vec<f32>
         _ => return Err(werr(&w.name, "only file sources stream by rows")),
     };
     let fail = |what: String| IrError::new(format!("weight '{}' in {}: {what}", w.name, path.display()));
-    if blocks.is_some() && cols % BlockFormat::BLOCK != 0 {
-        return Err(fail(format!("rows of {cols} elements are not whole blocks of {}", BlockFormat::BLOCK)));
+    if let Some(f) = blocks.filter(|f| !cols.is_multiple_of(f.block())) {
+        return Err(fail(format!("rows of {cols} elements are not whole blocks of {}", f.block())));
     }
     let overflow = || fail("byte size overflows".into());
     let row_bytes = row_bytes.ok_or_else(overflow)?;
@@ -285,9 +304,89 @@ pub fn dequantize_blocks(format: BlockFormat, bytes: &[u8], out: &mut Vec<f32>) 
                 out.extend(qs.iter().map(|&q| f32::from(q & 0x0f) * d + m));
                 out.extend(qs.iter().map(|&q| f32::from(q >> 4) * d + m));
             }
+            // ggml's dequantize_row_q4_K / q5_K: 4 pairs of sub-blocks, each pair 32 bytes of
+            // nibbles (low nibbles the first sub-block, high the second), Q5_K's fifth bits
+            // from `qh`, bit 2i and 2i + 1 for pair i.
+            BlockFormat::Q4K | BlockFormat::Q5K => {
+                let (d, dmin) = (f16(&block[0..2]), f16(&block[2..4]));
+                let scales = &block[4..16];
+                let (qh, qs) = if format == BlockFormat::Q5K {
+                    (&block[16..48], &block[48..176])
+                } else {
+                    (&[][..], &block[16..144])
+                };
+                for pair in 0..4 {
+                    let q = &qs[32 * pair..32 * pair + 32];
+                    for half in 0..2 {
+                        let (sc, m) = scale_min_k4(2 * pair + half, scales);
+                        let (d1, m1) = (d * f32::from(sc), dmin * f32::from(m));
+                        let bit = 1u8 << (2 * pair + half);
+                        out.extend(q.iter().enumerate().map(|(l, &b)| {
+                            let nib = if half == 0 { b & 0x0f } else { b >> 4 };
+                            let high = if qh.is_empty() || qh[l] & bit == 0 { 0 } else { 16 };
+                            d1 * f32::from(nib + high) - m1
+                        }));
+                    }
+                }
+            }
+            // ggml's dequantize_row_q6_K: two halves of 128, each from 64 `ql` and 32 `qh` bytes
+            // and 8 scales.
+            BlockFormat::Q6K => {
+                let (ql, qh, sc) = (&block[0..128], &block[128..192], &block[192..208]);
+                let d = f16(&block[208..210]);
+                for n in 0..2 {
+                    let (ql, qh, sc) = (&ql[64 * n..], &qh[32 * n..], &sc[8 * n..]);
+                    let mut y = [0f32; 128];
+                    for l in 0..32 {
+                        let is = l / 16;
+                        let q = [
+                            (ql[l] & 0x0f) | (qh[l] & 3) << 4,
+                            (ql[l + 32] & 0x0f) | ((qh[l] >> 2) & 3) << 4,
+                            (ql[l] >> 4) | ((qh[l] >> 4) & 3) << 4,
+                            (ql[l + 32] >> 4) | ((qh[l] >> 6) & 3) << 4,
+                        ];
+                        for (k, &q) in q.iter().enumerate() {
+                            let s = f32::from(sc[is + 2 * k] as i8);
+                            y[l + 32 * k] = d * s * f32::from(q as i8 - 32);
+                        }
+                    }
+                    out.extend_from_slice(&y);
+                }
+            }
         }
     }
     Ok(())
+}
+
+/// Q4_K blocks as Q4_1 blocks (`q4_g32`): sub-block `j` of a super-block with `d`, `dmin`
+/// and 6-bit `sc`, `m` is `q * (d·sc) − dmin·m`, i.e. Q4_1 with `d' = d·sc` and `m' = −dmin·m`
+/// rounded to f16, and the same nibbles (Q4_K keeps a pair of sub-blocks as the low and high
+/// nibbles of 32 bytes; Q4_1 a block's first 16 elements in the low nibbles of its 16 bytes).
+fn q4_k_to_q4_1(k: &[u8]) -> Vec<u8> {
+    let f16 = |b: &[u8]| half::f16::from_le_bytes([b[0], b[1]]).to_f32();
+    let mut out = Vec::with_capacity(k.len() / 144 * 160);
+    for block in k.chunks_exact(144) {
+        let (d, dmin, scales, qs) = (f16(&block[0..2]), f16(&block[2..4]), &block[4..16], &block[16..144]);
+        for j in 0..8 {
+            let (sc, m) = scale_min_k4(j, scales);
+            out.extend(half::f16::from_f32(d * f32::from(sc)).to_le_bytes());
+            out.extend(half::f16::from_f32(-(dmin * f32::from(m))).to_le_bytes());
+            let pair = &qs[32 * (j / 2)..32 * (j / 2) + 32];
+            let nib = |b: u8| if j % 2 == 0 { b & 0x0f } else { b >> 4 };
+            out.extend((0..16).map(|i| nib(pair[i]) | nib(pair[i + 16]) << 4));
+        }
+    }
+    out
+}
+
+/// Sub-block `j`'s 6-bit scale and min in a K-quant block's 12 packed bytes (ggml's
+/// `get_scale_min_k4`).
+fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
+    if j < 4 {
+        (q[j] & 63, q[j + 4] & 63)
+    } else {
+        ((q[j + 4] & 0x0f) | ((q[j - 4] >> 6) << 4), (q[j + 4] >> 4) | ((q[j] >> 6) << 4))
+    }
 }
 
 /// Reads `bytes` bytes at `offset` of `path`; `fail` words the error.
@@ -331,11 +430,11 @@ fn source_f32(w: &Weight) -> Result<Vec<f32>, IrError> {
         WeightSource::Blocks { path, offset, format } => {
             let fail = |what: String| IrError::new(format!("weight '{}' in {}: {what}", w.name, path.display()));
             let innermost = w.ty.shape.last().and_then(|d| d.as_const()).unwrap_or(1);
-            if innermost % BlockFormat::BLOCK != 0 {
+            if !innermost.is_multiple_of(format.block()) {
                 return Err(fail(format!(
                     "{} rows of {innermost} elements are not whole blocks of {}",
                     format.name(),
-                    BlockFormat::BLOCK
+                    format.block()
                 )));
             }
             let bytes = format
