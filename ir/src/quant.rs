@@ -426,6 +426,9 @@ impl RowEncoder {
     pub fn push(&mut self, values: &[f32]) -> Result<(), String> {
         use rayon::prelude::*;
         let cols = self.cols as usize;
+        if values.is_empty() {
+            return Ok(());
+        }
         if cols == 0 || values.len() % cols != 0 {
             return Err(format!("{} values are not whole rows of {cols}", values.len()));
         }
