@@ -122,7 +122,8 @@ pub fn stored_bytes(w: &Weight) -> Result<Stored, IrError> {
         return Ok(Stored { storage, bytes, rel_error: 0.0, kept: true });
     }
     let values = value_f32(w)?;
-    let bytes = crate::quant::encode(storage, rows, cols, &values).map_err(|m| werr(&w.name, m))?;
+    let bytes = crate::quant::encode_weighted(storage, rows, cols, &values, w.importance.as_deref())
+        .map_err(|m| werr(&w.name, m))?;
     let rel_error = if storage == Storage::F32 {
         0.0
     } else {
