@@ -242,11 +242,11 @@ struct QuantArgs {
     #[arg(long, value_name = "DTYPE", default_value = "f32", value_parser = parse_kv_dtype)]
     kv_dtype: edgec_ir::quant::KvDtype,
     /// With --quant q4s: a calibration text (UTF-8). The f32 model first runs over its first
-    /// 512 tokens in the reference interpreter (a few minutes for a 135M model), recording each
-    /// matmul input's mean square per feature, and every int4 group is then chosen to minimise
-    /// its error weighted by those (llama.cpp's importance matrix). Use a text other than the
-    /// one you evaluate on. Without it, q4s weighs the inputs of matmuls behind an RMSNorm by
-    /// the norm's weight squared.
+    /// 512 tokens in the reference interpreter (about 1.5 min for SmolLM2-135M on 2 cores),
+    /// recording each matmul input's mean square per feature, and each int4 group's scale is
+    /// then searched for the least error weighted by those (llama.cpp's importance matrix).
+    /// Use a text other than the one you evaluate on. Without it, q4s searches for the least
+    /// plain squared error.
     #[arg(long, value_name = "FILE")]
     calibrate: Option<PathBuf>,
 }
