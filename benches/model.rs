@@ -31,6 +31,7 @@ fn model(c: &mut Criterion) {
             emit_ir: false,
             quant: Default::default(),
             kv_dtype: Default::default(),
+            calibrate: None,
         },
         &mut std::io::sink(),
     )

@@ -268,6 +268,7 @@ pub fn bench(req: &BenchRequest, log: &mut dyn std::io::Write) -> Result<BenchRe
                 emit_ir: false,
                 quant: Default::default(),
                 kv_dtype: Default::default(),
+                calibrate: None,
             },
             &mut std::io::sink(),
         )?;

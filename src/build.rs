@@ -241,6 +241,7 @@ impl Build {
                 emit_ir: false,
                 quant: self.quant,
                 kv_dtype: self.kv_dtype,
+                calibrate: None,
             };
             let emit = Emit { obj: false, staticlib: true, header: true, weights: !self.embed_weights, report: false };
             let pkg = Packaging { emit, embed_weights: self.embed_weights, cpu_variants: None };

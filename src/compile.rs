@@ -33,6 +33,9 @@ pub struct CompileRequest {
     pub quant: edgec_ir::quant::Preset,
     /// The KV cache's element type (`--kv-dtype`); f32 by default.
     pub kv_dtype: edgec_ir::quant::KvDtype,
+    /// A calibration text (`--calibrate`): the f32 model runs over its first tokens in the
+    /// interpreter, and `q4s` weighs each weight's error by its input's mean squares.
+    pub calibrate: Option<PathBuf>,
 }
 
 /// What a compile produced.
@@ -173,8 +176,15 @@ pub fn compile_with(req: &CompileRequest, pkg: &Packaging, log: &mut dyn Write) 
     let (mut graph, timings) = build_graph(req, &load, log)?;
     graph.name = name.clone();
     let tokenizer = crate::tokenizer::for_model(&req.model)?;
+    if req.calibrate.is_some() && req.quant != edgec_ir::quant::Preset::Q4S {
+        bail!("--calibrate only applies to --quant q4s (got --quant {})", req.quant.name());
+    }
     if req.quant != edgec_ir::quant::Preset::F32 {
-        edgec_ir::quant::apply_preset(&mut graph, req.quant);
+        let stats = match &req.calibrate {
+            Some(text) => Some(crate::calibrate::calibrate(&graph, &req.model, text, &mut std::io::stderr())?),
+            None => None,
+        };
+        edgec_ir::quant::apply_preset_with(&mut graph, req.quant, stats.as_ref());
         edgec_ir::verify::verify(&graph).context("after --quant")?;
     }
     if req.kv_dtype != edgec_ir::quant::KvDtype::F32 {

@@ -10,6 +10,7 @@
 pub mod atomic;
 pub mod bench;
 pub mod build;
+pub mod calibrate;
 pub mod chat;
 pub mod compile;
 pub mod cross;

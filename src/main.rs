@@ -231,7 +231,7 @@ struct QuantArgs {
     /// How matmul weights and embedding tables are stored: f32 (default), f16, q8 (int8 per
     /// output channel), q8-g32 (int8 groups of 32 with an f16 scale: GGUF Q8_0), q4 (int4 groups
     /// of 32 with f16 scale and min, clipping searched), q4s (symmetric int4 groups of 32 with an
-    /// f16 scale, 4.5 bits per weight: GGUF Q4_0's layout, clipping searched), q4-g128
+    /// f16 scale, 4.5 bits per weight: GGUF Q4_0's layout, scale searched; see --calibrate), q4-g128
     /// (groups of 128), or keep (a GGUF's Q8_0/Q4_0/Q4_1 blocks and f16/bf16 tensors as they
     /// are). Rows too short for a group fall back to smaller groups, then q8. Activations are
     /// f32, except that aarch64 quantizes them to int8 blocks for int8 (q8, q8-g32) weights.
@@ -241,6 +241,14 @@ struct QuantArgs {
     /// rounded to f16 when written, and widened to f32 when attention reads it).
     #[arg(long, value_name = "DTYPE", default_value = "f32", value_parser = parse_kv_dtype)]
     kv_dtype: edgec_ir::quant::KvDtype,
+    /// With --quant q4s: a calibration text (UTF-8). The f32 model first runs over its first
+    /// 512 tokens in the reference interpreter (about 1.5 min for SmolLM2-135M on 2 cores),
+    /// recording each matmul input's mean square per feature, and each int4 group's scale is
+    /// then searched for the least error weighted by those (llama.cpp's importance matrix).
+    /// Use a text other than the one you evaluate on. Without it, q4s searches for the least
+    /// plain squared error.
+    #[arg(long, value_name = "FILE")]
+    calibrate: Option<PathBuf>,
 }
 
 fn parse_kv_dtype(s: &str) -> Result<edgec_ir::quant::KvDtype, String> {
@@ -471,6 +479,7 @@ fn execute(cli: Cli) -> Result<()> {
                 threads: a.threads,
                 quant: a.quant.quant,
                 kv_dtype: a.quant.kv_dtype,
+                calibrate: a.quant.calibrate,
                 linker: a.linker,
             };
             let report = edgec::perplexity::perplexity(&req, &mut std::io::stderr())?;
@@ -505,6 +514,7 @@ fn execute(cli: Cli) -> Result<()> {
                 emit_ir: a.emit_ir,
                 quant: a.quant.quant,
                 kv_dtype: a.quant.kv_dtype,
+                calibrate: a.quant.calibrate.clone(),
             };
             let c = edgec::compile_with(&req, &packaging, &mut std::io::stderr())?;
             if a.time_passes {
@@ -582,6 +592,7 @@ fn execute(cli: Cli) -> Result<()> {
                 sampling: SamplerConfig { temperature: a.temperature, top_k: a.top_k, top_p: a.top_p, seed: a.seed },
                 quant: a.quant.quant,
                 kv_dtype: a.quant.kv_dtype,
+                calibrate: a.quant.calibrate.clone(),
             };
             let (out, memory) = edgec::run::run_measured(&req)?;
             if a.memory {
@@ -656,6 +667,7 @@ fn chat(a: RunArgs) -> Result<()> {
         sampling: SamplerConfig { temperature: a.temperature, top_k: a.top_k, top_p: a.top_p, seed: a.seed },
         quant: a.quant.quant,
         kv_dtype: a.quant.kv_dtype,
+        calibrate: a.quant.calibrate.clone(),
     };
     let next = move || if interactive { read_line() } else { Ok(None) };
     edgec::run::chat(&req, &template, &tokenizer, next, &mut std::io::stdout().lock())

@@ -180,6 +180,8 @@ pub struct PerplexityRequest {
     pub quant: edgec_ir::quant::Preset,
     /// For checkpoints and GGUF files: the KV cache's element type (`--kv-dtype`).
     pub kv_dtype: edgec_ir::quant::KvDtype,
+    /// For checkpoints and GGUF files: the calibration text (`--calibrate`).
+    pub calibrate: Option<PathBuf>,
     pub linker: Option<String>,
 }
 
@@ -296,7 +298,7 @@ pub fn perplexity(req: &PerplexityRequest, progress: &mut dyn Write) -> Result<R
         if bos.is_some() { ", BOS first in each" } else { "" },
         if is_compiled(&req.model) { "loading the model" } else { "compiling the model" }
     )?;
-    let storage = (req.quant, req.kv_dtype);
+    let storage = (req.quant, req.kv_dtype, req.calibrate.as_deref());
     let mut model = WindowModel::open(&req.model, req.ctx, storage, req.threads, req.linker.as_deref())?;
     if model.vocab != tokenizer.vocab_size() {
         bail!(
@@ -375,7 +377,7 @@ impl WindowModel {
     pub fn open(
         model: &std::path::Path,
         ctx: usize,
-        (quant, kv_dtype): (edgec_ir::quant::Preset, edgec_ir::quant::KvDtype),
+        (quant, kv_dtype, calibrate): (edgec_ir::quant::Preset, edgec_ir::quant::KvDtype, Option<&std::path::Path>),
         threads: usize,
         linker: Option<&str>,
     ) -> Result<WindowModel> {
@@ -405,6 +407,7 @@ impl WindowModel {
             sampling: edgec_runtime::SamplerConfig::default(),
             quant,
             kv_dtype,
+            calibrate: calibrate.map(std::path::Path::to_path_buf),
         };
         let (scratch, dir, manifest) = crate::run::prepare(&run_req)?;
         crate::run::compiled_target(&run_req, &dir, &manifest)?;

@@ -30,6 +30,8 @@ pub struct RunRequest {
     pub quant: edgec_ir::quant::Preset,
     /// For checkpoints: the KV cache's element type (`--kv-dtype`).
     pub kv_dtype: edgec_ir::quant::KvDtype,
+    /// For checkpoints: the calibration text (`--calibrate`).
+    pub calibrate: Option<PathBuf>,
 }
 
 /// Logits of every prompt position and the generated ids.
@@ -220,10 +222,12 @@ pub(crate) fn prepare(req: &RunRequest) -> Result<(Option<tempfile::TempDir>, Pa
     let mut scratch = None;
     let (dir, manifest) = if req.model.join(manifest::FILE_NAME).is_file() {
         let m = Manifest::read(&req.model)?;
-        let storage_set = req.quant != edgec_ir::quant::Preset::F32 || req.kv_dtype != edgec_ir::quant::KvDtype::F32;
+        let storage_set = req.quant != edgec_ir::quant::Preset::F32
+            || req.kv_dtype != edgec_ir::quant::KvDtype::F32
+            || req.calibrate.is_some();
         if req.max_context.is_some() || req.max_tokens.is_some() || storage_set {
             bail!(
-                "{} is already compiled (max context {}); --max-context, --max-tokens, --quant and --kv-dtype apply only to checkpoints",
+                "{} is already compiled (max context {}); --max-context, --max-tokens, --quant, --kv-dtype and --calibrate apply only to checkpoints",
                 req.model.display(),
                 m.max_context
             );
@@ -247,6 +251,7 @@ pub(crate) fn prepare(req: &RunRequest) -> Result<(Option<tempfile::TempDir>, Pa
                 emit_ir: false,
                 quant: req.quant,
                 kv_dtype: req.kv_dtype,
+                calibrate: req.calibrate.clone(),
             },
             &mut std::io::sink(),
         )?;

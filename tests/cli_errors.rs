@@ -188,3 +188,33 @@ fn cpu_variants_choose_the_entry_points() {
     let baseline = object_with(Some("baseline"), "baseline");
     assert!(has(&baseline, "tiny_forward") && !has(&baseline, "tiny_forward_dotprod"));
 }
+
+#[test]
+fn calibrate_needs_q4s_a_readable_text_and_a_tokenizer() {
+    let model = fixture("llama");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let text = dir.path().join("calibration.txt");
+    std::fs::write(&text, "In the beginning").unwrap();
+    let compile = |quant: &str, text: &Path| {
+        let args = [
+            "compile",
+            model.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--max-context",
+            "32",
+            "--quant",
+            quant,
+            "--calibrate",
+            text.to_str().unwrap(),
+        ];
+        expect_clean_failure(&edgec(&args), &out)
+    };
+    let e = compile("q8", &text);
+    assert!(e.contains("--calibrate only applies to --quant q4s (got --quant q8)"), "{e}");
+    let e = compile("q4s", &dir.path().join("missing.txt"));
+    assert!(e.contains("missing.txt: cannot read it as UTF-8 text"), "{e}");
+    let e = compile("q4s", &text);
+    assert!(e.contains("calibration.txt") && e.contains("has no tokenizer to read the text with"), "{e}");
+}

@@ -28,6 +28,7 @@ fn listing(model: &Path) -> String {
         emit_ir: false,
         quant: edgec_ir::quant::Preset::F32,
         kv_dtype: Default::default(),
+        calibrate: None,
     };
     let (g, _) =
         build_graph(&req, &load, &mut std::io::sink()).unwrap_or_else(|e| panic!("{}: {e:#}", model.display()));

@@ -310,3 +310,36 @@ fn f16_kv_cache_tracks_pytorch() {
     let m = run_with("mistral", "x86_64-unknown-linux-gnu", "q8", "f16");
     assert!(m.rel_range <= 0.05 && m.forced_match >= 7, "mistral q8 + f16 KV: {} of the range", m.rel_range);
 }
+
+/// `q4s` blocks chosen with importance weights are still ggml's Q4_0: the Python `gguf`
+/// package's dequantizer (llama.cpp's reference) reads the bytes `encode_weighted` wrote as
+/// `decode` does, when python3 has `gguf` and `numpy` (scripts/test installs them).
+#[test]
+fn weighted_q4s_bytes_dequantize_like_gguf_q4_0() {
+    let (rows, cols) = (4u64, 96u64);
+    let v: Vec<f32> =
+        (0..rows * cols).map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * (1.0 + (i % 13) as f32)).collect();
+    let imp: Vec<f32> = (0..cols).map(|j| if j % 11 == 0 { 0.0 } else { 1.0 + (j % 7) as f32 * 30.0 }).collect();
+    let s = edgec_ir::Storage::Q4G { group: 32, min: false };
+    let bytes = edgec_ir::quant::encode_weighted(s, rows, cols, &v, Some(&imp)).unwrap();
+    let ours = edgec_ir::quant::decode(s, rows, cols, &bytes).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q4_0.bin");
+    std::fs::write(&path, &bytes).unwrap();
+    let script = "import sys, numpy as np\nfrom gguf import quants, GGMLQuantizationType as T\n\
+                  raw = np.fromfile(sys.argv[1], dtype=np.uint8).reshape(int(sys.argv[2]), -1)\n\
+                  print(' '.join(repr(float(x)) for x in quants.dequantize(raw, T.Q4_0).reshape(-1)))";
+    let o =
+        std::process::Command::new("python3").args(["-c", script, path.to_str().unwrap(), &rows.to_string()]).output();
+    let out = match o {
+        Ok(o) if o.status.success() => String::from_utf8(o.stdout).unwrap(),
+        other => {
+            let why = other.map_or_else(|e| e.to_string(), |o| String::from_utf8_lossy(&o.stderr).into_owned());
+            assert!(std::env::var_os("CI").is_none(), "python3 with gguf and numpy is needed: {why}");
+            eprintln!("skipped: python3 with gguf and numpy is not available ({})", why.trim());
+            return;
+        }
+    };
+    let theirs: Vec<f32> = out.split_whitespace().map(|x| x.parse().unwrap()).collect();
+    assert_eq!(theirs, ours);
+}

@@ -166,12 +166,18 @@ pub struct Weight {
     pub ty: TensorType,
     pub source: WeightSource,
     pub transforms: Vec<Transform>,
+    /// Per-column importance for the quantizer (`cols` values ≥ 0, e.g. the mean square of
+    /// each input feature of the matmul this weight multiplies): a trailing `quantize` to a
+    /// searched format (`q4s_gG`) minimises the squared error weighted by it instead of the
+    /// plain squared error. It changes which codes are stored, never the layout; set by
+    /// [`crate::quant::apply_preset_with`], not printed in the text form.
+    pub importance: Option<std::sync::Arc<[f32]>>,
 }
 
 impl Weight {
     /// A weight read straight from its source.
     pub fn new(name: impl Into<String>, ty: TensorType, source: WeightSource) -> Weight {
-        Weight { name: name.into(), ty, source, transforms: Vec::new() }
+        Weight { name: name.into(), ty, source, transforms: Vec::new(), importance: None }
     }
 
     /// How the weights file stores this weight: its trailing `quantize`, or f32.
@@ -244,7 +250,7 @@ impl Graph {
         source: WeightSource,
         transforms: Vec<Transform>,
     ) -> ValueRef {
-        self.weights.push(Weight { name: name.into(), ty, source, transforms });
+        self.weights.push(Weight { name: name.into(), ty, source, transforms, importance: None });
         ValueRef::Weight(self.weights.len() as u32 - 1)
     }
 

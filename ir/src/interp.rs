@@ -133,6 +133,16 @@ impl<'g> Interpreter<'g> {
     /// Runs the graph once: one tensor per graph input, in order; returns the graph's outputs in
     /// order. State persists across runs.
     pub fn run(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>, IrError> {
+        self.run_observed(inputs, &mut |_, _| {})
+    }
+
+    /// [`Interpreter::run`], calling `observe(i, value)` with each node's result as it is
+    /// computed (calibration statistics, e.g. `--calibrate`).
+    pub fn run_observed(
+        &mut self,
+        inputs: &[Tensor],
+        observe: &mut dyn FnMut(usize, &Tensor),
+    ) -> Result<Vec<Tensor>, IrError> {
         let g = self.g;
         if inputs.len() != g.inputs.len() {
             return Err(err(format!("graph takes {} inputs, got {}", g.inputs.len(), inputs.len())));
@@ -205,6 +215,10 @@ impl<'g> Interpreter<'g> {
                     "%{i} = {}: computed shape {shape:?} differs from its type's {expected:?}",
                     node.op.name()
                 )));
+            }
+            match &result {
+                Slot::Owned(t) => observe(i, t),
+                Slot::State(s) => observe(i, &self.states[*s as usize]),
             }
             values.push(result);
         }

@@ -26,10 +26,13 @@
 //! `G` is 32, 64, 128 or 256.
 //!
 //! Quantizers: `q8_c` and `q8_gG` round to nearest with the scale from the largest magnitude.
-//! `q4s_gG` and `q4_gG` search the clipping range per group for the least squared error
-//! (scale and min rounded to f16 as stored), then refit scale and min by least squares for the
-//! chosen codes (kept when better); the plain max-abs / min-max choice is one of the candidates,
-//! so the search never does worse than it.
+//! `q4_gG` searches the clipping range per group for the least squared error (scale and min
+//! rounded to f16 as stored), then refits scale and min by least squares for the chosen codes
+//! (kept when better). `q4s_gG` searches the scale per group for the least squared error
+//! weighted by the weight's per-column [`crate::graph::Weight::importance`] when it has one
+//! (calibration statistics: [`ActivationStats`], [`importance`]), else unweighted; see
+//! `search_q4_sym`. Both evaluate the plain max-abs / min-max choice too, so neither does
+//! worse than it on its (weighted) error.
 
 use crate::IrError;
 use crate::ValueRef;
@@ -198,7 +201,23 @@ fn f16_at(b: &[u8], at: usize) -> f32 {
 
 /// Encodes `values` (`rows × cols`, row-major) as `storage`.
 pub fn encode(storage: Storage, rows: u64, cols: u64, values: &[f32]) -> Result<Vec<u8>, String> {
+    encode_weighted(storage, rows, cols, values, None)
+}
+
+/// [`encode`] with per-column importance (`cols` finite values ≥ 0): `q4s_gG` minimises the
+/// squared error weighted by it (see [`crate::graph::Weight::importance`]); the other formats
+/// ignore it.
+pub fn encode_weighted(
+    storage: Storage,
+    rows: u64,
+    cols: u64,
+    values: &[f32],
+    importance: Option<&[f32]>,
+) -> Result<Vec<u8>, String> {
     storage.check_cols(cols)?;
+    if let Some(imp) = importance {
+        check_importance(imp, cols)?;
+    }
     let n = rows.checked_mul(cols).filter(|&n| n == values.len() as u64);
     if n.is_none() {
         return Err(format!("{} values are not {rows} × {cols}", values.len()));
@@ -233,19 +252,34 @@ pub fn encode(storage: Storage, rows: u64, cols: u64, values: &[f32]) -> Result<
             }
         }
         Storage::Q4G { group, min } => {
-            let mut q = vec![0u8; group as usize];
-            for g in values.chunks_exact(group as usize) {
-                let (d, m) = if min { search_q4_min(g, &mut q) } else { search_q4_sym(g, &mut q) };
-                out.extend(f16_bits(d));
-                if min {
-                    out.extend(f16_bits(m));
+            let group = group as usize;
+            let mut q = vec![0u8; group];
+            for row in values.chunks_exact(cols) {
+                for (k, g) in row.chunks_exact(group).enumerate() {
+                    let wg = importance.map(|imp| &imp[k * group..(k + 1) * group]);
+                    let (d, m) = if min { search_q4_min(g, &mut q) } else { search_q4_sym(g, wg, &mut q) };
+                    out.extend(f16_bits(d));
+                    if min {
+                        out.extend(f16_bits(m));
+                    }
+                    pack_nibbles(&q, &mut out);
                 }
-                pack_nibbles(&q, &mut out);
             }
         }
     }
     debug_assert_eq!(out.len(), total);
     Ok(out)
+}
+
+/// Why `imp` is not a per-column importance for rows of `cols` values, if it is not.
+pub fn check_importance(imp: &[f32], cols: u64) -> Result<(), String> {
+    if imp.len() as u64 != cols {
+        return Err(format!("importance has {} values for rows of {cols}", imp.len()));
+    }
+    if let Some(v) = imp.iter().find(|v| !(v.is_finite() && **v >= 0.0)) {
+        return Err(format!("importance value {v} is not finite and ≥ 0"));
+    }
+    Ok(())
 }
 
 /// Appends `q` (codes 0..=15, a multiple of 32) in the sub-block nibble layout.
@@ -311,25 +345,101 @@ fn search_q4_min(g: &[f32], q: &mut [u8]) -> (f32, f32) {
     (best.1, best.2)
 }
 
-/// Symmetric int4 for one group (`x ≈ (q - 8) d`): ggml's choice `d = -max / 8` (`max` the
-/// value of largest magnitude, sign kept) scaled by factors down to 0.7, least squared error.
-fn search_q4_sym(g: &[f32], q: &mut [u8]) -> (f32, f32) {
+/// Codes for `x ≈ (q - 8) d` (q in 0..=15) and their squared error, weighted by `w` (1 when
+/// `None`). `d` already f16.
+fn codes_sym(g: &[f32], w: Option<&[f32]>, d: f32, q: &mut [u8]) -> f32 {
+    let inv = if d != 0.0 { 1.0 / d } else { 0.0 };
+    let mut err = 0.0;
+    for (i, (qi, &x)) in q.iter_mut().zip(g).enumerate() {
+        let c = (x * inv + 8.0).round().clamp(0.0, 15.0);
+        *qi = c as u8;
+        let e = (c - 8.0) * d - x;
+        err += w.map_or(1.0, |w| w[i]) * e * e;
+    }
+    err
+}
+
+/// Symmetric int4 for one group (`x ≈ (q - 8) d`), minimising the squared error weighted by
+/// `w` (per element, ≥ 0; unweighted when `None`). In the manner of llama.cpp's
+/// `make_qx_quants`, with a wider range: the value of largest magnitude `max` (sign kept) is
+/// mapped to code `-n` or `+n` for `n` in 3..=12 by steps of 0.5, then ±0.4 around the best by
+/// steps of 0.1 (ggml's plain `d = -max / 8` is `-8`); each candidate's rounded codes are
+/// scored by the weighted error at their least-squares scale. The best one's scale is rounded
+/// to f16, its codes rounded again for that scale, and the scale refit (up to twice more)
+/// while the exact weighted error falls. ggml's plain scale, rounded to nearest, is evaluated
+/// too and kept unless beaten, so the result is never worse than it. On skewed weights this
+/// reaches the exhaustive optimum over every f16 scale (`ir/tests/storage.rs`).
+fn search_q4_sym(g: &[f32], w: Option<&[f32]>, q: &mut [u8]) -> (f32, f32) {
     let max = g.iter().copied().fold(0f32, |a, v| if v.abs() > a.abs() { v } else { a });
-    let mut best = (f32::INFINITY, 0.0);
     let mut tmp = vec![0u8; g.len()];
-    for step in 0..=15 {
-        let d = f16_round(-max / 8.0 * (1.0 - 0.02 * step as f32));
-        let inv = if d != 0.0 { 1.0 / d } else { 0.0 };
-        let mut err = 0.0;
-        for (qi, &x) in tmp.iter_mut().zip(g) {
-            let c = (x * inv + 8.0).round().clamp(0.0, 15.0);
-            *qi = c as u8;
-            let e = (c - 8.0) * d - x;
-            err += e * e;
+    let plain = f16_round(-max / 8.0);
+    let mut best = (codes_sym(g, w, plain, q), plain);
+    if max == 0.0 {
+        return (best.1, 0.0);
+    }
+    let wt = |i: usize| w.map_or(1.0, |w| w[i]);
+    // Weighted least-squares scale for the codes in `q` (0 when all codes are 8).
+    let ls = |q: &[u8]| {
+        let (mut sxl, mut sll) = (0f32, 0f32);
+        for (i, (&qi, &x)) in q.iter().zip(g).enumerate() {
+            let l = f32::from(qi) - 8.0;
+            sxl += wt(i) * x * l;
+            sll += wt(i) * l * l;
         }
+        if sll > 0.0 { sxl / sll } else { 0.0 }
+    };
+    // Candidates by the weighted error at their least-squares scale, Σw x² − (Σw x l)² / Σw l²
+    // (one pass each); the best one is then evaluated exactly, with its scale rounded to f16.
+    let gain = |inv: f32| {
+        let (mut sxl, mut sll) = (0f32, 0f32);
+        for (i, &x) in g.iter().enumerate() {
+            let l = (x * inv).round().clamp(-8.0, 7.0);
+            let wx = wt(i) * l;
+            sxl += wx * x;
+            sll += wx * l;
+        }
+        if sll > 0.0 { sxl * sxl / sll } else { 0.0 }
+    };
+    let (mut top, mut top_gain) = (0f32, 0f32);
+    let mut consider = |inv: f32| {
+        let gn = gain(inv);
+        if gn > top_gain {
+            (top, top_gain) = (inv, gn);
+        }
+        top
+    };
+    // Coarse: `max` at code ∓n for n in 3..=12 by 0.5; then ±0.4 around the best by 0.1.
+    let mut coarse = 0.0;
+    for side in [-1.0f32, 1.0] {
+        for k in 0..=18 {
+            coarse = consider(side * (3.0 + 0.5 * k as f32) / max);
+        }
+    }
+    let n = coarse * max;
+    for k in -4..=4 {
+        if k != 0 {
+            consider((n + 0.1 * k as f32 * n.signum()) / max);
+        }
+    }
+    if top != 0.0 {
+        for (qi, &x) in tmp.iter_mut().zip(g) {
+            *qi = (x * top + 8.0).round().clamp(0.0, 15.0) as u8;
+        }
+        let d = f16_round(ls(&tmp));
+        let err = codes_sym(g, w, d, &mut tmp);
         if err < best.0 {
             best = (err, d);
             q.copy_from_slice(&tmp);
+        }
+    }
+    for _ in 0..2 {
+        let d = f16_round(ls(q));
+        let err = codes_sym(g, w, d, &mut tmp);
+        if err < best.0 {
+            best = (err, d);
+            q.copy_from_slice(&tmp);
+        } else {
+            break;
         }
     }
     (best.1, 0.0)
@@ -406,9 +516,10 @@ fn error_ratio(num: f64, den: f64) -> f64 {
 /// Encodes a matrix a block of rows at a time, on every core (rows are independent in every
 /// format), so that a large tensor is never whole in memory as f32: the result is [`encode`]'s
 /// bytes for all the rows pushed, and the relative error of their round trip.
-pub struct RowEncoder {
+pub struct RowEncoder<'a> {
     storage: Storage,
     cols: u64,
+    importance: Option<&'a [f32]>,
     rows: u64,
     /// Everything but `q8_c`'s per-row scales, which follow all the rows' values.
     data: Vec<u8>,
@@ -416,10 +527,14 @@ pub struct RowEncoder {
     err: (f64, f64),
 }
 
-impl RowEncoder {
-    pub fn new(storage: Storage, cols: u64) -> Result<RowEncoder, String> {
+impl<'a> RowEncoder<'a> {
+    /// An encoder of rows of `cols`, weighting columns by `importance` as [`encode_weighted`].
+    pub fn new(storage: Storage, cols: u64, importance: Option<&'a [f32]>) -> Result<RowEncoder<'a>, String> {
         storage.check_cols(cols)?;
-        Ok(RowEncoder { storage, cols, rows: 0, data: Vec::new(), scales: Vec::new(), err: (0.0, 0.0) })
+        if let Some(imp) = importance {
+            check_importance(imp, cols)?;
+        }
+        Ok(RowEncoder { storage, cols, importance, rows: 0, data: Vec::new(), scales: Vec::new(), err: (0.0, 0.0) })
     }
 
     /// Appends whole rows.
@@ -441,7 +556,7 @@ impl RowEncoder {
             .par_chunks(per * cols)
             .map(|block| {
                 let n = (block.len() / cols) as u64;
-                let bytes = encode(storage, n, self.cols, block)?;
+                let bytes = encode_weighted(storage, n, self.cols, block, self.importance)?;
                 let err = if lossy { error_sums(block, &decode(storage, n, self.cols, &bytes)?) } else { (0.0, 0.0) };
                 Ok((bytes, err))
             })
@@ -490,7 +605,8 @@ pub enum Preset {
     /// `q4_g32` (asymmetric, searched); rows not a multiple of 32 fall back to `q8_c`.
     Q4,
     /// `q4s_g32` (symmetric, ggml's Q4_0 layout: int4 groups of 32 with an f16 scale, 4.5 bits
-    /// per weight; searched); rows not a multiple of 32 fall back to `q8_c`.
+    /// per weight; scale searched, weighted by calibration statistics when given: see
+    /// [`apply_preset_with`]); rows not a multiple of 32 fall back to `q8_c`.
     Q4S,
     /// `q4_g128`; rows not a multiple of 128 fall back to `q4_g32`, then `q8_c`.
     Q4G128,
@@ -640,17 +756,120 @@ pub fn choose(g: &Graph, i: usize, preset: Preset) -> Option<Storage> {
     }
 }
 
+/// Calibration statistics: for every value that a storable matmul weight multiplies (operand 0
+/// of a `transpose_b` matmul or `linear`), the mean square of each of its features over the
+/// rows seen, `E[x_j²]`. Fed by [`crate::interp::Interpreter::run_observed`] on a calibration
+/// text; read by [`apply_preset_with`] as the weights' importance (llama.cpp's "imatrix").
+#[derive(Clone, Debug, Default)]
+pub struct ActivationStats {
+    /// Per node index: sums of squares per feature, and rows seen.
+    sums: std::collections::HashMap<usize, (Vec<f64>, u64)>,
+}
+
+impl ActivationStats {
+    /// Statistics to gather for `g`: the inputs of its matmul-like nodes.
+    pub fn for_graph(g: &Graph) -> ActivationStats {
+        let mut sums = std::collections::HashMap::new();
+        for n in &g.nodes {
+            if matches!(n.op, Op::MatMul { transpose_b: true } | Op::Linear { .. })
+                && let Some(&ValueRef::Node(x)) = n.args.first()
+                && let Some(&Dim::Const(cols)) = g.nodes.get(x as usize).and_then(|x| x.ty.shape.dims().last())
+            {
+                sums.insert(x as usize, (vec![0f64; cols as usize], 0));
+            }
+        }
+        ActivationStats { sums }
+    }
+
+    /// Adds node `i`'s result (`rows × cols` f32 values) when it is one of the watched inputs.
+    pub fn observe(&mut self, i: usize, values: &[f32]) {
+        if let Some((sum, rows)) = self.sums.get_mut(&i)
+            && !sum.is_empty()
+            && values.len().is_multiple_of(sum.len())
+        {
+            for row in values.chunks_exact(sum.len()) {
+                for (s, &v) in sum.iter_mut().zip(row) {
+                    *s += f64::from(v) * f64::from(v);
+                }
+                *rows += 1;
+            }
+        }
+    }
+
+    /// `E[x_j²]` of node `i`'s features, when it was watched and seen.
+    pub fn mean_square(&self, i: usize) -> Option<Vec<f32>> {
+        let (sum, rows) = self.sums.get(&i)?;
+        (*rows > 0).then(|| sum.iter().map(|s| (s / *rows as f64) as f32).collect())
+    }
+
+    /// Rows seen, over all watched values.
+    pub fn rows(&self) -> u64 {
+        self.sums.values().map(|s| s.1).sum()
+    }
+}
+
 /// Records the preset's storage on every weight it applies to (a trailing
 /// [`Transform::Quantize`]). Returns how many weights it changed.
 pub fn apply_preset(g: &mut Graph, preset: Preset) -> usize {
+    apply_preset_with(g, preset, None)
+}
+
+/// [`apply_preset`], and with calibration statistics, each `q4s_gG` weight's
+/// [`importance`] (see [`crate::graph::Weight::importance`]).
+pub fn apply_preset_with(g: &mut Graph, preset: Preset, stats: Option<&ActivationStats>) -> usize {
     let mut changed = 0;
     for i in 0..g.weights.len() {
         if let Some(s) = choose(g, i, preset) {
+            if let (Storage::Q4G { min: false, .. }, Some(stats)) = (s, stats) {
+                g.weights[i].importance = importance(g, i, stats).map(Into::into);
+            }
             g.weights[i].transforms.push(Transform::Quantize(s));
             changed += 1;
         }
     }
     changed
+}
+
+/// How much a `gather` use (rows looked up, each element read once) counts against a matmul
+/// use in [`importance`]: a tied embedding table and LM head.
+pub const GATHER_SHARE: f32 = 1.0;
+
+/// Per-column importance of weight `i` for the quantizer: the mean over its uses of each use's
+/// importance, normalised to mean 1. A `transpose_b` matmul or `linear` use whose input has
+/// calibration statistics brings that input's `E[x_j²]` (the expected squared error of the
+/// product is `Σ_j E[x_j²] (W_ij − Ŵ_ij)²`); a `gather` use (an embedding lookup) brings
+/// uniform importance with weight [`GATHER_SHARE`]; any other use uniform importance. `None`
+/// when no use has statistics.
+pub fn importance(g: &Graph, i: usize, stats: &ActivationStats) -> Option<Vec<f32>> {
+    let me = ValueRef::Weight(i as u32);
+    let (_, cols) = rows_cols(g.weights[i].ty.shape.dims())?;
+    let cols = cols as usize;
+    let mut sum = vec![0f64; cols];
+    let (mut uses, mut found) = (0f64, false);
+    for n in &g.nodes {
+        for (k, &a) in n.args.iter().enumerate() {
+            if a != me {
+                continue;
+            }
+            let (share, ms) = match (&n.op, k, n.args.first()) {
+                (Op::MatMul { transpose_b: true } | Op::Linear { .. }, 1 | 2, Some(&ValueRef::Node(x))) => {
+                    (1.0, stats.mean_square(x as usize))
+                }
+                (Op::Gather, 0, _) => (f64::from(GATHER_SHARE), None),
+                _ => (1.0, None),
+            };
+            uses += share;
+            let mean = ms.as_ref().map_or(0.0, |m| m.iter().map(|&v| f64::from(v)).sum::<f64>() / cols as f64);
+            match ms {
+                Some(m) if m.len() == cols && mean > 0.0 && mean.is_finite() => {
+                    found = true;
+                    sum.iter_mut().zip(&m).for_each(|(s, &v)| *s += share * f64::from(v) / mean);
+                }
+                _ => sum.iter_mut().for_each(|s| *s += share),
+            }
+        }
+    }
+    (found && uses > 0.0).then(|| sum.into_iter().map(|s| (s / uses) as f32).collect())
 }
 
 /// For a permute that keeps the innermost axis (of `cols` elements) in place, the dims and

@@ -681,7 +681,7 @@ impl Parser {
         }
         let v = ValueRef::Weight(Self::index(self.g.weights.len(), "weights")?);
         self.values.insert(name.clone(), v);
-        self.g.weights.push(Weight { name, ty, source, transforms });
+        self.g.weights.push(Weight { name, ty, source, transforms, importance: None });
         Ok(())
     }
 

@@ -202,6 +202,12 @@ fn check_weights(g: &Graph) -> Result<(), IrError> {
                 return fail(format!("{what}: quantize {m}"));
             }
         }
+        if let Some(imp) = &w.importance {
+            let cols = crate::quant::rows_cols(w.ty.shape.dims()).map_or(0, |rc| rc.1);
+            if let Err(m) = crate::quant::check_importance(imp, cols) {
+                return fail(format!("{what}: {m}"));
+            }
+        }
     }
     Ok(())
 }

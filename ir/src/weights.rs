@@ -140,7 +140,8 @@ pub fn stored_bytes(w: &Weight) -> Result<Stored, IrError> {
         let kept = rel_error.is_none();
         return Ok(Stored { storage, bytes, rel_error: rel_error.take().unwrap_or(0.0), kept });
     }
-    let mut enc = crate::quant::RowEncoder::new(storage, cols).map_err(|m| werr(&w.name, m))?;
+    let mut enc =
+        crate::quant::RowEncoder::new(storage, cols, w.importance.as_deref()).map_err(|m| werr(&w.name, m))?;
     let streamed =
         w.value_transforms().is_empty() && matches!(w.source, WeightSource::File { .. } | WeightSource::Blocks { .. });
     if streamed {

@@ -29,6 +29,7 @@ impl Rule for WeightLayoutRule {
             ty: edgec_ir::TensorType::new(old.ty.dtype, Shape::of(&[cols, k])),
             source: old.source.clone(),
             transforms: old.transforms.clone(),
+            importance: None,
         };
         transposed.transforms.push(Transform::Permute { dims: vec![k, cols], perm: vec![1, 0] });
         let wt = cx.weight(&format!("{}.t", old.name), || transposed);
@@ -68,6 +69,7 @@ impl Rule for SplitFusedProjectionRule {
             ty: edgec_ir::TensorType::new(old.ty.dtype, Shape::of(&[*len, k])),
             source: old.source.clone(),
             transforms: old.transforms.clone(),
+            importance: None,
         };
         part.transforms.push(Transform::Rows { rows, start: *start, len: *len });
         let wp = cx.weight(&format!("{}.rows{start}", old.name), || part);
