@@ -45,9 +45,10 @@ pub(crate) enum Dot {
     Signed,
     /// u8 weights × i8 activations in VNNI's pattern: x86 variants with `vpdpbusd`.
     Unsigned,
-    /// u8 weights × i8 activations for x86 without VNNI: widened to i16 first, so that
-    /// Cranelift selects `pmaddwd` (the VNNI pattern without VNNI is a slow multiply/widen/add
-    /// chain).
+    /// u8 weights × i8 activations for x86 without VNNI: widened to i16 first and multiplied
+    /// pairwise, `pmaddwd`'s pattern. Measured against `Unsigned` compiled without VNNI (110M
+    /// Llama, q4s): 1539 instead of 2025 instructions per kernel, prefill 57 instead of 48
+    /// tokens/s, decode the same within noise.
     UnsignedMadd,
 }
 
