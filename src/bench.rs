@@ -102,6 +102,8 @@ pub struct BenchReport {
     pub gen_len: usize,
     pub repeats: usize,
     pub weights_file_bytes: u64,
+    /// The entry point that ran: `baseline` or a CPU-feature variant (`avx512vnni`, ...).
+    pub variant: &'static str,
     pub cost: Option<ModelCost>,
     /// Median over the rounds.
     pub prefill_seconds: f64,
@@ -144,6 +146,7 @@ impl BenchReport {
             "repeats": self.repeats,
             "parameters": self.cost.as_ref().map(|c| c.parameters),
             "weights_file_bytes": self.weights_file_bytes,
+            "variant": self.variant,
             "prefill_tokens_per_s": self.prefill_tokens_per_s(),
             "prefill_seconds": self.prefill_seconds,
             "prefill_flops": self.prefill_flops(),
@@ -169,9 +172,10 @@ impl BenchReport {
         let m = &self.machine;
         let g = |x: f64| x / 1e9;
         let mut s = format!(
-            "model    {} ({}), {} threads, prompt {} tokens, {} generated, median of {} rounds\n",
+            "model    {} ({}), {} variant, {} threads, prompt {} tokens, {} generated, median of {} rounds\n",
             self.model.display(),
             self.name,
+            self.variant,
             self.threads,
             self.prompt_len,
             self.gen_len,
@@ -200,7 +204,7 @@ f32 FMA peak {} ({}, calibrated loop, best run){}\n",
             self.decode_bandwidth_pct()
         );
         s += "how      decode bytes = weights file less an untied embedding table's share (KV cache not counted); \
-prefill FLOPs = 2 x multiplying weights x tokens + causal attention. Kernels are f32.\n";
+prefill FLOPs = 2 x multiplying weights x tokens + causal attention. int8/int4 weights take int8 activations.\n";
         s
     }
 }
@@ -288,7 +292,7 @@ pub fn bench(req: &BenchRequest, log: &mut dyn std::io::Write) -> Result<BenchRe
     writeln!(log, "measuring the machine with {threads} threads")?;
     let machine = measure_machine(threads, req.bandwidth_buffer);
 
-    let mut session = crate::host::open_session(&dir, &m, threads, req.linker.as_deref())?;
+    let (mut session, variant) = crate::host::open_session_variant(&dir, &m, threads, req.linker.as_deref())?;
     let info = session.info();
     let weights_file_bytes = info.weights_size;
     let decode_weight_bytes_per_token = match &cost {
@@ -333,6 +337,7 @@ pub fn bench(req: &BenchRequest, log: &mut dyn std::io::Write) -> Result<BenchRe
         gen_len: req.gen_len,
         repeats: req.repeats,
         weights_file_bytes,
+        variant,
         cost,
         prefill_seconds: median(&mut prefill),
         decode_seconds_per_token: median(&mut decode),

@@ -80,7 +80,7 @@ pub fn run(dir: &Path, m: &Manifest, target: &Triple, req: &RunRequest) -> Resul
     }
     let bytes = std::fs::read(&out_path).with_context(|| format!("cannot read {}", out_path.display()))?;
     let out = edgec_runtime::driver_output::parse_driver_output(&bytes)?;
-    let variant = if out.variant == 1 { "dotprod" } else { "baseline" };
+    let variant = out.variant_name();
     eprintln!("{}: ran the {variant} variant under '{runner}'", m.name);
     Ok(RunOutput {
         vocab: out.vocab as usize,

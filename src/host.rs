@@ -10,7 +10,8 @@ use std::path::Path;
 use std::process::Command;
 
 pub fn run(dir: &Path, m: &Manifest, req: &RunRequest) -> Result<RunOutput> {
-    let mut session = open_session(dir, m, req.threads, req.linker.as_deref())?;
+    let (mut session, variant) = open_session_variant(dir, m, req.threads, req.linker.as_deref())?;
+    eprintln!("{}: ran the {variant} variant on this CPU", m.name);
     let info = session.info();
     let mut sampler = Sampler::new(req.sampling)?;
     // Stepwise: every prompt token but the last goes in its own call; generation then starts
@@ -29,8 +30,10 @@ pub fn run(dir: &Path, m: &Manifest, req: &RunRequest) -> Result<RunOutput> {
 
 /// A compiled model linked and loaded into this process (for the rest of it).
 pub struct LoadedModel {
-    /// The object's `NAME_info` and `NAME_forward`.
+    /// The object's `NAME_info` and the entry point for this CPU.
     pub model: Model,
+    /// Which entry point: `baseline` (`NAME_forward`) or the CPU-feature variant's name.
+    pub variant: &'static str,
     lib: &'static libloading::Library,
 }
 
@@ -38,6 +41,16 @@ pub struct LoadedModel {
 /// loads it for the rest of the process, and opens a session over its weights (the weights
 /// file, or the object's embedded image) with `threads` threads (0: the runtime's default).
 pub fn open_session(dir: &Path, m: &Manifest, threads: usize, linker: Option<&str>) -> Result<Session> {
+    Ok(open_session_variant(dir, m, threads, linker)?.0)
+}
+
+/// [`open_session`], also naming the variant whose entry point runs (see [`load_model`]).
+pub fn open_session_variant(
+    dir: &Path,
+    m: &Manifest,
+    threads: usize,
+    linker: Option<&str>,
+) -> Result<(Session, &'static str)> {
     let loaded = load_model(dir, m, linker)?;
     let (lib, model, info) = (loaded.lib, loaded.model, loaded.model.info);
     let options = SessionOptions { threads, ..SessionOptions::default() };
@@ -65,12 +78,14 @@ pub fn open_session(dir: &Path, m: &Manifest, threads: usize, linker: Option<&st
         };
         Session::from_static(model, bytes, options)?
     };
-    Ok(session)
+    Ok((session, loaded.variant))
 }
 
 /// Links the compiled object in `dir` into a shared library (with `linker`, default `cc`) and
-/// loads it for the rest of the process: its `NAME_info` and `NAME_forward`, for sessions
-/// opened by the caller (several may share one `edgec_runtime::Weights`).
+/// loads it for the rest of the process: its `NAME_info` and entry point, for sessions opened
+/// by the caller (several may share one `edgec_runtime::Weights`). The entry point is
+/// `NAME_forward_<variant>` for the first of `edgec_runtime::cpu::variants()` the object
+/// exports (all variants give bit-identical results), else `NAME_forward`.
 pub fn load_model(dir: &Path, m: &Manifest, linker: Option<&str>) -> Result<LoadedModel> {
     let scratch =
         tempfile::Builder::new().prefix("edgec-host-").tempdir().context("cannot create a temporary directory")?;
@@ -97,10 +112,20 @@ pub fn load_model(dir: &Path, m: &Manifest, linker: Option<&str>) -> Result<Load
             .with_context(|| format!("{} has no symbol {}_info", lib_path.display(), m.name))?;
         &**sym
     };
-    let forward: ForwardFn = unsafe {
-        *lib.get::<ForwardFn>(format!("{}_forward", m.name).as_bytes())
-            .with_context(|| format!("{} has no symbol {}_forward", lib_path.display(), m.name))?
+    // SAFETY: every NAME_forward* entry point has the ABI type ForwardFn.
+    let variant = edgec_runtime::cpu::variants().into_iter().find_map(|v| {
+        let f = unsafe { lib.get::<ForwardFn>(format!("{}_forward_{v}", m.name).as_bytes()) };
+        f.ok().map(|f| (v, *f))
+    });
+    let (variant, forward) = match variant {
+        Some(vf) => vf,
+        None => unsafe {
+            let f = *lib
+                .get::<ForwardFn>(format!("{}_forward", m.name).as_bytes())
+                .with_context(|| format!("{} has no symbol {}_forward", lib_path.display(), m.name))?;
+            ("baseline", f)
+        },
     };
 
-    Ok(LoadedModel { model: Model { info, forward }, lib })
+    Ok(LoadedModel { model: Model { info, forward }, variant, lib })
 }

@@ -46,9 +46,9 @@ fn two_models_build_link_run_and_cache() {
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "two-models failed:\n{stdout}{}", String::from_utf8_lossy(&o.stderr));
     assert!(stdout.contains("llama: ok (weights file)"), "{stdout}");
-    assert!(stdout.contains("llama3: ok (embedded weights)"), "{stdout}");
+    assert!(stdout.contains("qwen3: ok (embedded weights)"), "{stdout}");
     let log = build_log();
-    assert!(log.iter().any(|l| l.ends_with(" llama")) && log.iter().any(|l| l.ends_with(" llama3")), "{log:?}");
+    assert!(log.iter().any(|l| l.ends_with(" llama")) && log.iter().any(|l| l.ends_with(" qwen3")), "{log:?}");
 
     // Nothing changed: Cargo does not even rerun the build script.
     cargo_build();

@@ -187,6 +187,20 @@ fn cpu_variants_choose_the_entry_points() {
     assert!(has(&all, "tiny_forward_dotprod"), "every variant by default");
     let baseline = object_with(Some("baseline"), "baseline");
     assert!(has(&baseline, "tiny_forward") && !has(&baseline, "tiny_forward_dotprod"));
+    // x86_64: `baseline` names its first variant (x86-64-v3) too.
+    let x86 = |variants: &str, sub: &str| {
+        let out = dir.path().join(sub);
+        let args = ["compile", model.to_str().unwrap(), "-o", out.to_str().unwrap(), "--name", "tiny", "--quant", "q8"];
+        let o = edgec(&[&args[..], &["--target", "x86_64-unknown-linux-gnu", "--cpu-variants", variants]].concat());
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        std::fs::read(out.join("tiny.o")).unwrap()
+    };
+    let base = x86("baseline", "x86-baseline");
+    assert!(
+        has(&base, "tiny_forward") && !has(&base, "tiny_forward_avx512vnni") && !has(&base, "tiny_forward_avxvnni")
+    );
+    let one = x86("x86-64-v3,avx512vnni", "x86-one");
+    assert!(has(&one, "tiny_forward_avx512vnni") && !has(&one, "tiny_forward_avxvnni"));
 }
 
 #[test]

@@ -14,6 +14,8 @@ struct Measured {
     /// forcing), is PyTorch's (of 8): each position judged on its own.
     forced_match: usize,
     weights_bytes: u64,
+    /// The prompt's logits.
+    logits: Vec<f32>,
 }
 
 fn run(fixture_name: &str, target: &str, quant: &str) -> Measured {
@@ -91,16 +93,25 @@ fn run_with(fixture_name: &str, target: &str, quant: &str, kv_dtype: &str) -> Me
     eprintln!(
         "{fixture_name} {target} --quant {quant} --kv-dtype {kv_dtype}: max |Δlogit| / range = {rel_range:.4}, greedy {greedy_match}/8 free-running, {forced_match}/8 teacher-forced, weights {weights_bytes} bytes"
     );
-    Measured { rel_range, greedy_match, forced_match, weights_bytes }
+    Measured { rel_range, greedy_match, forced_match, weights_bytes, logits: got.logits }
 }
 
-/// The bar for q8: logits within 5% of the logit range, and the greedy choice PyTorch's
-/// in ≥ 7 of 8 positions, each position judged given PyTorch's tokens before it (teacher
-/// forcing; free-running, one flipped near tie would change every later position too).
-/// `min_free` is the free-running count the fixture is also held to.
+/// The bar for q8: logits within 10% of the logit range, and the greedy choice PyTorch's in
+/// ≥ 7 of 8 positions, each position judged given PyTorch's tokens before it (teacher forcing;
+/// free-running, one flipped near tie would change every later position too). `min_free` is the
+/// free-running count the fixture is also held to.
+///
+/// Both ISAs run q8 matmuls with int8 activations (blocks of 32, scale = max |x| / 127,
+/// `backend/src/kernels/qdot.rs`). Rounding an activation to its block's step adds a uniform error
+/// of rms step/√12 = max|x| / (127·√12) ≈ 0.23% of the block max; these blocks' max is 2.5-4×
+/// their rms, so 0.6-0.9% per element: as large as q8's weight error (0.6%) or larger, and
+/// independent of it. The fixtures turn q8's 0.6% into 3-5% of the logit range (measured with
+/// f32 activations: 0.9-4.7%, the earlier 5% bar); the two sources together give at most about
+/// twice that, hence 10% (measured: llama 8.8%, qwen2 5.9%, phi3 4.5%, llama3 4.2%, mistral
+/// 3.3%, qwen3 2.1%, phi 0.8%).
 fn q8(fixture_name: &str, target: &str, preset: &str, min_free: usize) -> Measured {
     let m = run(fixture_name, target, preset);
-    assert!(m.rel_range <= 0.05, "{fixture_name} {preset} on {target}: {} of the logit range", m.rel_range);
+    assert!(m.rel_range <= 0.10, "{fixture_name} {preset} on {target}: {} of the logit range", m.rel_range);
     assert!(
         m.forced_match >= 7,
         "{fixture_name} {preset} on {target}: the greedy choice matches in {}/8 positions",
@@ -115,11 +126,11 @@ fn q8(fixture_name: &str, target: &str, preset: &str, min_free: usize) -> Measur
 }
 
 macro_rules! q8_tests {
-    ($($name:ident => $fixture:literal),* $(,)?) => {
+    ($($name:ident => $fixture:literal, $min_free:literal),* $(,)?) => {
         $(
             #[test]
             fn $name() {
-                q8($fixture, "x86_64-unknown-linux-gnu", "q8", 7);
+                q8($fixture, "x86_64-unknown-linux-gnu", "q8", $min_free);
             }
         )*
     };
@@ -132,18 +143,19 @@ macro_rules! q8_tests {
 /// PyTorch's prefix. Running free, the continuation then diverges after two matching tokens.
 /// A finer int8 layout does not cure the tie: the weights are uniform random, so a group of 32
 /// has almost the row's range and `q8_g32` cuts the per-tensor error only from 5.9e-3 to 5.3e-3.
+/// llama3 and mistral (7/8 given PyTorch's prefix) diverge at a tie too with int8 activations.
 #[test]
 fn q8_llama() {
     q8("llama", "x86_64-unknown-linux-gnu", "q8", 2);
 }
 
 q8_tests! {
-    q8_llama3 => "llama3",
-    q8_qwen2 => "qwen2",
-    q8_phi2 => "phi",
-    q8_phi3 => "phi3",
-    q8_mistral => "mistral",
-    q8_qwen3 => "qwen3",
+    q8_llama3 => "llama3", 3,
+    q8_qwen2 => "qwen2", 7,
+    q8_phi2 => "phi", 7,
+    q8_phi3 => "phi3", 7,
+    q8_mistral => "mistral", 3,
+    q8_qwen3 => "qwen3", 7,
 }
 
 /// `q8-g32` (ggml's Q8_0 for every matrix whose rows are whole groups of 32; the 172-wide
@@ -155,21 +167,14 @@ fn q8_g32_phi2() {
     assert!(m.weights_bytes <= q8c * 105 / 100, "q8-g32 {} bytes vs q8 {q8c}", m.weights_bytes);
 }
 
-/// aarch64 runs int8-weight matmuls with int8 activations (blocks of 32, scale = max |x| / 127,
-/// `backend/src/kernels/qdot.rs`). Rounding an activation to its block's step adds a uniform error
-/// of rms step/√12 = max|x| / (127·√12) ≈ 0.23% of the block max; these blocks' max is 2.5-4×
-/// their rms, so 0.6-0.9% per element: as large as q8's weight error (0.6%) or larger, and
-/// independent of it. The fixtures turn q8's 0.6% into 3-5% of the logit range; the two sources
-/// together give at most about twice that, hence 10% here (measured: llama 8.8%, llama3 4.2%,
-/// qwen2 5.9%, phi3 4.5%, mistral 3.3%, qwen3 2.1%, phi 0.8%). The greedy choice given
-/// PyTorch's prefix matches in ≥ 7 of 8 positions (llama and llama3 7/8, phi 8/8); running free,
-/// only phi, which has no near tie, is held to 8/8 (llama 2/8 and llama3 3/8 diverge at their
-/// tie).
+/// aarch64 multiplies signed int8 weights, x86 unsigned ones (`w + 128`, corrected by the
+/// activation sums): the integer lanes are equal, and so are the logits, bit for bit.
 fn q8_int8_activations(fixture_name: &str, min_greedy: usize) {
-    let m = run(fixture_name, "aarch64-unknown-linux-gnu", "q8");
-    assert!(m.rel_range <= 0.10, "{fixture_name} q8 on aarch64: {} of the logit range", m.rel_range);
-    assert!(m.forced_match >= 7, "{fixture_name} q8 on aarch64: the greedy choice matches in {}/8", m.forced_match);
-    assert!(m.greedy_match >= min_greedy, "{fixture_name} q8 on aarch64: greedy ids match in {}/8", m.greedy_match);
+    let m = q8(fixture_name, "aarch64-unknown-linux-gnu", "q8", min_greedy);
+    let x86 = run(fixture_name, "x86_64-unknown-linux-gnu", "q8");
+    assert_eq!(m.logits.len(), x86.logits.len());
+    let diff = m.logits.iter().zip(&x86.logits).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+    assert_eq!(diff, 0, "{fixture_name} q8: {diff} logits differ between aarch64 and x86_64");
 }
 
 #[test]
@@ -244,6 +249,110 @@ fn aarch64_variants_agree_and_are_picked_by_cpu() {
     }
     assert_eq!(outs[0].generated_ids, outs[1].generated_ids);
     assert!(outs[0].logits.iter().zip(&outs[1].logits).all(|(a, b)| a.to_bits() == b.to_bits()));
+}
+
+/// x86_64 objects carry `NAME_forward` (AVX2+FMA, `pmaddwd`), `NAME_forward_avxvnni` (VEX
+/// `vpdpbusd`) and `NAME_forward_avx512vnni` (EVEX `vpdpbusd`); `edgec run` and the C driver
+/// (`-DEDGEC_X86_VNNI_VARIANTS`, cpuid) pick the best this CPU runs, and `EDGEC_VARIANT=baseline`
+/// forces `NAME_forward`. The int8 lanes are exact and the float formula shared, so int8 (q8)
+/// and int4 (q4s) models give bit-identical logits and tokens in every variant and runner.
+#[test]
+fn x86_variants_agree_and_are_picked_by_cpu() {
+    let r = reference("llama");
+    let best = if std::arch::is_x86_feature_detected!("avxvnni") {
+        "avxvnni"
+    } else if std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512vl")
+        && std::arch::is_x86_feature_detected!("avx512vnni")
+    {
+        "avx512vnni"
+    } else {
+        "baseline"
+    };
+    let ids: Vec<String> = r.input_ids.iter().map(i64::to_string).collect();
+    let ids = ids.join(",");
+    for quant in ["q8", "q4s"] {
+        let dir = tempfile::tempdir().unwrap();
+        let out_dir = dir.path().join("c");
+        let model = fixture("llama");
+        let args = [
+            "compile",
+            model.to_str().unwrap(),
+            "-o",
+            out_dir.to_str().unwrap(),
+            "--max-context",
+            "32",
+            "--quant",
+            quant,
+        ];
+        let o = edgec(&args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let obj = out_dir.join("llama.o");
+        let nm = std::process::Command::new("nm").arg(&obj).output().unwrap();
+        let syms = String::from_utf8_lossy(&nm.stdout);
+        for s in ["T llama_forward\n", "T llama_forward_avxvnni\n", "T llama_forward_avx512vnni\n"] {
+            assert!(syms.contains(s), "no {s:?} in\n{syms}");
+        }
+        let mut logits = Vec::new();
+        for (force, variant) in [(true, "baseline"), (false, best)] {
+            let out = dir.path().join(format!("{variant}.safetensors"));
+            let args = ["run", out_dir.to_str().unwrap(), "--ids", &ids, "--max-new-tokens", "8"];
+            let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_edgec"));
+            cmd.args(args).args(["--output", out.to_str().unwrap()]);
+            if force {
+                cmd.env("EDGEC_VARIANT", "baseline");
+            } else {
+                cmd.env_remove("EDGEC_VARIANT");
+            }
+            let o = cmd.output().unwrap();
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(o.status.success(), "{quant} edgec run: {err}");
+            assert!(err.contains(&format!("ran the {variant} variant")), "{quant}: {err}");
+            let got = read_run_output(&out);
+            logits.push((got.logits, got.generated_ids));
+        }
+        // The C driver, natively, in prefill mode (one call for the prompt, as `edgec run`).
+        let rt = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("runtime");
+        let exe = dir.path().join("driver");
+        let o = std::process::Command::new("cc")
+            .args([
+                "-std=c99",
+                "-O1",
+                "-Wall",
+                "-Wextra",
+                "-Werror",
+                "-DEDGEC_MODEL=llama",
+                "-DEDGEC_X86_VNNI_VARIANTS",
+            ])
+            .arg("-I")
+            .arg(rt.join("include"))
+            .arg(rt.join("c/edgec_driver.c"))
+            .arg(&obj)
+            .arg("-o")
+            .arg(&exe)
+            .arg("-lm")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "building the C driver: {}", String::from_utf8_lossy(&o.stderr));
+        let bin = dir.path().join("driver.bin");
+        let w = out_dir.join("llama.weights");
+        let o = std::process::Command::new(&exe)
+            .args([w.to_str().unwrap(), &ids, "8", "prefill", bin.to_str().unwrap()])
+            .env_remove("EDGEC_VARIANT")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "C driver: {err}");
+        assert!(err.contains(&format!("variant {best}")), "C driver: {err}");
+        let d = edgec_runtime::driver_output::parse_driver_output(&std::fs::read(&bin).unwrap()).unwrap();
+        assert_eq!(d.variant_name(), best);
+        let generated: Vec<i64> = d.generated.iter().map(|&t| i64::from(t)).collect();
+        logits.push((d.logits, generated));
+        for (l, g) in &logits[1..] {
+            assert_eq!(g, &logits[0].1, "{quant}: generated ids differ between variants");
+            assert!(l.iter().zip(&logits[0].0).all(|(a, b)| a.to_bits() == b.to_bits()), "{quant}: logits differ");
+        }
+    }
 }
 
 #[test]

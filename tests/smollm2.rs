@@ -226,8 +226,8 @@ fn paris_on_aarch64_under_qemu() {
 
 /// `--quant keep`: the GGUF's Q4_1 matrices and Q8_0 embedding go into the weights file as they
 /// are (q4_g32 / q8_g32 are their layouts byte for byte; Q/K rows reordered whole) and the
-/// kernels dequantize them in registers: the file is about the GGUF's size instead of 538 MB
-/// of f32, and the answer is unchanged.
+/// kernels read them in registers: the file is about the GGUF's size instead of 538 MB of f32,
+/// and the answer is unchanged.
 #[test]
 fn paris_with_gguf_blocks_kept() {
     let m = model();
@@ -268,7 +268,10 @@ fn paris_with_gguf_blocks_kept() {
     let id: u32 = words.next().unwrap().parse().unwrap();
     let logit: f32 = words.next().unwrap().parse().unwrap();
     assert_eq!((id, words.next().unwrap_or("")), (PARIS, "\" Paris\""));
-    assert!((logit - PARIS_LOGIT).abs() < 0.1, "logit {logit}, expected {PARIS_LOGIT}");
+    // The Q4_1 and Q8_0 matmuls take int8 activations (blocks of 32, like llama.cpp's Q8_1 and
+    // Q8_0 activations): this trained model's activation outliers move the logit by about 1%
+    // (measured 17.563 on x86_64 and on aarch64, bit for bit; 17.375 with f32 activations).
+    assert!((logit - PARIS_LOGIT).abs() < 0.25, "logit {logit}, expected {PARIS_LOGIT}");
 }
 
 /// Dequantized values against the `gguf` Python package (`tests/smollm2/dequant_reference.py`),

@@ -46,10 +46,22 @@ pub fn c_header_with(g: &Graph, info: &ModelInfo, opts: &CompileOptions, embedde
             "int32_t {name}_forward(const edgec_context *ctx, const int32_t *ids, uint32_t n_tokens,\n    uint32_t pos, float *logits);\n"
         ));
     }
-    if crate::target::Target::from_triple(&opts.triple).is_ok_and(|t| t.is_aarch64()) {
+    let decoder = !matches!(crate::signature::kind(g), Ok(crate::signature::Kind::General(_)));
+    let variants = crate::target::Target::from_triple(&opts.triple).map_or(&[][..], |t| t.variants());
+    for v in variants.iter().skip(1).filter(|v| decoder && v.available && opts.emits(v.name)) {
+        let how = match v.name {
+            "dotprod" => {
+                "getauxval(AT_HWCAP) & HWCAP_ASIMDDP (Linux, Android) or\n * sysctlbyname(\"hw.optional.arm.FEAT_DotProd\") (Apple)"
+            }
+            "avxvnni" => "cpuid leaf 7 subleaf 1 has EAX bit 4 (AVX-VNNI) and the OS saves AVX state",
+            _ => "cpuid leaf 7 has AVX512F, AVX512VL and AVX512_VNNI and the OS saves AVX-512 state",
+        };
         s.push_str(&format!(
-            "/* The same computation for CPUs with FEAT_DotProd (sdot), bit-identical results: call it\n * when getauxval(AT_HWCAP) & HWCAP_ASIMDDP (Linux, Android) or\n * sysctlbyname(\"hw.optional.arm.FEAT_DotProd\") (Apple) says so; see edgec_driver.c. */\n#define {}_HAS_DOTPROD_VARIANT 1\nint32_t {name}_forward_dotprod(const edgec_context *ctx, const int32_t *ids, uint32_t n_tokens,\n    uint32_t pos, float *logits);\n",
-            name.to_ascii_uppercase()
+            "/* The same computation for CPUs with {}, bit-identical results: call it\n * when {how} says so; see edgec_driver.c. */\n#define {}_HAS_{}_VARIANT 1\nint32_t {name}_forward_{}(const edgec_context *ctx, const int32_t *ids, uint32_t n_tokens,\n    uint32_t pos, float *logits);\n",
+            v.features,
+            name.to_ascii_uppercase(),
+            v.name.to_ascii_uppercase(),
+            v.name
         ));
     }
     // Accessors for languages that cannot take a C global's address themselves (Swift).

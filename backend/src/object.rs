@@ -2,7 +2,7 @@
 
 use crate::entry;
 use crate::error::BackendError;
-use crate::kernels::{Kargs, KernelSpec, kernel_signature};
+use crate::kernels::{Dot, Kargs, KernelSpec, kernel_signature};
 use crate::signature;
 use crate::target::{SUPPORTED_TRIPLES, Target};
 use crate::weights_file::WeightsLayout;
@@ -50,7 +50,10 @@ impl CompileOptions {
         let mut chosen = Vec::new();
         for name in names {
             let name = name.as_ref();
-            let Some(v) = all.iter().find(|v| v.name == name) else {
+            // `baseline` names the first variant on every target.
+            let Some(v) =
+                all.iter().enumerate().find(|(i, v)| v.name == name || (*i == 0 && name == "baseline")).map(|(_, v)| v)
+            else {
                 return Err(bad(format!("unknown CPU variant '{name}' (this target has: {})", known())));
             };
             if !v.available {
@@ -91,8 +94,7 @@ pub(crate) fn make_isa(triple: &Triple) -> Result<OwnedTargetIsa, BackendError> 
     make_isa_with(triple, &[])
 }
 
-/// [`make_isa`] with extra ISA flags enabled (e.g. `has_dotprod` for the aarch64 `dotprod`
-/// variant).
+/// [`make_isa`] with extra ISA flags enabled (a CPU-feature variant's, e.g. `has_dotprod`).
 pub(crate) fn make_isa_with(triple: &Triple, extra: &[&str]) -> Result<OwnedTargetIsa, BackendError> {
     let triple = &Target::from_triple(triple)?.triple;
     let mut flags = settings::builder();
@@ -167,14 +169,13 @@ pub fn emit_object_with(
         return Err(BackendError::Plan("model info does not match the graph".into()));
     }
     let mut specs: Vec<KernelSpec> = (0..g.nodes.len()).map(|i| KernelSpec::of_node(g, i)).collect::<Result<_, _>>()?;
-    // aarch64: int8-weight matmuls take int8 activations in every variant, so the baseline and
-    // `dotprod` entry points compute bit-identical results (only instruction selection differs).
-    let aarch64 = Target::from_triple(&opts.triple)?.is_aarch64();
-    if aarch64 {
-        for s in &mut specs {
-            if let Some(t) = s.int8_twin() {
-                *s = t;
-            }
+    // int8- and int4-weight matmuls take int8 activations in every variant of both ISAs, so
+    // all entry points compute bit-identical results (only instruction selection differs).
+    let target = Target::from_triple(&opts.triple)?;
+    let dot = if target.is_aarch64() { Dot::Signed } else { Dot::UnsignedMadd };
+    for s in &mut specs {
+        if let Some(t) = s.int8_twin(dot) {
+            *s = t;
         }
     }
     check_bounds(g, &sig)?;
@@ -208,32 +209,32 @@ pub fn emit_object_with(
         node_kernel.push(id);
     }
 
-    // aarch64: the `dotprod` variant. The int8-activation kernels are compiled a second time
-    // with `has_dotprod` (a second ISA, so their bytes are defined directly: no unwind entry),
-    // and a second entry point `NAME_forward_dotprod` calls those and shares every other
-    // kernel. The caller picks an entry point from the CPU's features.
+    // The other CPU-feature variants (aarch64 `dotprod`, x86 `avxvnni`, `avx512vnni`): the
+    // int8-activation kernels are compiled again with the variant's ISA flags (a second ISA, so
+    // their bytes are defined directly: no unwind entry), and an entry point
+    // `NAME_forward_<variant>` calls those and shares every other kernel. The caller picks an
+    // entry point from the CPU's features.
     let mut entries = vec![(format!("{}_forward", opts.name), node_kernel.clone())];
-    let mut n_dotprod = 0;
-    if aarch64 && opts.emits("dotprod") {
-        let isa_dp = make_isa_with(&opts.triple, &["has_dotprod"])?;
-        let mut dp_ids: HashMap<String, FuncId> = HashMap::new();
-        let mut dp_kernel = node_kernel.clone();
-        for (i, twin) in specs.iter().enumerate() {
-            if !twin.uses_int8_dot() {
-                continue;
-            }
+    let mut numbered = ids.len();
+    for v in target.variants().iter().skip(1).filter(|v| v.available && opts.emits(v.name)) {
+        let isa_v = make_isa_with(&opts.triple, v.flags)?;
+        let mut v_ids: HashMap<String, FuncId> = HashMap::new();
+        let mut v_kernel = node_kernel.clone();
+        for (i, spec) in specs.iter().enumerate() {
+            let Some(twin) = spec.in_variant() else { continue };
             let key = twin.key();
-            if let Some(&id) = dp_ids.get(&key) {
-                dp_kernel[i] = id;
+            if let Some(&id) = v_ids.get(&key) {
+                v_kernel[i] = id;
                 continue;
             }
-            let sym = format!("{}_k{}_{}_dotprod", opts.name, ids.len() + dp_ids.len(), twin.short_name());
+            let sym = format!("{}_k{numbered}_{}_{}", opts.name, twin.short_name(), v.name);
+            numbered += 1;
             let ksig = kernel_signature(cc);
             let id = module.declare_function(&sym, Linkage::Local, &ksig).map_err(|e| cg_err(&sym, e))?;
             ctx.func.signature = ksig;
             ctx.func.name = UserFuncName::user(0, id.as_u32());
-            build_kernel(&mut ctx, &mut fctx, twin, fcfg);
-            ctx.compile(&*isa_dp, &mut Default::default())
+            build_kernel(&mut ctx, &mut fctx, &twin, fcfg);
+            ctx.compile(&*isa_v, &mut Default::default())
                 .map_err(|e| cg_err(&format!("kernel {sym} ({key})"), format!("{:?}", e.inner)))?;
             let code = ctx.compiled_code().expect("just compiled");
             let align = u64::from(code.buffer.alignment);
@@ -242,15 +243,13 @@ pub fn emit_object_with(
                 code.buffer.relocs().iter().map(|r| ModuleReloc::from_mach_reloc(r, &ctx.func, id)).collect();
             module.define_function_bytes(id, align, &bytes, &relocs).map_err(|e| cg_err(&sym, e))?;
             module.clear_context(&mut ctx);
-            dp_ids.insert(key, id);
-            dp_kernel[i] = id;
+            v_ids.insert(key, id);
+            v_kernel[i] = id;
         }
-        n_dotprod = dp_ids.len();
-        entries.push((format!("{}_forward_dotprod", opts.name), dp_kernel));
+        entries.push((format!("{}_forward_{}", opts.name, v.name), v_kernel));
     }
     let launches = group_launches(g, plan, &specs)?;
     let mut group_ids: HashMap<(bool, Vec<FuncId>), FuncId> = HashMap::new();
-    let mut numbered = ids.len() + n_dotprod;
     for (fwd_name, kernels) in &entries {
         // One kernel per distinct fused group (kind and member kernels), shared by all layers.
         let mut group_kernel: Vec<Option<FuncId>> = Vec::with_capacity(launches.len());

@@ -61,24 +61,44 @@ pub struct Variant {
     pub features: &'static str,
     /// False for variants that are planned but not emitted yet.
     pub available: bool,
+    /// The Cranelift ISA flags its int8 matmuls are compiled with (none for the first variant,
+    /// which is `NAME_forward`; each other one is `NAME_forward_<name>`).
+    pub flags: &'static [&'static str],
 }
 
-const X86_VARIANTS: &[Variant] = &[Variant {
-    name: "x86-64-v3",
-    features: "sse4.2, popcnt, avx, avx2, fma (required by the f32 kernels)",
-    available: true,
-}];
+const X86_VARIANTS: &[Variant] = &[
+    Variant {
+        name: "x86-64-v3",
+        features: "sse4.2, popcnt, avx, avx2, fma (required by the f32 kernels); also `baseline`",
+        available: true,
+        flags: &[],
+    },
+    Variant {
+        name: "avxvnni",
+        features: "+avxvnni (VEX vpdpbusd in the int8 matmuls; entry point NAME_forward_avxvnni)",
+        available: true,
+        flags: &["has_avx_vnni"],
+    },
+    Variant {
+        name: "avx512vnni",
+        features: "+avx512f, avx512vl, avx512vnni (EVEX vpdpbusd on xmm; entry point NAME_forward_avx512vnni)",
+        available: true,
+        flags: &["has_avx512f", "has_avx512vl", "has_avx512vnni"],
+    },
+];
 const ARM_VARIANTS: &[Variant] = &[
-    Variant { name: "baseline", features: "armv8-a with NEON (every 64-bit Arm phone)", available: true },
+    Variant { name: "baseline", features: "armv8-a with NEON (every 64-bit Arm phone)", available: true, flags: &[] },
     Variant {
         name: "dotprod",
         features: "+dotprod (sdot in the int8 matmuls; entry point NAME_forward_dotprod)",
         available: true,
+        flags: &["has_dotprod"],
     },
     Variant {
         name: "i8mm",
         features: "+i8mm (usdot/smmla); arrives with the int8 kernels, not emitted yet",
         available: false,
+        flags: &[],
     },
 ];
 
@@ -279,10 +299,11 @@ pub fn listing() -> String {
         }
     }
     s.push_str(
-        "\nx86_64 objects have one entry point, NAME_forward. aarch64 objects export NAME_forward\n\
-         (baseline) and NAME_forward_dotprod, bit-identical in results; the app picks one at load\n\
-         time from the CPU's features (the C driver reads HWCAP_ASIMDDP or FEAT_DotProd). i8mm is\n\
-         not emitted yet.\n",
+        "\nEvery variant computes bit-identical results; the app picks an entry point at load time\n\
+         from the CPU's features. x86_64 objects export NAME_forward (AVX2+FMA),\n\
+         NAME_forward_avxvnni and NAME_forward_avx512vnni (edgec_runtime::cpu, or cpuid as the C\n\
+         driver does). aarch64 objects export NAME_forward (baseline) and NAME_forward_dotprod\n\
+         (the C driver reads HWCAP_ASIMDDP or FEAT_DotProd). i8mm is not emitted yet.\n",
     );
     s
 }

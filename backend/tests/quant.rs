@@ -1,7 +1,9 @@
 //! Kernels reading stored weights (f16, bf16, int8, int4; `edgec_ir::quant`) against the
 //! reference interpreter, which runs the same graph on the dequantized values: `gather` from a
 //! stored table and `matmul` (`transpose_b`) with a stored weight, on odd sizes, with every row
-//! tile (2-row, leftover row) and column tile (4-column, leftover column) exercised.
+//! tile (2-row, leftover row) and column tile (4-column, leftover column) exercised. Matmuls
+//! with int8 activations (`qdot.rs`) read rows they quantize exactly (`int8_grid`); their
+//! rounding of arbitrary rows is checked in `qdot.rs`.
 
 mod common;
 use common::*;
@@ -12,7 +14,14 @@ const MT: u64 = 7;
 /// `ids → gather(table[V, K] as table_s) → matmul(·, w[N, K]ᵀ as w_s) → matmul(·, head[V, N]ᵀ)`.
 fn run(v: u64, k: u64, n: u64, table_s: Storage, w_s: Storage, seed: u64) {
     let mut b = GB::new("q", MT, seed);
-    let table = b.weight("table", &[v, k], -1.0, 1.0);
+    // An f32 table feeds the matmul rows the int8-activation kernel quantizes exactly
+    // (`int8_grid`), so it is checked against the interpreter to f32 rounding too.
+    let table = if table_s == Storage::F32 {
+        let rows = int8_grid(&mut b.rng, v, k);
+        b.weight_data("table", &[v, k], rows)
+    } else {
+        b.weight("table", &[v, k], -1.0, 1.0)
+    };
     let w = b.weight("w", &[n, k], -0.5, 0.7);
     let head = b.weight("head", &[v, n], -0.5, 0.5);
     if table_s != Storage::F32 {
@@ -37,7 +46,11 @@ fn half_and_q8_c_any_row_length() {
     for (i, s) in [Storage::F16, Storage::BF16, Storage::Q8C].into_iter().enumerate() {
         for (k, n) in [(172u64, 13u64), (13, 5), (3, 9), (8, 4), (64, 17)] {
             let seed = 10 * i as u64 + k;
-            run(11, k, n, s, s, seed);
+            // A stored table with a stored weight reaches the f32-activation kernel only when
+            // the weight has no int8 twin (`q8_c` with K = 64 has one: its rows come from an
+            // f32 table instead, exact in int8).
+            let table = if s == Storage::Q8C && k % 32 == 0 { Storage::F32 } else { s };
+            run(11, k, n, table, s, seed);
         }
     }
 }
@@ -55,7 +68,10 @@ fn grouped_int8_and_int4() {
     ];
     for (i, s) in formats.into_iter().enumerate() {
         for (k, n) in [(128u64, 13u64), (256, 4), (128, 1)] {
-            run(9, k, n, s, s, 100 + 10 * i as u64 + n);
+            // The matmul takes int8 activations: its rows come from an f32 table (exact in
+            // int8); the stored table feeds an f32 matmul.
+            run(9, k, n, Storage::F32, s, 100 + 10 * i as u64 + n);
+            run(9, k, n, s, Storage::F32, 200 + 10 * i as u64 + n);
         }
     }
 }

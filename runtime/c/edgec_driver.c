@@ -14,7 +14,8 @@
  *   offset 8   u32      n_prompt
  *   offset 12  u32      vocab
  *   offset 16  u32      n_generated
- *   offset 20  u32      variant that ran: 0 baseline (<name>_forward), 1 dotprod
+ *   offset 20  u32      variant that ran: 0 baseline (<name>_forward), 1 dotprod, 2 avxvnni,
+ *                       3 avx512vnni
  *   offset 24  f32      logits[n_prompt * vocab]   (one row per prompt token)
  *   then       i32      generated[n_generated]
  * The Rust reader is edgec_runtime::driver_output::parse_driver_output.
@@ -25,8 +26,12 @@
  * Variants: with -DEDGEC_DOTPROD_VARIANT (aarch64 objects export <name>_forward_dotprod too)
  * the driver asks the CPU for FEAT_DotProd (Linux/Android: getauxval(AT_HWCAP) & HWCAP_ASIMDDP;
  * Apple: sysctlbyname("hw.optional.arm.FEAT_DotProd")) and calls the dotprod entry point when
- * it is there, else the baseline one; EDGEC_VARIANT=baseline in the environment forces the
- * baseline. It prints "edgec_driver: variant NAME" on stderr and records it at offset 20. */
+ * it is there, else the baseline one. With -DEDGEC_X86_VNNI_VARIANTS (x86_64 objects export
+ * <name>_forward_avxvnni and <name>_forward_avx512vnni) it asks cpuid, and xgetbv for the OS's
+ * register state, for AVX-VNNI (leaf 7 subleaf 1, EAX bit 4), else AVX512F + AVX512VL +
+ * AVX512_VNNI (leaf 7: EBX bits 16 and 31, ECX bit 11). EDGEC_VARIANT=baseline in the
+ * environment forces the baseline. It prints "edgec_driver: variant NAME" on stderr and records
+ * it at offset 20. */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
 #include <limits.h>
@@ -45,6 +50,9 @@
 #elif defined(EDGEC_DOTPROD_VARIANT) && defined(__APPLE__)
 #include <sys/sysctl.h>
 #include <sys/types.h>
+#endif
+#ifdef EDGEC_X86_VNNI_VARIANTS
+#include <cpuid.h>
 #endif
 
 #ifndef EDGEC_MODEL
@@ -81,14 +89,48 @@ static int cpu_has_dotprod(void) {
 }
 #endif
 
-/* The entry point for this CPU; *variant = 0 baseline, 1 dotprod. */
+#ifdef EDGEC_X86_VNNI_VARIANTS
+#define MODEL_FORWARD_AVXVNNI EDGEC_PASTE(EDGEC_MODEL, _forward_avxvnni)
+#define MODEL_FORWARD_AVX512VNNI EDGEC_PASTE(EDGEC_MODEL, _forward_avx512vnni)
+int32_t MODEL_FORWARD_AVXVNNI(const edgec_context *ctx, const int32_t *ids, uint32_t n_tokens,
+                              uint32_t pos, float *logits);
+int32_t MODEL_FORWARD_AVX512VNNI(const edgec_context *ctx, const int32_t *ids, uint32_t n_tokens,
+                                 uint32_t pos, float *logits);
+
+/* 2 for AVX-VNNI, 3 for AVX512-VNNI on xmm (with AVX512F, AVX512VL), else 0; each only when
+ * the OS saves the registers it needs (XCR0). */
+static uint32_t cpu_x86_vnni(void) {
+    unsigned a, b, c, d, lo, hi;
+    unsigned long long xcr0;
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 27))) return 0; /* OSXSAVE */
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    xcr0 = ((unsigned long long)hi << 32) | lo;
+    if ((xcr0 & 0x6) != 0x6) return 0; /* SSE and AVX state */
+    if (__get_cpuid_count(7, 1, &a, &b, &c, &d) && (a & (1u << 4))) return 2;
+    if ((xcr0 & 0xe0) == 0xe0 && __get_cpuid_count(7, 0, &a, &b, &c, &d) && (b & (1u << 16)) &&
+        (b & (1u << 31)) && (c & (1u << 11)))
+        return 3;
+    return 0;
+}
+#endif
+
+static const char *const VARIANT_NAMES[] = {"baseline", "dotprod", "avxvnni", "avx512vnni"};
+
+/* The entry point for this CPU; *variant indexes VARIANT_NAMES. */
 static forward_fn pick_forward(uint32_t *variant) {
-#ifdef EDGEC_DOTPROD_VARIANT
     const char *force = getenv("EDGEC_VARIANT");
-    if (!(force && strcmp(force, "baseline") == 0) && cpu_has_dotprod()) {
+    int baseline = force && strcmp(force, "baseline") == 0;
+    (void)baseline;
+#ifdef EDGEC_DOTPROD_VARIANT
+    if (!baseline && cpu_has_dotprod()) {
         *variant = 1;
         return MODEL_FORWARD_DOTPROD;
     }
+#endif
+#ifdef EDGEC_X86_VNNI_VARIANTS
+    *variant = baseline ? 0 : cpu_x86_vnni();
+    if (*variant == 2) return MODEL_FORWARD_AVXVNNI;
+    if (*variant == 3) return MODEL_FORWARD_AVX512VNNI;
 #endif
     *variant = 0;
     return MODEL_FORWARD;
@@ -296,7 +338,7 @@ int main(int argc, char **argv) {
     if ((uint64_t)n_prompt * vocab > SIZE_MAX / sizeof(float)) fail("prompt logits do not fit in memory");
 
     forward = pick_forward(&variant);
-    fprintf(stderr, "edgec_driver: variant %s\n", variant ? "dotprod" : "baseline");
+    fprintf(stderr, "edgec_driver: variant %s\n", VARIANT_NAMES[variant]);
     weights = read_weights(wpath, &wsize);
     validate_weights(weights, wsize, info, wpath);
     ctx.weights = weights;

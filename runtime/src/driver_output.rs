@@ -8,7 +8,7 @@
 //! | 8 | 4 | u32 `n_prompt` |
 //! | 12 | 4 | u32 `vocab` |
 //! | 16 | 4 | u32 `n_generated` |
-//! | 20 | 4 | u32 `variant`: which code variant ran, 0 baseline, 1 `dotprod` (aarch64) |
+//! | 20 | 4 | u32 `variant`: which code variant ran, an index of [`DRIVER_VARIANTS`] |
 //! | 24 | 4·n_prompt·vocab | f32 logits, one row of `vocab` per prompt token |
 //! | … | 4·n_generated | i32 generated ids (greedy) |
 //!
@@ -18,6 +18,8 @@ use crate::error::Error;
 
 pub const DRIVER_OUTPUT_MAGIC: [u8; 8] = *b"EDGECOUT";
 pub const DRIVER_OUTPUT_HEADER_SIZE: usize = 24;
+/// The variants the `variant` field names: `NAME_forward` (0), then `NAME_forward_<name>`.
+pub const DRIVER_VARIANTS: [&str; 4] = ["baseline", "dotprod", "avxvnni", "avx512vnni"];
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct DriverOutput {
@@ -26,12 +28,17 @@ pub struct DriverOutput {
     /// `n_prompt * vocab` floats.
     pub logits: Vec<f32>,
     pub generated: Vec<i32>,
-    /// Which entry point the driver chose from the CPU's features: 0 `NAME_forward`
-    /// (baseline), 1 `NAME_forward_dotprod`.
+    /// Which entry point the driver chose from the CPU's features: an index of
+    /// [`DRIVER_VARIANTS`].
     pub variant: u32,
 }
 
 impl DriverOutput {
+    /// The name of the variant that ran.
+    pub fn variant_name(&self) -> &'static str {
+        DRIVER_VARIANTS.get(self.variant as usize).copied().unwrap_or("baseline")
+    }
+
     /// The logits row of prompt token `i`.
     pub fn row(&self, i: usize) -> &[f32] {
         let v = self.vocab as usize;
@@ -52,8 +59,12 @@ pub fn parse_driver_output(bytes: &[u8]) -> Result<DriverOutput, Error> {
     }
     let u32_at = |i: usize| u32::from_le_bytes([head[i], head[i + 1], head[i + 2], head[i + 3]]);
     let (n_prompt, vocab, n_generated, variant) = (u32_at(8), u32_at(12), u32_at(16), u32_at(20));
-    if variant > 1 {
-        return Err(bad(format!("variant field is {variant}, expected 0 (baseline) or 1 (dotprod)")));
+    if variant as usize >= DRIVER_VARIANTS.len() {
+        return Err(bad(format!(
+            "variant field is {variant}, expected 0..={} ({})",
+            DRIVER_VARIANTS.len() - 1,
+            DRIVER_VARIANTS.join(", ")
+        )));
     }
     let too_big = || bad(format!("sizes overflow: {n_prompt} x {vocab} logits + {n_generated} ids"));
     let n_logits = (n_prompt as usize).checked_mul(vocab as usize).ok_or_else(too_big)?;

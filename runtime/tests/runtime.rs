@@ -506,8 +506,10 @@ fn driver_output_parsing() {
     assert!(parse_driver_output(&x).is_err());
     let mut x = b.clone();
     x[20] = 1;
-    assert_eq!(parse_driver_output(&x).unwrap().variant, 1);
-    x[20] = 2;
+    assert_eq!(parse_driver_output(&x).unwrap().variant_name(), "dotprod");
+    x[20] = 3;
+    assert_eq!(parse_driver_output(&x).unwrap().variant_name(), "avx512vnni");
+    x[20] = 4;
     assert!(parse_driver_output(&x).unwrap_err().to_string().contains("variant"));
     assert!(parse_driver_output(&b[..10]).is_err());
 }

@@ -27,6 +27,7 @@ pub(crate) use elementwise::Bcast;
 pub(crate) use epilogue::Epilogue;
 pub(crate) use general::Prod;
 use general::SOp;
+pub(crate) use qdot::Dot;
 
 /// Slots of the argument block (each a u64).
 pub(crate) const SLOT_N_TOKENS: u32 = 0;
@@ -49,9 +50,10 @@ pub(crate) enum KernelSpec {
     /// `up` are the storages of the weight and of a gated `linear`'s up projection (f32 when
     /// there is none), dequantized in registers when not f32.
     MatMulT { k: u64, n: u64, w: Storage, up: Storage, ep: Epilogue },
-    /// [`KernelSpec::MatMulT`] for int8 weights with int8 activations (`qdot.rs`), used on
-    /// aarch64 (see [`KernelSpec::int8_twin`]).
-    MatMulTI8 { k: u64, n: u64, w: Storage, up: Storage, ep: Epilogue },
+    /// [`KernelSpec::MatMulT`] for int8 and int4 weights with int8 activations (`qdot.rs`),
+    /// its integer products built as `dot` (see [`KernelSpec::int8_twin`]); task = a block of
+    /// [`qdot::cols_per_task`] output columns.
+    MatMulTI8 { k: u64, n: u64, w: Storage, up: Storage, ep: Epilogue, dot: Dot },
     /// `matmul` without transpose (`x[M,K]·B[K,N]`): task = 4 output columns, every row.
     MatMulN { k: u64, n: u64 },
     /// `rms_norm`: task = one row (normalized in groups of `group` features; `group == h` for
@@ -352,20 +354,29 @@ impl KernelSpec {
         })
     }
 
-    /// The int8-activation form of this kernel, if it has one: int8-weight matmuls whose inner
-    /// dim is whole blocks of 32 (aarch64 uses it in every variant).
-    pub fn int8_twin(&self) -> Option<KernelSpec> {
+    /// The int8-activation form of this kernel, if it has one: int8- and int4-weight matmuls
+    /// whose inner dim is whole blocks of 32 (used in every variant of both ISAs; `dot` is the
+    /// ISA's baseline tree).
+    pub fn int8_twin(&self, dot: Dot) -> Option<KernelSpec> {
         match *self {
             KernelSpec::MatMulT { k, n, w, up, ep } if qdot::supports(w, k) && (!ep.gated || up == w) => {
-                Some(KernelSpec::MatMulTI8 { k, n, w, up, ep })
+                Some(KernelSpec::MatMulTI8 { k, n, w, up, ep, dot })
             }
             _ => None,
         }
     }
 
-    /// Whether the kernel uses the int8 dot-product pattern (compiled again for `dotprod`).
-    pub fn uses_int8_dot(&self) -> bool {
-        matches!(self, KernelSpec::MatMulTI8 { .. })
+    /// The kernel as a CPU-feature variant compiles it again (with the ISA flags that fold
+    /// the integer dot products into `sdot` / `vpdpbusd`), or `None` when the variant shares
+    /// the baseline's kernel.
+    pub fn in_variant(&self) -> Option<KernelSpec> {
+        match *self {
+            KernelSpec::MatMulTI8 { k, n, w, up, ep, dot } => {
+                let dot = if dot == Dot::UnsignedMadd { Dot::Unsigned } else { dot };
+                Some(KernelSpec::MatMulTI8 { k, n, w, up, ep, dot })
+            }
+            _ => None,
+        }
     }
 
     pub fn key(&self) -> String {
@@ -405,9 +416,8 @@ impl KernelSpec {
 
     pub fn tasks(&self) -> Tasks {
         match self {
-            KernelSpec::MatMulT { n, .. } | KernelSpec::MatMulTI8 { n, .. } => {
-                Tasks::Static(n.div_ceil(MATMUL_COLS_PER_TASK))
-            }
+            KernelSpec::MatMulT { n, .. } => Tasks::Static(n.div_ceil(MATMUL_COLS_PER_TASK)),
+            KernelSpec::MatMulTI8 { n, .. } => Tasks::Static(n.div_ceil(qdot::cols_per_task(*n))),
             KernelSpec::MatMulN { n, .. } => Tasks::Static(n.div_ceil(4)),
             KernelSpec::Attention { heads, .. } => Tasks::RowsTimes(*heads),
             KernelSpec::Strided { out, .. } => {
@@ -432,7 +442,7 @@ impl KernelSpec {
                 matmul::matmul_t(b, k, *kk, *n, *ep)
             }
             KernelSpec::MatMulT { k: kk, n, w, up, ep } => quant::matmul_tq(b, k, *kk, *n, [*w, *up], *ep),
-            KernelSpec::MatMulTI8 { k: kk, n, w, ep, .. } => qdot::matmul_tq8(b, k, *kk, *n, *w, *ep),
+            KernelSpec::MatMulTI8 { k: kk, n, w, ep, dot, .. } => qdot::matmul_tq8(b, k, *kk, *n, *w, *dot, *ep),
             KernelSpec::MatMulN { k: kk, n } => matmul::matmul_n(b, k, *kk, *n),
             KernelSpec::RmsNorm { h, group, eps } => norm::rms_norm(b, k, *h, *group, *eps),
             KernelSpec::LayerNorm { h, eps } => norm::layer_norm(b, k, *h, *eps),

@@ -244,6 +244,10 @@ impl Model {
     pub fn has_symbol(&self, name: &[u8]) -> bool {
         unsafe { self.lib.get::<*const u8>(name).is_ok() }
     }
+    /// Another exported entry point (a CPU-feature variant's `model_forward_<variant>`).
+    pub fn entry(&self, name: &[u8]) -> Option<ForwardFn> {
+        unsafe { self.lib.get::<ForwardFn>(name).ok().map(|f| *f) }
+    }
 }
 
 impl Session<'_> {
@@ -258,10 +262,14 @@ impl Session<'_> {
     }
     /// Runs one forward call; `Err(status)` on a nonzero status.
     pub fn run(&mut self, ids: &[i32], pos: u32) -> Result<Vec<f32>, i32> {
+        self.run_entry(self.model.forward, ids, pos)
+    }
+    /// [`Session::run`] through entry point `f` (see [`Model::entry`]).
+    pub fn run_entry(&mut self, f: ForwardFn, ids: &[i32], pos: u32) -> Result<Vec<f32>, i32> {
         let v = self.model.info.vocab as usize;
         let mut logits = vec![f32::NAN; ids.len().max(1) * v];
         let ctx = self.context();
-        let st = self.model.forward_raw(&ctx, ids.as_ptr(), ids.len() as u32, pos, logits.as_mut_ptr());
+        let st = unsafe { f(&ctx, ids.as_ptr(), ids.len() as u32, pos, logits.as_mut_ptr()) };
         if st != 0 { Err(st) } else { Ok(logits) }
     }
 }
@@ -453,6 +461,28 @@ pub fn llama_graph(c: LlamaCfg, seed: u64) -> Graph {
 pub fn tile_calls(vocab: i32) -> Vec<(Vec<i32>, u32)> {
     let m = |v: &[i32]| v.iter().map(|&i| i % vocab).collect::<Vec<_>>();
     vec![(m(&[0, vocab - 1, 2, 3, 1, 4, 2]), 0), (m(&[5]), 7), (m(&[1, 2, 6]), 8)]
+}
+
+/// A `[rows, cols]` activation table whose rows the int8-activation matmuls quantize without
+/// loss: each block of 32 is `d · q` with integer `q` in -127..=127, one of them ±127 (so the
+/// block's scale is `d`); a tail shorter than 32 is uniform in [-1, 1). A matmul reading these
+/// rows must match the interpreter to f32 rounding with int8 activations too.
+pub fn int8_grid(rng: &mut Rng, rows: u64, cols: u64) -> Vec<f32> {
+    let mut v = Vec::with_capacity((rows * cols) as usize);
+    for _ in 0..rows {
+        let blocks = cols / 32;
+        for _ in 0..blocks {
+            let d = rng.f32(0.5, 1.0) / 127.0;
+            let peak = (rng.next_u32() % 32) as usize;
+            for i in 0..32 {
+                let q = if i == peak { 127.0 } else { rng.f32(-127.0, 127.0).round() };
+                let q = if i == peak && rng.next_u32().is_multiple_of(2) { -q } else { q };
+                v.push(d * q);
+            }
+        }
+        v.extend(rng.vec((cols - 32 * blocks) as usize, -1.0, 1.0));
+    }
+    v
 }
 
 /// Stores weight `w` as `s` (a trailing `quantize`; nothing for f32).

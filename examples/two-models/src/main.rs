@@ -5,7 +5,7 @@ use edgec_runtime::{Sampler, SessionOptions};
 use std::path::Path;
 
 include!(concat!(env!("OUT_DIR"), "/edgec_llama.rs"));
-include!(concat!(env!("OUT_DIR"), "/edgec_llama3.rs"));
+include!(concat!(env!("OUT_DIR"), "/edgec_qwen3.rs"));
 
 /// `input_ids` and `greedy_ids` of a fixture's reference.
 fn reference(fixture: &str) -> (Vec<u32>, Vec<u32>) {
@@ -39,6 +39,6 @@ fn check(fixture: &str, mut session: edgec_runtime::Session) -> bool {
 fn main() {
     let opts = SessionOptions { threads: 2, ..Default::default() };
     let a = check("llama", llama::session(opts).expect("llama session"));
-    let b = check("llama3", llama3::session(opts).expect("llama3 session"));
+    let b = check("qwen3", qwen3::session(opts).expect("qwen3 session"));
     std::process::exit(if a && b { 0 } else { 1 });
 }
