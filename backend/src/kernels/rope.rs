@@ -38,13 +38,7 @@ pub(crate) fn rope(b: &mut FunctionBuilder, k: &Kargs, width: u64, head_dim: u64
                     let c = b.ins().load(ty, ro(), ca, 0);
                     let sa = b.ins().iadd(sr, off);
                     let s = b.ins().load(ty, ro(), sa, 0);
-                    // o1 = x1·c − x2·s, o2 = x2·c + x1·s
-                    let x2s = b.ins().fmul(x2, s);
-                    let o1 = b.ins().fmul(x1, c);
-                    let o1 = b.ins().fsub(o1, x2s);
-                    let x1s = b.ins().fmul(x1, s);
-                    let o2 = b.ins().fmul(x2, c);
-                    let o2 = b.ins().fadd(o2, x1s);
+                    let (o1, o2) = rotate(b, x1, x2, c, s);
                     let d = b.ins().iadd(oh, off);
                     b.ins().store(rw(), o1, d, 0);
                     b.ins().store(rw(), o2, d, half as i32 * 4);
@@ -78,15 +72,20 @@ fn rotate_pairs(b: &mut FunctionBuilder, xh: Value, oh: Value, cr: Value, sr: Va
         let c = b.ins().load(types::F32, ro(), ca, 0);
         let sa = b.addr(sr, i, 4);
         let s = b.ins().load(types::F32, ro(), sa, 0);
-        // o1 = x1·c − x2·s, o2 = x2·c + x1·s, as the rotate-half form computes them.
-        let x2s = b.ins().fmul(x2, s);
-        let o1 = b.ins().fmul(x1, c);
-        let o1 = b.ins().fsub(o1, x2s);
-        let x1s = b.ins().fmul(x1, s);
-        let o2 = b.ins().fmul(x2, c);
-        let o2 = b.ins().fadd(o2, x1s);
+        let (o1, o2) = rotate(b, x1, x2, c, s);
         let d = b.addr(oh, i, 8);
         b.ins().store(rw(), o1, d, 0);
         b.ins().store(rw(), o2, d, 4);
     });
+}
+
+/// `(x1·c − x2·s, x2·c + x1·s)`: one pair rotated (scalars or f32x4 lanes).
+fn rotate(b: &mut FunctionBuilder, x1: Value, x2: Value, c: Value, s: Value) -> (Value, Value) {
+    let x2s = b.ins().fmul(x2, s);
+    let o1 = b.ins().fmul(x1, c);
+    let o1 = b.ins().fsub(o1, x2s);
+    let x1s = b.ins().fmul(x1, s);
+    let o2 = b.ins().fmul(x2, c);
+    let o2 = b.ins().fadd(o2, x1s);
+    (o1, o2)
 }
