@@ -109,7 +109,7 @@ pub fn stored_bytes(w: &Weight) -> Result<Stored, IrError> {
             .bytes(rows, cols)
             .and_then(|b| usize::try_from(b).ok())
             .ok_or_else(|| fail("byte size overflows".into()))?;
-        let (mut bytes, mut rel_error) = if q4k_as_q4_1 {
+        let (mut bytes, rel_error) = if q4k_as_q4_1 {
             let len = rows
                 .checked_mul(cols)
                 .and_then(|n| BlockFormat::Q4K.bytes_for(n))
@@ -138,7 +138,7 @@ pub fn stored_bytes(w: &Weight) -> Result<Stored, IrError> {
             }
         }
         let kept = rel_error.is_none();
-        return Ok(Stored { storage, bytes, rel_error: rel_error.take().unwrap_or(0.0), kept });
+        return Ok(Stored { storage, bytes, rel_error: rel_error.unwrap_or(0.0), kept });
     }
     let mut enc =
         crate::quant::RowEncoder::new(storage, cols, w.importance.as_deref()).map_err(|m| werr(&w.name, m))?;

@@ -89,15 +89,6 @@ impl KvCacheExport {
         Ok(Some(out))
     }
 
-    /// How many cache inputs (keys and values of every layer) there are.
-    pub fn len(&self) -> usize {
-        self.pasts.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.pasts.is_empty()
-    }
-
     /// `base` with the cache inputs, the mask and the position ids fixed as an empty cache
     /// gives them.
     pub fn import_options(&self, base: ImportOptions) -> ImportOptions {
@@ -116,12 +107,13 @@ impl KvCacheExport {
     pub fn import(&self, m: &OnnxModel, base: ImportOptions) -> Result<Graph, FrontendError> {
         let mut g = import(m, &self.import_options(base))?;
         // The importer adds the graph's outputs in order.
-        let keep: Vec<bool> = m.graph().output.iter().map(|o| !self.presents.contains(&o.name)).collect();
-        let mut i = 0;
-        g.outputs.retain(|_| {
-            i += 1;
-            keep.get(i - 1).copied().unwrap_or(true)
-        });
+        let outputs = std::mem::take(&mut g.outputs);
+        g.outputs = outputs
+            .into_iter()
+            .zip(&m.graph().output)
+            .filter(|(_, o)| !self.presents.contains(&o.name))
+            .map(|(out, _)| out)
+            .collect();
         Ok(g)
     }
 }

@@ -16,14 +16,8 @@ impl Importer<'_> {
 
     /// Elements `k, k + 2, k + 4, ...` of the last axis (of even length `2 * half`).
     fn every_other(&mut self, x: ValueRef, k: usize, half: usize) -> R<ValueRef> {
-        let mut d = self.static_dims(x, "input")?;
-        d.pop();
-        let mut pairs = d.clone();
-        pairs.extend([half, 2]);
-        let p = self.reshape_to(x, &pairs)?;
-        let s = self.slice_last(p, k, 1)?;
-        d.push(half);
-        self.reshape_to(s, &d)
+        let axis = self.g.type_of(x).shape.rank().checked_sub(1).ok_or("a rotation of a scalar")?;
+        self.strided_slice(x, axis, k as i64, 2, half)
     }
 
     /// A cos or sin table as `[B, S, 1, half]`: rows picked by the position ids, or given.
