@@ -233,8 +233,10 @@ struct QuantArgs {
     /// of 32 with f16 scale and min, clipping searched), q4s (symmetric int4 groups of 32 with an
     /// f16 scale, 4.5 bits per weight: GGUF Q4_0's layout, scale searched; see --calibrate), q4-g128
     /// (groups of 128), or keep (a GGUF's Q8_0/Q4_0/Q4_1 blocks and f16/bf16 tensors as they
-    /// are). Rows too short for a group fall back to smaller groups, then q8. Activations are
-    /// f32, except that aarch64 quantizes them to int8 blocks for int8 (q8, q8-g32) weights.
+    /// are; Q4_K becomes q4 groups of 32, Q5_K and Q6_K q8-g32). Rows too short for a group fall
+    /// back to smaller groups, then q8. Matmuls with int8 or int4 weights quantize their
+    /// activations to int8 blocks of 32 on the fly and use integer dot products (VNNI, sdot);
+    /// other activations are f32.
     #[arg(long, value_name = "PRESET", default_value = "f32", value_parser = parse_quant)]
     quant: edgec_ir::quant::Preset,
     /// The KV cache's element type: f32 (default) or f16 (half the KV memory; each row is

@@ -26,6 +26,7 @@ mod header;
 mod kernels;
 pub mod math;
 mod object;
+mod pack;
 mod signature;
 pub mod target;
 mod weights_file;

@@ -13,7 +13,7 @@ use cranelift_codegen::settings::{self, Configurable};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_module::{DataDescription, FuncId, Linkage, Module, ModuleReloc};
 use cranelift_object::{ObjectBuilder, ObjectModule};
-use edgec_ir::Graph;
+use edgec_ir::{Graph, ValueRef};
 use edgec_passes::dispatch::{GroupKind, dispatch_groups};
 use edgec_passes::plan::MemoryPlan;
 use edgec_runtime::abi::ModelInfo;
@@ -162,7 +162,7 @@ pub fn emit_object_with(
         }
     };
     signature::check_plan(g, plan, &sig)?;
-    if layout.offsets.len() != g.weights.len() {
+    if layout.offsets.len() != g.weights.len() || layout.packed != crate::pack::packed_weights(g) {
         return Err(BackendError::Plan("weights layout does not match the graph".into()));
     }
     if info.vocab != sig.vocab || info.max_tokens != sig.max_tokens || info.max_context != sig.max_context {
@@ -173,9 +173,17 @@ pub fn emit_object_with(
     // all entry points compute bit-identical results (only instruction selection differs).
     let target = Target::from_triple(&opts.triple)?;
     let dot = if target.is_aarch64() { Dot::Signed } else { Dot::UnsignedMadd };
-    for s in &mut specs {
-        if let Some(t) = s.int8_twin(dot) {
-            *s = t;
+    // They read packed weights (`pack.rs`), and so do gathers from a packed table.
+    for (s, node) in specs.iter_mut().zip(&g.nodes) {
+        let packed = |k: usize| matches!(node.args.get(k), Some(ValueRef::Weight(w)) if layout.packed[*w as usize]);
+        match s {
+            KernelSpec::Gather { packed: p, .. } => *p = packed(0),
+            _ if packed(1) => {
+                if let Some(t) = s.int8_twin(dot) {
+                    *s = t;
+                }
+            }
+            _ => {}
         }
     }
     check_bounds(g, &sig)?;

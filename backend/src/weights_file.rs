@@ -15,6 +15,9 @@ pub struct WeightsLayout {
     pub offsets: Vec<u64>,
     /// Size of the whole file, header included (a multiple of 64).
     pub file_size: u64,
+    /// Per graph weight: stored with its rows interleaved for the int8-activation matmul
+    /// (`pack.rs`); the kernels read what this says.
+    pub packed: Vec<bool>,
 }
 
 fn align_up(n: u64) -> u64 {
@@ -65,7 +68,7 @@ pub fn layout_weights(g: &Graph) -> Result<WeightsLayout, BackendError> {
         offsets.push(at);
         at += weight_bytes(g, i)?;
     }
-    Ok(WeightsLayout { offsets, file_size: align_up(at) })
+    Ok(WeightsLayout { offsets, file_size: align_up(at), packed: crate::pack::packed_weights(g) })
 }
 
 /// Streams the weights file and returns its content hash: blake3 over the ABI version, the
@@ -86,7 +89,7 @@ pub fn write_weights_with_stats<W: Write + Seek>(
     out: &mut W,
     on_weight: &mut dyn FnMut(&WeightStat),
 ) -> Result<([u8; 32], Vec<WeightStat>), BackendError> {
-    if layout.offsets.len() != g.weights.len() {
+    if layout.offsets.len() != g.weights.len() || layout.packed.len() != g.weights.len() {
         return Err(BackendError::Plan(format!(
             "weights layout has {} entries, graph has {} weights",
             layout.offsets.len(),
@@ -97,7 +100,7 @@ pub fn write_weights_with_stats<W: Write + Seek>(
     h.update(b"edgec weights\0");
     h.update(&ABI_VERSION.to_le_bytes());
     h.update(&(g.weights.len() as u64).to_le_bytes());
-    for (w, off) in g.weights.iter().zip(&layout.offsets) {
+    for ((w, off), &packed) in g.weights.iter().zip(&layout.offsets).zip(&layout.packed) {
         h.update(&(w.name.len() as u64).to_le_bytes());
         h.update(w.name.as_bytes());
         h.update(w.ty.dtype.name().as_bytes());
@@ -105,6 +108,9 @@ pub fn write_weights_with_stats<W: Write + Seek>(
             // f32 weights hash as before, so unquantized outputs keep their hashes.
             h.update(b"\0storage ");
             h.update(w.storage().name().as_bytes());
+        }
+        if packed {
+            h.update(b"\0packed");
         }
         h.update(&(w.ty.shape.rank() as u64).to_le_bytes());
         for d in w.ty.shape.dims() {
@@ -130,13 +136,21 @@ pub fn write_weights_with_stats<W: Write + Seek>(
             out.write_all(&zeros[..n])?;
             at += n as u64;
         }
-        let stored = edgec_ir::weights::stored_bytes(w)
+        let mut stored = edgec_ir::weights::stored_bytes(w)
             .map_err(|e| BackendError::Weight { name: w.name.clone(), message: e.to_string() })?;
         if stored.bytes.len() as u64 != bytes {
             return Err(BackendError::Weight {
                 name: w.name.clone(),
                 message: format!("stored {} bytes, the layout needs {bytes}", stored.bytes.len()),
             });
+        }
+        if layout.packed[i] {
+            let (rows, cols) = edgec_ir::quant::rows_cols(w.ty.shape.dims()).ok_or_else(|| BackendError::Weight {
+                name: w.name.clone(),
+                message: "shape must be constant".into(),
+            })?;
+            crate::pack::pack(stored.storage, rows, cols, &mut stored.bytes)
+                .map_err(|message| BackendError::Weight { name: w.name.clone(), message })?;
         }
         h.update(&stored.bytes);
         out.write_all(&stored.bytes)?;

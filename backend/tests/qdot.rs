@@ -26,8 +26,9 @@ fn quantize_row(x: &[f32]) -> Vec<(f32, Vec<i32>)> {
 
 /// `ids → gather(table[N, K]) → matmul(·, w[N, K]ᵀ stored as st)` (the table has a row per
 /// output column, as the decoder contract's vocab asks); returns the graph, the table and the
-/// dequantized weight.
-fn graph(k: u64, n: u64, st: Storage, seed: u64) -> (edgec_ir::Graph, Vec<f32>, Vec<f32>) {
+/// dequantized weight. `tied`: the table is `w` itself (tied embeddings), so the gather reads
+/// the packed weight too, and the table returned is the dequantized weight.
+fn graph(k: u64, n: u64, st: Storage, seed: u64, tied: bool) -> (edgec_ir::Graph, Vec<f32>, Vec<f32>) {
     let mut b = GB::new("qd", MT, seed);
     let mut table = b.rng.vec((n * k) as usize, -1.0, 1.0);
     // A zero block (scale 0) and a large one.
@@ -35,19 +36,23 @@ fn graph(k: u64, n: u64, st: Storage, seed: u64) -> (edgec_ir::Graph, Vec<f32>, 
     if let Some(t) = table.get_mut(k as usize..k as usize + 32) {
         t.iter_mut().for_each(|x| *x *= 50.0);
     }
-    let wv = b.rng.vec((n * k) as usize, -0.5, 0.7);
+    let wv = if tied { table.clone() } else { b.rng.vec((n * k) as usize, -0.5, 0.7) };
     let deq = edgec_ir::quant::decode(st, n, k, &edgec_ir::quant::encode(st, n, k, &wv).unwrap()).unwrap();
-    let t = b.weight_data("table", &[n, k], table.clone());
     let w = b.weight_data("w", &[n, k], wv);
     quantize(&mut b, w, st);
+    let t = if tied { w } else { b.weight_data("table", &[n, k], table.clone()) };
     let ids = b.ids;
     let x = b.node(Op::Gather, vec![t, ids]);
     let y = b.node(Op::MatMul { transpose_b: true }, vec![x, w]);
-    (b.finish(y), table, deq)
+    (b.finish(y), if tied { deq.clone() } else { table }, deq)
 }
 
 fn check(k: u64, n: u64, st: Storage, seed: u64) {
-    let (g, table, deq) = graph(k, n, st, seed);
+    check_graph(k, n, st, seed, false);
+}
+
+fn check_graph(k: u64, n: u64, st: Storage, seed: u64, tied: bool) {
+    let (g, table, deq) = graph(k, n, st, seed, tied);
     let m = compile(g);
     let (k, n) = (k as usize, n as usize);
     let blocks: Vec<Vec<(f32, Vec<i32>)>> = table.chunks_exact(k).map(quantize_row).collect();
@@ -82,7 +87,7 @@ fn check(k: u64, n: u64, st: Storage, seed: u64) {
 #[test]
 fn int8_weights() {
     for (i, st) in [Storage::Q8C, Storage::Q8G { group: 32 }, Storage::Q8G { group: 64 }].into_iter().enumerate() {
-        for (k, n) in [(64u64, 13u64), (128, 4), (192, 1)] {
+        for (k, n) in [(64u64, 12u64), (128, 4), (192, 8)] {
             if k.is_multiple_of(st.group().unwrap_or(32)) {
                 check(k, n, st, 10 * i as u64 + n);
             }
@@ -100,18 +105,27 @@ fn int4_weights() {
         Storage::Q4G { group: 128, min: true },
     ];
     for (i, st) in formats.into_iter().enumerate() {
-        for (k, n) in [(128u64, 13u64), (256, 4), (128, 1)] {
+        for (k, n) in [(128u64, 12u64), (256, 4), (128, 8)] {
             check(k, n, st, 100 + 10 * i as u64 + n);
         }
     }
 }
 
 /// Wide outputs get wide tasks (one row would otherwise be quantized per 16 columns): 32
-/// columns per task here, with a leftover column.
+/// columns per task here, the last task a single quad of columns.
 #[test]
 fn wide_tasks() {
-    check(64, 771, Storage::Q4G { group: 32, min: false }, 7);
-    check(64, 1603, Storage::Q8C, 8);
+    check(64, 772, Storage::Q4G { group: 32, min: false }, 7);
+    check(64, 1604, Storage::Q8C, 8);
+}
+
+/// A table that is also the matmul's weight (tied embeddings) is packed for the matmul, and
+/// the gather unpacks the rows it reads.
+#[test]
+fn tied_table_gathers_from_packed_rows() {
+    for st in [Storage::Q8C, Storage::Q8G { group: 64 }, Storage::Q4G { group: 32, min: true }] {
+        check_graph(128, 12, st, 5, true);
+    }
 }
 
 /// Baseline and every VNNI variant this CPU runs: the same bits (the integer lanes are exact
@@ -126,7 +140,7 @@ fn variants_are_bit_identical_and_use_vpdpbusd() {
         Storage::Q4G { group: 64, min: true },
     ];
     for st in formats {
-        let (g, _, _) = graph(128, 13, st, 3);
+        let (g, _, _) = graph(128, 12, st, 3, false);
         let m = compile(g);
         let cpu = [
             ("avxvnni", std::arch::is_x86_feature_detected!("avxvnni")),
@@ -142,7 +156,7 @@ fn variants_are_bit_identical_and_use_vpdpbusd() {
                 continue;
             }
             let mut s = m.session(0);
-            for (ids, pos) in tile_calls(13) {
+            for (ids, pos) in tile_calls(12) {
                 let base = s.run(&ids, pos).unwrap();
                 let var = s.run_entry(f, &ids, pos).unwrap();
                 assert!(

@@ -43,8 +43,8 @@ pub(crate) const MATMUL_COLS_PER_TASK: u64 = 16;
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum KernelSpec {
     /// `gather`: task = one output row (copy a table row, or decode it from the table's
-    /// storage `w`; `vocab` is the table's row count).
-    Gather { h: u64, vocab: u64, w: Storage },
+    /// storage `w`, `packed` as `pack.rs` lays it out; `vocab` is the table's row count).
+    Gather { h: u64, vocab: u64, w: Storage, packed: bool },
     /// `matmul` with `transpose_b` (`x[M,K]·W[N,K]ᵀ`) and `linear` (the same with epilogue
     /// `ep`): task = a block of [`MATMUL_COLS_PER_TASK`] output columns, every row. `w` and
     /// `up` are the storages of the weight and of a gated `linear`'s up projection (f32 when
@@ -262,6 +262,7 @@ impl KernelSpec {
                     h: cdim(ty(0).shape.dims()[1], "table width")?,
                     vocab: cdim(ty(0).shape.dims()[0], "table rows")?,
                     w: storage_of(0),
+                    packed: false,
                 }
             }
             Op::MatMul { transpose_b } => {
@@ -437,7 +438,7 @@ impl KernelSpec {
     pub fn build(&self, b: &mut FunctionBuilder, k: &Kargs) {
         match self {
             KernelSpec::Gather { h, w: Storage::F32, .. } => elementwise::gather(b, k, *h),
-            KernelSpec::Gather { h, vocab, w } => quant::gather_q(b, k, *h, *vocab, *w),
+            KernelSpec::Gather { h, vocab, w, packed } => quant::gather_q(b, k, *h, *vocab, *w, *packed),
             KernelSpec::MatMulT { k: kk, n, w: Storage::F32, up: Storage::F32, ep } => {
                 matmul::matmul_t(b, k, *kk, *n, *ep)
             }

@@ -10,7 +10,9 @@
 use super::epilogue::{Epilogue, MatMulArgs, Pass};
 use super::{Ext, F32X4, Kargs, MATMUL_COLS_PER_TASK, SLOT_ROWS, each_task, ro, rw};
 use crate::math;
-use cranelift_codegen::ir::{Endianness, InstBuilder, MemFlagsData, Value, condcodes::IntCC, types};
+use cranelift_codegen::ir::{
+    Endianness, InstBuilder, MemFlagsData, StackSlotData, StackSlotKind, Value, condcodes::IntCC, types,
+};
 use cranelift_frontend::{FunctionBuilder, Variable};
 use edgec_ir::Storage;
 
@@ -115,32 +117,43 @@ pub(super) fn f32_to_half_bits(b: &mut FunctionBuilder, x: Value) -> Value {
 
 /// Loads the f16 at `p + off` as a scalar f32.
 pub(super) fn load_half(b: &mut FunctionBuilder, p: Value, off: i32) -> Value {
-    let h = b.ins().uload16(types::I32, ro(), p, off);
+    load_half_with(b, p, off, ro())
+}
+
+fn load_half_with(b: &mut FunctionBuilder, p: Value, off: i32, mem: MemFlagsData) -> Value {
+    let h = b.ins().uload16(types::I32, mem, p, off);
     half_to_f32(b, h)
 }
 
 /// Decodes the unit at `p` into f32x4 vectors of consecutive elements; `f(b, j, w)` gets
-/// vector `j` (elements `4j..4j+4` of the unit). `q8_c` vectors are unscaled codes.
-fn each_vec(b: &mut FunctionBuilder, st: Storage, p: Value, mut f: impl FnMut(&mut FunctionBuilder, usize, Value)) {
+/// vector `j` (elements `4j..4j+4` of the unit). `q8_c` vectors are unscaled codes. `mem`: the
+/// loads' flags.
+fn each_vec(
+    b: &mut FunctionBuilder,
+    st: Storage,
+    p: Value,
+    mem: MemFlagsData,
+    mut f: impl FnMut(&mut FunctionBuilder, usize, Value),
+) {
     let le = flags_for(types::I32X4);
     match st {
         Storage::F32 => {
-            let v = b.ins().load(F32X4, ro(), p, 0);
+            let v = b.ins().load(F32X4, mem, p, 0);
             f(b, 0, v);
         }
         Storage::F16 => {
-            let h = b.ins().uload16x4(ro(), p, 0);
+            let h = b.ins().uload16x4(mem, p, 0);
             let v = half_to_f32(b, h);
             f(b, 0, v);
         }
         Storage::BF16 => {
-            let h = b.ins().uload16x4(ro(), p, 0);
+            let h = b.ins().uload16x4(mem, p, 0);
             let h = b.ins().ishl_imm_u(h, 16);
             let v = b.ins().bitcast(F32X4, le, h);
             f(b, 0, v);
         }
         Storage::Q8C => {
-            let q = b.ins().sload8x8(ro(), p, 0);
+            let q = b.ins().sload8x8(mem, p, 0);
             let lo = b.ins().swiden_low(q);
             let hi = b.ins().swiden_high(q);
             let lo = b.ins().fcvt_from_sint(F32X4, lo);
@@ -149,10 +162,10 @@ fn each_vec(b: &mut FunctionBuilder, st: Storage, p: Value, mut f: impl FnMut(&m
             f(b, 1, hi);
         }
         Storage::Q8G { group } => {
-            let d = load_half(b, p, 0);
+            let d = load_half_with(b, p, 0, mem);
             let dv = b.ins().splat(F32X4, d);
             for s in 0..group as usize / 8 {
-                let q = b.ins().sload8x8(ro(), p, 2 + 8 * s as i32);
+                let q = b.ins().sload8x8(mem, p, 2 + 8 * s as i32);
                 for (h, half) in [b.ins().swiden_low(q), b.ins().swiden_high(q)].into_iter().enumerate() {
                     let v = b.ins().fcvt_from_sint(F32X4, half);
                     let v = b.ins().fmul(v, dv);
@@ -161,9 +174,9 @@ fn each_vec(b: &mut FunctionBuilder, st: Storage, p: Value, mut f: impl FnMut(&m
             }
         }
         Storage::Q4G { group, min } => {
-            let d = load_half(b, p, 0);
+            let d = load_half_with(b, p, 0, mem);
             let m = if min {
-                load_half(b, p, 2)
+                load_half_with(b, p, 2, mem)
             } else {
                 let k = math::fconst(b, types::F32, -8.0);
                 b.ins().fmul(d, k)
@@ -174,7 +187,7 @@ fn each_vec(b: &mut FunctionBuilder, st: Storage, p: Value, mut f: impl FnMut(&m
             let mask = b.ins().iconst(types::I8, 0x0f);
             let mask = b.ins().splat(types::I8X16, mask);
             for s in 0..group as usize / 32 {
-                let raw = b.ins().load(types::I8X16, ro(), p, hdr + 16 * s as i32);
+                let raw = b.ins().load(types::I8X16, mem, p, hdr + 16 * s as i32);
                 let lo = b.ins().band(raw, mask);
                 let hi = b.ins().ushr_imm_u(raw, 4);
                 for (nh, nib) in [lo, hi].into_iter().enumerate() {
@@ -271,7 +284,7 @@ fn tile_q(
             let xa: Vec<Value> = xr.iter().map(|&p| b.addr(p, ui, u.elems as i64 * 4)).collect();
             for (c, &wp) in wr.iter().enumerate() {
                 let p = b.addr(wp, ui, u.bytes as i64);
-                each_vec(b, st, p, |b, j, wv| {
+                each_vec(b, st, p, ro(), |b, j, wv| {
                     for (r, &xp) in xa.iter().enumerate() {
                         let xv = b.ins().load(F32X4, ro(), xp, j as i32 * 16);
                         let s = b.use_var(acc[r][c]);
@@ -358,19 +371,30 @@ pub(crate) fn matmul_tq(b: &mut FunctionBuilder, k: &Kargs, kk: u64, n: u64, st:
 }
 
 /// Lowers `gather` from a stored `[vocab, h]` table: task `t` decodes row `ids[t]` into output
-/// row `t` (ids were range-checked by the entry point).
-pub(crate) fn gather_q(b: &mut FunctionBuilder, k: &Kargs, h: u64, vocab: u64, st: Storage) {
+/// row `t` (ids were range-checked by the entry point). A `packed` table (`pack.rs`) has the
+/// row's bytes put back in row order in a stack buffer first.
+pub(crate) fn gather_q(b: &mut FunctionBuilder, k: &Kargs, h: u64, vocab: u64, st: Storage, packed: bool) {
     let table = k.ptr(b, 0);
     let ids = k.ptr(b, 1);
     let out = k.ptr(b, 2);
     let u = unit(st);
     let rb = st.row_bytes(h).expect("checked by the layout") as i64;
     let units = h / u.elems;
+    let buf = packed.then(|| {
+        let ss = b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, rb as u32, 4));
+        b.ins().stack_addr(types::I64, ss, 0)
+    });
     each_task(b, k, |b, t| {
         let ip = b.addr(ids, t, 4);
         let id = b.ins().load(types::I32, ro(), ip, 0);
         let id = b.ins().sextend(types::I64, id);
-        let src = b.addr(table, id, rb);
+        let (src, mem) = match buf {
+            Some(buf) => {
+                unpack_row(b, st, table, id, h, buf);
+                (buf, rw())
+            }
+            None => (b.addr(table, id, rb), ro()),
+        };
         let dst = b.addr(out, t, h as i64 * 4);
         let scale = (st == Storage::Q8C).then(|| q8c_scale(b, table, vocab, h, id));
         let scale_v = scale.map(|s| b.ins().splat(F32X4, s));
@@ -380,7 +404,7 @@ pub(crate) fn gather_q(b: &mut FunctionBuilder, k: &Kargs, h: u64, vocab: u64, s
             b.for_range(lo, hi, 1, |b, ui| {
                 let p = b.addr(src, ui, u.bytes as i64);
                 let d = b.addr(dst, ui, u.elems as i64 * 4);
-                each_vec(b, st, p, |b, j, wv| {
+                each_vec(b, st, p, mem, |b, j, wv| {
                     let wv = match scale_v {
                         Some(s) => b.ins().fmul(wv, s),
                         None => wv,
@@ -396,6 +420,39 @@ pub(crate) fn gather_q(b: &mut FunctionBuilder, k: &Kargs, h: u64, vocab: u64, s
                 None => v,
             };
             b.ins().store(rw(), v, dst, i as i32 * 4);
+        }
+    });
+}
+
+/// Copies row `id` of a packed `[_, h]` table at `table` into `buf` in row layout: per group,
+/// its header fields (2 bytes each, 8 apart in the quad) and its code words (4 bytes each, 16
+/// apart).
+fn unpack_row(b: &mut FunctionBuilder, st: Storage, table: Value, id: Value, h: u64, buf: Value) {
+    let (group, header, sub) = crate::pack::group_shape(st);
+    let quad = crate::pack::QUAD as i64;
+    let rb = st.row_bytes(h).expect("checked by the layout") as i64;
+    let gb = (header + group / 32 * sub) as i64;
+    let q = b.ins().ushr_imm_u(id, 2);
+    let j = b.ins().band_imm_s(id, 3);
+    let base = b.addr(table, q, quad * rb);
+    let halves = b.addr(base, j, 2);
+    let words = b.addr(base, j, 4);
+    let lo = b.c64(0);
+    let hi = b.c64(h as i64 / group as i64);
+    b.for_range(lo, hi, 1, |b, g| {
+        let hs = b.addr(halves, g, quad * gb);
+        let ws = b.addr(words, g, quad * gb);
+        let d = b.addr(buf, g, gb);
+        for f in 0..header as i32 / 2 {
+            let v = b.ins().uload16(types::I32, ro(), hs, f * 2 * quad as i32);
+            b.ins().istore16(rw(), v, d, 2 * f);
+        }
+        for s in 0..(group / 32) as i32 {
+            for v in 0..sub as i32 / 4 {
+                let at = quad as i32 * (header as i32 + s * sub as i32) + 16 * v;
+                let x = b.ins().load(types::I32, ro(), ws, at);
+                b.ins().store(rw(), x, d, header as i32 + s * sub as i32 + 4 * v);
+            }
         }
     });
 }
