@@ -197,12 +197,13 @@ pub fn compile_with(req: &CompileRequest, pkg: &Packaging, log: &mut dyn Write) 
 
     std::fs::create_dir_all(&req.out_dir)
         .with_context(|| format!("cannot create output directory {}", req.out_dir.display()))?;
-    let manifest = Manifest {
+    let mut manifest = Manifest {
         name: name.clone(),
         target: req.target.to_string(),
         vocab: vocab_of(&graph)?,
         max_tokens: u32::try_from(max_tokens).context("--max-tokens is too large")?,
         max_context: u32::try_from(req.max_context).context("--max-context is too large")?,
+        build: None,
     };
     let mut files = AtomicFiles::default();
     let mut image = None;
@@ -235,6 +236,7 @@ pub fn compile_with(req: &CompileRequest, pkg: &Packaging, log: &mut dyn Write) 
         hash
     };
     bar.finish_and_clear();
+    manifest.build = Some(manifest::BuildFlags::new(req.quant, req.kv_dtype, &weight_stats));
     let info = edgec_backend::model_info(&graph, &plan, &layout, hash)?;
     let object = edgec_backend::emit_object_with(&graph, &plan, &layout, &info, &opts, image.as_deref())?;
     drop(image);

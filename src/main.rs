@@ -64,9 +64,27 @@ Passes (for --passes and --print-after):\n{passes}")]
     /// Write a random-weight HuggingFace checkpoint (config.json + safetensors) for a config of
     /// any supported architecture and size, streaming tensor by tensor.
     Synth(SynthArgs),
-    /// Measure a model on this machine: prefill and decode tokens/s, decode weight bytes/s as a
-    /// share of the measured memory read bandwidth, prefill FLOP/s as a share of the measured
-    /// FMA peak (compiles a checkpoint for the host first).
+    /// Measure a model on this machine, roofline style: decode tokens/s and weight bytes/s as a
+    /// share of the measured memory read bandwidth, prefill tokens/s and operations/s as a share
+    /// of the measured compute peak of the path it runs on (f32 FMA, or int8 dot products for
+    /// int8/int4 weights). Compiles a checkpoint for the host first.
+    #[command(after_help = "What it measures (with the same thread count as the model):\n  \
+read bandwidth   each thread sums its own part of a buffer 16x the last-level cache (best of 5)\n  \
+f32x4 FMA peak   12 independent 128-bit FMA chains per thread (the f32 kernels' vectors)\n  \
+int8 peak        independent 128-bit int8 dot products per thread, as the variant that ran \
+executes them: vpdpbusd (avxvnni, avx512vnni), the AVX2 baseline's vpmaddwd sequence, or sdot \
+(aarch64 dotprod); 2 ops per multiply-add\n\
+Each peak loop is calibrated to about 0.1 s and the best of 5 runs counts.\n\n\
+Then the model: one warm-up round, --repeats rounds of one prefill of --prompt-len tokens (one \
+forward call) and --gen-len decode steps, medians reported:\n  \
+decode:  X tok/s, Y GB/s = Z% of read bandwidth W GB/s    (weights file bytes per token)\n  \
+prefill: X tok/s, Y GOP/s = Z% of the <path> peak P GOP/s  (2 x weights x tokens + attention)\n\
+Prefill is compared with the int8 peak when most weights are int8/int4 (--quant q8, q8-g32, q4, \
+q4s, q4-g128; their matmuls take int8 activations), else with the f32x4 FMA peak.\n\n\
+Examples:\n  \
+edgec bench target/models/synth-llama-110m --quant q4s --threads 2 --repeats 3\n  \
+edgec bench CHECKPOINT --quant q4 --max-context 2304 --prompt-len 2048   # decode after a long prompt\n  \
+edgec compile CHECKPOINT -o out --quant q8 --max-context 512 && edgec bench out --json")]
     Bench(BenchArgs),
     /// Perplexity of the compiled model on a text file, with llama.cpp's `llama-perplexity`
     /// protocol (windows of --ctx tokens, second half scored), so the numbers compare directly.
@@ -139,7 +157,8 @@ struct SynthArgs {
 
 #[derive(Args)]
 struct BenchArgs {
-    /// A checkpoint directory (compiled for the host first), or an OUTDIR compiled for the host.
+    /// A checkpoint directory (compiled for the host first, with --quant, --kv-dtype and
+    /// --max-context), or an OUTDIR compiled for the host.
     model: PathBuf,
     /// Threads, the caller's included; 0 uses the runtime's default.
     #[arg(long, default_value_t = 0, value_name = "N")]
@@ -153,6 +172,22 @@ struct BenchArgs {
     /// Timed rounds (after one warm-up); medians are reported.
     #[arg(long, default_value_t = 5, value_name = "N")]
     repeats: usize,
+    /// How a checkpoint's matmul weights and embedding tables are stored, as for `edgec compile
+    /// --quant` (default f32): f32, f16, q8, q8-g32, q4, q4s, q4-g128, keep. With int8/int4
+    /// weights (q8*, q4*) prefill runs on int8 activations and is compared with the int8 peak.
+    /// With a compiled OUTDIR, only the preset its edgec.json records is accepted.
+    #[arg(long, value_name = "PRESET", value_parser = parse_quant)]
+    quant: Option<edgec_ir::quant::Preset>,
+    /// The KV cache's element type when compiling a checkpoint: f32 (default) or f16. With a
+    /// compiled OUTDIR, only the one its edgec.json records.
+    #[arg(long, value_name = "DTYPE", value_parser = parse_kv_dtype)]
+    kv_dtype: Option<edgec_ir::quant::KvDtype>,
+    /// Positions the KV cache holds when compiling a checkpoint; at least --prompt-len +
+    /// --gen-len (the default). Bench short and long prompts against the same cache size, e.g.
+    /// `--max-context 2304` with `--prompt-len 128`, then with `--prompt-len 2048`. With a
+    /// compiled OUTDIR, only the one it was compiled with.
+    #[arg(long, value_name = "N")]
+    max_context: Option<u64>,
     /// Print every figure as one JSON object on stdout.
     #[arg(long)]
     json: bool,
@@ -456,6 +491,9 @@ fn execute(cli: Cli) -> Result<()> {
                 repeats: a.repeats,
                 linker: a.linker,
                 bandwidth_buffer: a.bandwidth_mib.map(|m| m << 20),
+                quant: a.quant,
+                kv_dtype: a.kv_dtype,
+                max_context: a.max_context,
             };
             let report = edgec::bench::bench(&req, &mut std::io::stderr())?;
             if a.json {

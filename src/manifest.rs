@@ -15,6 +15,44 @@ pub struct Manifest {
     pub vocab: u32,
     pub max_tokens: u32,
     pub max_context: u32,
+    /// How it was compiled (`None` in a manifest written before edgec recorded them).
+    pub build: Option<BuildFlags>,
+}
+
+/// The compile flags a compiled directory cannot be told from its files alone, and what they
+/// gave: recorded so `edgec bench OUTDIR --quant ...` can check them and report which
+/// arithmetic prefill runs on.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BuildFlags {
+    pub quant: edgec_ir::quant::Preset,
+    pub kv_dtype: edgec_ir::quant::KvDtype,
+    /// Weight elements in the weights file, and those of them stored as int8 or int4 (`q8_c`,
+    /// `q8_gG`, `q4s_gG`, `q4_gG`: the formats whose matmuls take int8 activations).
+    pub weight_elements: u64,
+    pub int8_weight_elements: u64,
+}
+
+impl BuildFlags {
+    /// Whether most weights are int8/int4, so that prefill's matmuls run on the int8 path.
+    pub fn int8_matmuls(&self) -> bool {
+        2 * self.int8_weight_elements > self.weight_elements
+    }
+
+    /// Counts `stats` (the weights file's tensors) into the flags.
+    pub fn new(
+        quant: edgec_ir::quant::Preset,
+        kv_dtype: edgec_ir::quant::KvDtype,
+        stats: &[edgec_backend::WeightStat],
+    ) -> BuildFlags {
+        use edgec_ir::Storage;
+        let int8 = |s: Storage| matches!(s, Storage::Q8C | Storage::Q8G { .. } | Storage::Q4G { .. });
+        BuildFlags {
+            quant,
+            kv_dtype,
+            weight_elements: stats.iter().map(|w| w.elements).sum(),
+            int8_weight_elements: stats.iter().filter(|w| int8(w.storage)).map(|w| w.elements).sum(),
+        }
+    }
 }
 
 impl Manifest {
@@ -29,13 +67,19 @@ impl Manifest {
     }
 
     pub fn to_json(&self) -> String {
-        let v = json!({
+        let mut v = json!({
             "name": self.name,
             "target": self.target,
             "vocab": self.vocab,
             "max_tokens": self.max_tokens,
             "max_context": self.max_context,
         });
+        if let (Some(b), Some(o)) = (&self.build, v.as_object_mut()) {
+            o.insert("quant".into(), json!(b.quant.name()));
+            o.insert("kv_dtype".into(), json!(b.kv_dtype.name()));
+            o.insert("weight_elements".into(), json!(b.weight_elements));
+            o.insert("int8_weight_elements".into(), json!(b.int8_weight_elements));
+        }
         #[allow(clippy::expect_used, reason = "a serde_json::Value always serializes")]
         let text = serde_json::to_string_pretty(&v).expect("a JSON object serializes");
         text + "\n"
@@ -64,12 +108,34 @@ impl Manifest {
         if !identifier {
             bail!("{}: field 'name' = {name:?} is not a C identifier", path.display());
         }
+        // Recorded since `edgec bench --quant`; all four or none.
+        let build = if v.get("quant").is_some() {
+            let quant = str_field("quant")?;
+            let kv_dtype = str_field("kv_dtype")?;
+            let u64_field = |k: &str| -> Result<u64> {
+                match v.get(k).and_then(Value::as_u64) {
+                    Some(n) => Ok(n),
+                    None => bail!("{}: missing or invalid field '{k}'", path.display()),
+                }
+            };
+            Some(BuildFlags {
+                quant: edgec_ir::quant::Preset::from_name(&quant)
+                    .with_context(|| format!("{}: field 'quant' = {quant:?} is not a preset", path.display()))?,
+                kv_dtype: edgec_ir::quant::KvDtype::from_name(&kv_dtype)
+                    .with_context(|| format!("{}: field 'kv_dtype' = {kv_dtype:?} is not a dtype", path.display()))?,
+                weight_elements: u64_field("weight_elements")?,
+                int8_weight_elements: u64_field("int8_weight_elements")?,
+            })
+        } else {
+            None
+        };
         Ok(Manifest {
             name,
             target: str_field("target")?,
             vocab: u32_field("vocab")?,
             max_tokens: u32_field("max_tokens")?,
             max_context: u32_field("max_context")?,
+            build,
         })
     }
 }

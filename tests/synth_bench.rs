@@ -124,8 +124,9 @@ fn bench_reports_every_figure_as_json() {
     for key in [
         "prefill_tokens_per_s",
         "prefill_seconds",
-        "prefill_flops",
-        "prefill_flops_per_s",
+        "prefill_ops",
+        "prefill_ops_per_s",
+        "prefill_peak_ops_per_s",
         "prefill_peak_pct",
         "decode_tokens_per_s",
         "decode_weight_bytes_per_token",
@@ -141,6 +142,14 @@ fn bench_reports_every_figure_as_json() {
     for key in ["read_bytes_per_s", "fma_peak_flops_per_s", "bandwidth_buffer_bytes"] {
         assert!(m[key].as_f64().is_some_and(|x| x > 0.0), "machine.{key} in {v}");
     }
+    // f32 weights: prefill is compared with the f32x4 FMA peak; the int8 peak of the variant
+    // that ran is measured too.
+    assert_eq!((&v["quant"], &v["kv_dtype"], &v["max_context"]), (&"f32".into(), &"f32".into(), &12.into()), "{v}");
+    assert_eq!(v["prefill_path"], "f32");
+    assert_eq!(v["prefill_peak"], m["fma_path"]);
+    assert_eq!(v["prefill_peak_ops_per_s"], m["fma_peak_flops_per_s"]);
+    assert_eq!(v["int8_weight_share"], 0.0);
+    check_int8_peak(&v);
     assert_eq!(v["threads"], 2);
     assert_eq!(v["prompt_len"], 8);
     assert_eq!(v["gen_len"], 4);
@@ -163,9 +172,131 @@ fn bench_reports_every_figure_as_json() {
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let text = String::from_utf8(o.stdout).unwrap();
-    for needle in ["read bandwidth", "FMA peak", "tokens/s", "% of the read bandwidth", "how"] {
+    for needle in ["read bandwidth", "f32x4 FMA", "GFLOP/s", "decode: ", "% of read bandwidth", "prefill: ", "how"] {
         assert!(text.contains(needle), "{needle} not in {text}");
     }
+    assert!(text.contains(&format!("% of the {} peak", v["machine"]["fma_path"].as_str().unwrap())), "{text}");
+
+    // int8 and int4 weights: prefill runs on int8 activations, against the int8 peak.
+    let o = edgec(&[
+        "bench",
+        model.to_str().unwrap(),
+        "--prompt-len",
+        "8",
+        "--gen-len",
+        "4",
+        "--repeats",
+        "1",
+        "--bandwidth-mib",
+        "32",
+        "--quant",
+        "q4s",
+        "--kv-dtype",
+        "f16",
+        "--max-context",
+        "40",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!((&v["quant"], &v["kv_dtype"], &v["max_context"]), (&"q4s".into(), &"f16".into(), &40.into()), "{v}");
+    assert!(v["int8_weight_share"].as_f64().is_some_and(|x| x > 0.9 && x <= 1.0), "{v}");
+    assert_eq!(v["prefill_path"], "int8");
+    let m = &v["machine"];
+    check_int8_peak(&v);
+    if !m["int8_path"].is_null() {
+        assert_eq!(v["prefill_peak"], m["int8_path"]);
+        assert_eq!(v["prefill_peak_ops_per_s"], m["int8_peak_ops_per_s"]);
+        let pct = v["prefill_peak_pct"].as_f64().unwrap_or_else(|| panic!("prefill_peak_pct in {v}"));
+        assert!(pct > 0.0 && pct.is_finite(), "{v}");
+    }
+    assert!(v["decode_bandwidth_pct"].as_f64().is_some_and(|x| x > 0.0 && x.is_finite()), "{v}");
+}
+
+/// The int8 peak of the variant that ran: present where the variant has a peak loop (every
+/// x86_64 variant, aarch64's dotprod), and above the f32x4 FMA peak in ops/s with dot-product
+/// instructions (16 multiply-adds per 128-bit instruction against 4).
+fn check_int8_peak(v: &serde_json::Value) {
+    let m = &v["machine"];
+    let variant = v["variant"].as_str().unwrap();
+    let expected = match variant {
+        "avx512vnni" | "avxvnni" => Some("vpdpbusd"),
+        "dotprod" => Some("sdot"),
+        "baseline" if cfg!(target_arch = "x86_64") => Some("vpmaddwd"),
+        _ => None,
+    };
+    let Some(insn) = expected else {
+        assert!(m["int8_path"].is_null(), "{v}");
+        return;
+    };
+    assert!(m["int8_path"].as_str().is_some_and(|p| p.contains(insn)), "{variant}: {v}");
+    let int8 = m["int8_peak_ops_per_s"].as_f64().unwrap_or_else(|| panic!("int8_peak_ops_per_s in {v}"));
+    assert!(int8 > 0.0 && int8.is_finite(), "{v}");
+    if insn != "vpmaddwd" {
+        let fma = m["fma_peak_flops_per_s"].as_f64().unwrap();
+        assert!(int8 > fma, "int8 peak {int8} not above the f32x4 FMA peak {fma}: {v}");
+    }
+}
+
+#[test]
+fn bench_takes_compile_flags_only_for_checkpoints_or_matching_a_compiled_dir() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("tiny");
+    synth(&fixture("llama").join("config.json"), &model, &[]);
+    let out = tmp.path().join("out");
+    let o = edgec(&[
+        "compile",
+        model.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--quant",
+        "q8",
+        "--max-context",
+        "32",
+        "--max-tokens",
+        "8",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("edgec.json")).unwrap()).unwrap();
+    assert_eq!((&manifest["quant"], &manifest["kv_dtype"]), (&"q8".into(), &"f32".into()), "{manifest}");
+    let bench = |dir: &Path, extra: &[&str]| {
+        let mut args = vec!["bench", dir.to_str().unwrap(), "--prompt-len", "8", "--gen-len", "2", "--repeats", "1"];
+        args.extend_from_slice(&["--bandwidth-mib", "32", "--json"]);
+        args.extend_from_slice(extra);
+        edgec(&args)
+    };
+    // The flags it was compiled with are accepted, and the path is known from edgec.json.
+    let o = bench(&out, &["--quant", "q8", "--kv-dtype", "f32", "--max-context", "32"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!((&v["quant"], &v["prefill_path"], &v["max_context"]), (&"q8".into(), &"int8".into(), &32.into()));
+    assert!(v["prefill_ops"].is_null() && v["prefill_peak_pct"].is_null(), "no config, no operation count: {v}");
+    // Others are refused, saying what it was compiled with.
+    for (flag, value, had) in [
+        ("--quant", "q4s", "--quant q8"),
+        ("--kv-dtype", "f16", "--kv-dtype f32"),
+        ("--max-context", "64", "--max-context 32"),
+    ] {
+        let o = bench(&out, &[flag, value]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains("already compiled") && err.contains(had), "{flag}: {err}");
+    }
+    // A manifest from before edgec recorded the flags: they cannot be checked, so are refused.
+    let mut old = manifest.as_object().unwrap().clone();
+    for k in ["quant", "kv_dtype", "weight_elements", "int8_weight_elements"] {
+        old.remove(k);
+    }
+    std::fs::write(out.join("edgec.json"), serde_json::to_string(&old).unwrap()).unwrap();
+    let o = bench(&out, &["--quant", "q8"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("does not record its --quant"), "{err}");
+    // A checkpoint's --max-context must hold the benchmark.
+    let o = bench(&model, &["--max-context", "9"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("--max-context 9 is too small"), "{err}");
+    let o = bench(&model, &["--quant", "q3"]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("not a quantization preset"));
 }
 
 #[test]
