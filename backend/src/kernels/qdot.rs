@@ -156,19 +156,23 @@ impl Layout {
             _ => None,
         }
     }
-    /// Whether the kernel needs the per-lane activation sums.
+    /// Whether the kernel needs the activation sums `Σ a`.
     fn needs_sums(&self, dot: Dot) -> bool {
         self.offset(dot).is_some() || self.has_min()
     }
 }
 
 /// The stack buffer one or two quantized rows live in: codes (`kk` bytes per row), block
-/// scales (f32 per block) and block sums `Σ a` (i32 per block, when the layout needs them).
+/// scales (f32 per block) and, when the layout needs `Σ a`, per block what the tiles need of
+/// it (the lanes' start `-offset · Σ a`, or `d_a · Σ a` for q4 with min).
+/// A row quantized alone (decode) also gets its code words splat (16 bytes per 4-byte word),
+/// so its tiles load each splat word instead of broadcasting it for every quad of columns.
 #[derive(Clone, Copy)]
 struct Scratch {
     q: Value,
     s: Value,
     sum: Value,
+    splat: Value,
     kk: u64,
 }
 
@@ -188,7 +192,8 @@ impl Scratch {
 
 /// Quantizes the `kk` f32 of `x` into row `r` of `sc`: int8 codes, block scales and (with
 /// `sums`) each block's `Σ a`, summed with the same tree as the dot products.
-fn quantize_row(b: &mut FunctionBuilder, x: Value, sc: &Scratch, r: usize, dot: Dot, sums: bool) {
+fn quantize_row(b: &mut FunctionBuilder, x: Value, sc: &Scratch, r: usize, l: Layout, dot: Dot, splat: bool) {
+    let sums = l.needs_sums(dot);
     let (q, s, sum) = sc.row(b, r);
     let lo = b.c64(0);
     let hi = b.c64(sc.blocks() as i64);
@@ -226,6 +231,18 @@ fn quantize_row(b: &mut FunctionBuilder, x: Value, sc: &Scratch, r: usize, dot: 
             *q8h = b.ins().snarrow(a, c);
             b.ins().store(rw(), *q8h, qp, 16 * h as i32);
         }
+        if splat {
+            let le = MemFlagsData::new().with_endianness(Endianness::Little);
+            let sp = b.addr(sc.splat, blk, BLOCK as i64 * 4);
+            for (h, &q8h) in q8.iter().enumerate() {
+                let words = b.ins().bitcast(types::I32X4, le, q8h);
+                for j in 0..4 {
+                    let w = b.ins().extractlane(words, j as u8);
+                    let w = b.ins().splat(types::I32X4, w);
+                    b.ins().store(rw(), w, sp, 16 * (4 * h + j) as i32);
+                }
+            }
+        }
         if sums {
             let one = b.ins().iconst(types::I8, 1);
             let ones = b.ins().splat(types::I8X16, one);
@@ -236,8 +253,18 @@ fn quantize_row(b: &mut FunctionBuilder, x: Value, sc: &Scratch, r: usize, dot: 
             let t = b.ins().iadd_pairwise(t, t);
             let t = b.ins().iadd_pairwise(t, t);
             let t = b.ins().extractlane(t, 0);
+            // What the tiles need of it: the lanes' start `-offset · Σ a` (i32), or for q4
+            // with min `d_a · Σ a` (f32).
+            let v = match l.offset(dot) {
+                Some(off) => b.ins().imul_imm_s(t, -off),
+                None => {
+                    let f = b.ins().fcvt_from_sint(types::F32, t);
+                    let f = b.ins().fmul(d, f);
+                    b.ins().bitcast(types::I32, MemFlagsData::new(), f)
+                }
+            };
             let p = b.addr(sum, blk, 4);
-            b.ins().store(rw(), t, p, 0);
+            b.ins().store(rw(), v, p, 0);
         }
     });
 }
@@ -246,6 +273,8 @@ fn quantize_row(b: &mut FunctionBuilder, x: Value, sc: &Scratch, r: usize, dot: 
 struct RowBlock {
     /// The block's codes (its 4-byte words are splat as the tree needs them).
     codes: Value,
+    /// The block's words already splat, when the row was quantized alone.
+    splat: Option<Value>,
     /// Where the block's integer lanes start (`-offset · Σ a`).
     start: Value,
     /// `d_a`, splat.
@@ -257,6 +286,9 @@ struct RowBlock {
 impl RowBlock {
     /// Word `v` of the block's codes (activations `4v..4v+4`) in every lane.
     fn word(&self, b: &mut FunctionBuilder, v: usize) -> Value {
+        if let Some(p) = self.splat {
+            return b.ins().load(types::I8X16, scratch(), p, 16 * v as i32);
+        }
         // Loaded as an f32: one load and one broadcast.
         let x = b.ins().load(types::F32, scratch(), self.codes, 4 * v as i32);
         let x = b.ins().splat(F32X4, x);
@@ -314,8 +346,8 @@ fn tile(
         let gp = b.addr(qp, g, quad * l.group_bytes);
         // The group's `d` and (q4) `m` of the quad's four columns, one per lane.
         let halves = |b: &mut FunctionBuilder, off: i32| {
-            let h = b.ins().uload16x4(ro(), gp, off);
-            super::quant::half_to_f32(b, h)
+            let h = b.ins().sload16x4(ro(), gp, off);
+            super::quant::half_to_f32_sext(b, h)
         };
         let d = (l.header > 0).then(|| halves(b, 0));
         let m = l.has_min().then(|| halves(b, 8));
@@ -326,27 +358,26 @@ fn tile(
                 .iter()
                 .map(|&(q, sp, sump)| {
                     let codes = b.addr(q, blk, BLOCK as i64);
+                    let splat = (rt == 1).then(|| b.addr(sc.splat, blk, BLOCK as i64 * 4));
                     let sp = b.addr(sp, blk, 4);
                     let xs = b.ins().load(types::F32, scratch(), sp, 0);
+                    // The block's start or `d_a · Σ a`, splat (loaded as an f32: one broadcast).
                     let sum = l.needs_sums(dot).then(|| {
                         let p = b.addr(sump, blk, 4);
-                        b.ins().load(types::I32, scratch(), p, 0)
+                        let x = b.ins().load(types::F32, scratch(), p, 0);
+                        b.ins().splat(F32X4, x)
                     });
+                    let le = MemFlagsData::new().with_endianness(Endianness::Little);
                     let start = match (l.offset(dot), sum) {
-                        (Some(off), Some(sum)) => b.ins().imul_imm_s(sum, -off),
-                        _ => b.ins().iconst(types::I32, 0),
-                    };
-                    let start = b.ins().splat(types::I32X4, start);
-                    let da = b.ins().splat(F32X4, xs);
-                    let da_sum = match (l.has_min(), sum) {
-                        (true, Some(sum)) => {
-                            let f = b.ins().fcvt_from_sint(types::F32, sum);
-                            let f = b.ins().fmul(xs, f);
-                            Some(b.ins().splat(F32X4, f))
+                        (Some(_), Some(sum)) => b.ins().bitcast(types::I32X4, le, sum),
+                        _ => {
+                            let z = b.ins().iconst(types::I32, 0);
+                            b.ins().splat(types::I32X4, z)
                         }
-                        _ => None,
                     };
-                    RowBlock { codes, start, da, da_sum }
+                    let da = b.ins().splat(F32X4, xs);
+                    let da_sum = sum.filter(|_| l.has_min());
+                    RowBlock { codes, splat, start, da, da_sum }
                 })
                 .collect();
             let cp = b.ins().iadd_imm_s(gp, quad * (l.header as i64 + s as i64 * l.sub_bytes as i64));
@@ -450,6 +481,7 @@ pub(crate) fn matmul_tq8(b: &mut FunctionBuilder, k: &Kargs, kk: u64, n: u64, st
         q: slot(b, 2 * kk),
         s: slot(b, 2 * blocks * 4),
         sum: slot(b, if sums { 2 * blocks * 4 } else { 0 }),
+        splat: slot(b, 4 * kk),
         kk,
     };
     let m2 = b.ins().band_imm_s(m, !1);
@@ -464,7 +496,7 @@ pub(crate) fn matmul_tq8(b: &mut FunctionBuilder, k: &Kargs, kk: u64, n: u64, st
             for r in 0..rt {
                 let xr = b.ins().iadd_imm_s(row, r as i64);
                 let xr = b.addr(x, xr, kk as i64 * 4);
-                quantize_row(b, xr, &sc, r, dot, sums);
+                quantize_row(b, xr, &sc, r, l, dot, rt == 1);
             }
             for (pass, w) in a.passes() {
                 b.for_range(c0, c1, crate::pack::QUAD as i64, |b, col| {
