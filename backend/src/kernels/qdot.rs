@@ -42,7 +42,8 @@ use edgec_ir::Storage;
 
 /// Elements per activation block.
 pub(crate) const BLOCK: u64 = 32;
-/// Largest K with an int8 twin: two quantized rows (codes, scales, lane sums) live on the stack.
+/// Largest K with an int8 twin: two quantized rows (codes, scales, sums) and one row's splat
+/// words live on the stack, about 6·K bytes (96 KiB at this bound).
 pub(crate) const MAX_K: u64 = 16384;
 
 /// The integer dot-product tree of a kernel. All three give the same i32 lanes.
