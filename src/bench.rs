@@ -43,6 +43,8 @@ pub struct BenchRequest {
     pub linker: Option<String>,
     /// The bandwidth buffer's size; default 16 × the last-level cache, within 1–4 GiB.
     pub bandwidth_buffer: Option<u64>,
+    /// For a checkpoint: the KV cache's element type (`--kv-dtype`).
+    pub kv_dtype: edgec_ir::quant::KvDtype,
 }
 
 /// What the model costs per token, from its config (unknown for a compiled directory).
@@ -243,6 +245,9 @@ pub fn bench(req: &BenchRequest, log: &mut dyn std::io::Write) -> Result<BenchRe
     let mut _scratch = None;
     let (dir, m, cost) = if req.model.join(manifest::FILE_NAME).is_file() {
         let m = Manifest::read(&req.model)?;
+        if req.kv_dtype != edgec_ir::quant::KvDtype::F32 {
+            bail!("{} is already compiled; --kv-dtype applies only to checkpoints", req.model.display());
+        }
         if u64::from(m.max_context) < needed {
             bail!(
                 "{} was compiled with --max-context {}, and the benchmark needs {needed} positions",
@@ -271,7 +276,7 @@ pub fn bench(req: &BenchRequest, log: &mut dyn std::io::Write) -> Result<BenchRe
                 print_after: Vec::new(),
                 emit_ir: false,
                 quant: Default::default(),
-                kv_dtype: Default::default(),
+                kv_dtype: req.kv_dtype,
                 calibrate: None,
             },
             &mut std::io::sink(),

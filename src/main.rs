@@ -163,6 +163,9 @@ struct BenchArgs {
     /// Linker for the shared library the object is loaded from.
     #[arg(long, value_name = "CMD")]
     linker: Option<String>,
+    /// For a checkpoint: the KV cache's element type, f32 (default), f16 or q8 (as `compile`'s).
+    #[arg(long, value_name = "DTYPE", default_value = "f32", value_parser = parse_kv_dtype)]
+    kv_dtype: edgec_ir::quant::KvDtype,
 }
 
 #[derive(Args)]
@@ -237,8 +240,11 @@ struct QuantArgs {
     /// f32, except that aarch64 quantizes them to int8 blocks for int8 (q8, q8-g32) weights.
     #[arg(long, value_name = "PRESET", default_value = "f32", value_parser = parse_quant)]
     quant: edgec_ir::quant::Preset,
-    /// The KV cache's element type: f32 (default) or f16 (half the KV memory; each row is
-    /// rounded to f16 when written, and widened to f32 when attention reads it).
+    /// The KV cache's element type: f32 (default), f16 (half the KV memory; each row is
+    /// rounded to f16 when written, and widened to f32 when attention reads it) or q8 (34
+    /// bytes per 32 values, 27% of f32: each row is quantized in blocks of 32 like ggml's Q8_0,
+    /// an f16 scale and 32 int8s, when written, and decoded in registers when attention reads
+    /// it; rows, kv_heads × head_dim, must be a multiple of 32).
     #[arg(long, value_name = "DTYPE", default_value = "f32", value_parser = parse_kv_dtype)]
     kv_dtype: edgec_ir::quant::KvDtype,
     /// With --quant q4s: a calibration text (UTF-8). The f32 model first runs over its first
@@ -454,6 +460,7 @@ fn execute(cli: Cli) -> Result<()> {
                 repeats: a.repeats,
                 linker: a.linker,
                 bandwidth_buffer: a.bandwidth_mib.map(|m| m << 20),
+                kv_dtype: a.kv_dtype,
             };
             let report = edgec::bench::bench(&req, &mut std::io::stderr())?;
             if a.json {
