@@ -120,7 +120,7 @@ impl Build {
         self
     }
 
-    /// The KV cache's element type, as `--kv-dtype` (default f32).
+    /// The KV cache's element type, as `--kv-dtype` (default f32; f16; q8).
     pub fn kv_dtype(&mut self, kv: edgec_ir::quant::KvDtype) -> &mut Build {
         self.kv_dtype = kv;
         self

@@ -188,7 +188,7 @@ pub fn compile_with(req: &CompileRequest, pkg: &Packaging, log: &mut dyn Write) 
         edgec_ir::verify::verify(&graph).context("after --quant")?;
     }
     if req.kv_dtype != edgec_ir::quant::KvDtype::F32 {
-        edgec_ir::quant::apply_kv_dtype(&mut graph, req.kv_dtype);
+        edgec_ir::quant::apply_kv_dtype(&mut graph, req.kv_dtype)?;
         edgec_ir::verify::verify(&graph).context("after --kv-dtype")?;
     }
 

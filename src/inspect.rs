@@ -8,7 +8,7 @@
 use anyhow::{Context, Result};
 use edgec_frontend::{DecoderConfig, LoadOptions};
 use edgec_ir::WeightSource;
-use edgec_ir::quant::Preset;
+use edgec_ir::quant::{KvDtype, Preset};
 use edgec_passes::{OptLevel, PassManager, plan::plan_memory};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -25,6 +25,10 @@ pub struct Inspection {
     pub rope_table_bytes: u64,
     /// f32 KV cache bytes per position (all layers, K and V).
     pub kv_bytes_per_token: u64,
+    /// Under each `--kv-dtype`: KV bytes per position and the state block at `max_context`
+    /// (as a compile plans it), or why that dtype cannot hold these rows (q8 needs whole blocks
+    /// of 32).
+    pub kv_by_dtype: Vec<(KvDtype, Result<KvSize, String>)>,
     pub max_tokens: u64,
     pub max_context: u64,
     pub arena_size: u64,
@@ -41,6 +45,15 @@ pub struct Inspection {
     pub fused: Vec<(String, usize)>,
     /// Bytes of the weights file's tensors under each `--quant` preset (rope tables excluded).
     pub weights_by_preset: Vec<(Preset, u64)>,
+}
+
+/// The KV cache's size under one `--kv-dtype`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KvSize {
+    /// Bytes per position, all layers, K and V.
+    pub per_token: u64,
+    /// The planned state block at `max_context`.
+    pub state: u64,
 }
 
 /// The presets `inspect` sizes the weights under.
@@ -74,9 +87,11 @@ pub fn inspect(path: &Path, max_context: u64, max_tokens: Option<u64>) -> Result
     }
     let weights_by_preset = SIZED_PRESETS.iter().map(|&p| (p, preset_bytes(&graph, p))).collect();
     let kv_width = u64::from(config.kv_heads) * u64::from(config.head_dim);
+    let kv_by_dtype = KvDtype::ALL.iter().map(|&kv| (kv, kv_figures(&graph, kv, config.layers, kv_width))).collect();
     Ok(Inspection {
         config_path,
         kv_bytes_per_token: config.layers * 2 * kv_width * 4,
+        kv_by_dtype,
         config,
         parameters,
         rope_table_bytes,
@@ -92,6 +107,18 @@ pub fn inspect(path: &Path, max_context: u64, max_tokens: Option<u64>) -> Result
         fused: fused.into_iter().collect(),
         weights_by_preset,
     })
+}
+
+/// KV bytes per position and the planned state block with the KV states in `kv`.
+fn kv_figures(g: &edgec_ir::Graph, kv: KvDtype, layers: u64, width: u64) -> Result<KvSize, String> {
+    if kv.dtype().check_row(width).is_err() {
+        return Err(format!("rows of {width} are not whole blocks of 32"));
+    }
+    let mut g = g.clone();
+    edgec_ir::quant::apply_kv_dtype(&mut g, kv).map_err(|e| e.message)?;
+    let (_, state) = edgec_passes::plan::state_layout(&g).map_err(|e| e.0)?;
+    let row = kv.row_bytes(width).ok_or("row size overflows")?;
+    Ok(KvSize { per_token: layers.saturating_mul(2).saturating_mul(row), state })
 }
 
 /// Bytes of the graph's checkpoint tensors (not the computed rope tables) stored as `preset`
@@ -192,6 +219,15 @@ impl Inspection {
                 self.max_context
             ),
         );
+        let by_dtype: Vec<String> = self
+            .kv_by_dtype
+            .iter()
+            .map(|(kv, f)| match f {
+                Ok(k) => format!("{} {} ({} per token)", kv.name(), size(k.state), size(k.per_token)),
+                Err(why) => format!("{} not possible ({why})", kv.name()),
+            })
+            .collect();
+        line("", format!("by --kv-dtype for max context {}: {}", self.max_context, by_dtype.join(", ")));
         line(
             "arena",
             format!(

@@ -178,8 +178,8 @@ struct BenchArgs {
     /// With a compiled OUTDIR, only the preset its edgec.json records is accepted.
     #[arg(long, value_name = "PRESET", value_parser = parse_quant)]
     quant: Option<edgec_ir::quant::Preset>,
-    /// The KV cache's element type when compiling a checkpoint: f32 (default) or f16. With a
-    /// compiled OUTDIR, only the one its edgec.json records.
+    /// The KV cache's element type when compiling a checkpoint: f32 (default), f16 or q8 (as
+    /// compile's). With a compiled OUTDIR, only the one its edgec.json records.
     #[arg(long, value_name = "DTYPE", value_parser = parse_kv_dtype)]
     kv_dtype: Option<edgec_ir::quant::KvDtype>,
     /// Positions the KV cache holds when compiling a checkpoint; at least --prompt-len +
@@ -274,8 +274,11 @@ struct QuantArgs {
     /// other activations are f32.
     #[arg(long, value_name = "PRESET", default_value = "f32", value_parser = parse_quant)]
     quant: edgec_ir::quant::Preset,
-    /// The KV cache's element type: f32 (default) or f16 (half the KV memory; each row is
-    /// rounded to f16 when written, and widened to f32 when attention reads it).
+    /// The KV cache's element type: f32 (default), f16 (half the KV memory; each row is
+    /// rounded to f16 when written, and widened to f32 when attention reads it) or q8 (34
+    /// bytes per 32 values, 27% of f32: each row is quantized in blocks of 32 like ggml's Q8_0,
+    /// an f16 scale and 32 int8s, when written, and decoded in registers when attention reads
+    /// it; rows, kv_heads × head_dim, must be a multiple of 32).
     #[arg(long, value_name = "DTYPE", default_value = "f32", value_parser = parse_kv_dtype)]
     kv_dtype: edgec_ir::quant::KvDtype,
     /// With --quant q4s: a calibration text (UTF-8). The f32 model first runs over its first

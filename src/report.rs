@@ -108,6 +108,8 @@ pub struct Report {
     pub arena_buffers: usize,
     pub in_place: usize,
     pub state_size: u64,
+    /// The KV states' dtypes (`f32`, `f16`, `q8`; `--kv-dtype`), comma-separated when mixed.
+    pub kv_dtype: String,
     pub weights_size: u64,
     pub weights: Vec<WeightGroup>,
     pub peak: PeakDram,
@@ -148,6 +150,9 @@ pub fn build(
         e.bytes += bytes;
     }
     let arena_buffers = plan.offsets.iter().filter(|o| o.is_some()).count();
+    let mut kv_dtypes: Vec<&str> = g.states.iter().map(|s| s.ty.dtype.name()).collect();
+    kv_dtypes.sort_unstable();
+    kv_dtypes.dedup();
     Report {
         name: g.name.clone(),
         target: target.to_string(),
@@ -164,6 +169,7 @@ pub fn build(
         arena_buffers,
         in_place: plan.in_place.iter().filter(|x| x.is_some()).count(),
         state_size: plan.state_size,
+        kv_dtype: kv_dtypes.join(", "),
         weights_size,
         weights: groups.into_values().collect(),
         peak: PeakDram {
@@ -237,7 +243,13 @@ impl Report {
         if !self.candidates.iter().any(|c| c.0 == "exact") {
             let _ = writeln!(s, "\nThe exact search did not run: the graph has too many buffers for it.");
         }
-        let _ = writeln!(s, "\n## KV state\n\n{} bytes ({}).\n", self.state_size, human(self.state_size));
+        let _ = writeln!(
+            s,
+            "\n## KV state\n\n{} bytes ({}), {} rows.\n",
+            self.state_size,
+            human(self.state_size),
+            if self.kv_dtype.is_empty() { "no" } else { &self.kv_dtype }
+        );
         let _ = writeln!(
             s,
             "## Weights\n\n{} bytes ({}) in the weights file.\n",
@@ -294,6 +306,7 @@ impl Report {
                 "in_place": self.in_place,
             },
             "kv_state": self.state_size,
+            "kv_dtype": self.kv_dtype,
             "weights": {
                 "size": self.weights_size,
                 "by_storage": self.weights.iter()

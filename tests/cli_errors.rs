@@ -232,3 +232,33 @@ fn calibrate_needs_q4s_a_readable_text_and_a_tokenizer() {
     let e = compile("q4s", &text);
     assert!(e.contains("calibration.txt") && e.contains("has no tokenizer to read the text with"), "{e}");
 }
+
+#[test]
+fn unknown_kv_dtype_lists_the_choices() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let model = fixture("llama");
+    let o = edgec(&["compile", model.to_str().unwrap(), "-o", out.to_str().unwrap(), "--kv-dtype", "q4"]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && !out.exists(), "{e}");
+    assert!(e.contains("'q4' is not a KV cache dtype (f32, f16, q8)"), "{e}");
+}
+
+/// `--kv-dtype q8` stores rows in blocks of 32 values: a fixture whose KV rows (kv_heads ×
+/// head_dim) are 16 or 48 wide is refused with one line naming the state, leaving nothing.
+#[test]
+fn q8_kv_needs_rows_of_whole_blocks() {
+    for (name, width) in [("llama3", 16), ("qwen3", 48)] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        let model = fixture(name);
+        let args = ["compile", model.to_str().unwrap(), "-o", out.to_str().unwrap(), "--kv-dtype", "q8"];
+        let e = expect_clean_failure(&edgec(&args), &out);
+        assert!(
+            e.contains("--kv-dtype q8: KV state '")
+                && e.contains("whole blocks of 32")
+                && e.contains(&format!("rows are {width} wide")),
+            "{name}: {e}"
+        );
+    }
+}

@@ -28,6 +28,12 @@ fn parameter_counts_match_the_published_sizes() {
         // below its lower bound.
         assert!(i.arena_size >= i.arena_lower_bound && i.arena_lower_bound > 1 << 20, "{i:?}");
         assert_eq!(i.state_size, i.kv_bytes_per_token * 2048);
+        // The per-dtype figures: f32 is the plan's, q8 is 34/128 of it (these rows are whole
+        // 64-byte lines in every dtype, so no padding).
+        let kv = |kv| i.kv_by_dtype.iter().find(|(k, _)| *k == kv).unwrap().1.clone().unwrap();
+        let size = |per_token, state| edgec::inspect::KvSize { per_token, state };
+        assert_eq!(kv(edgec::KvDtype::F32), size(i.kv_bytes_per_token, i.state_size));
+        assert_eq!(kv(edgec::KvDtype::Q8), size(i.kv_bytes_per_token * 34 / 128, i.state_size * 34 / 128));
     }
     // Exact counts, computed by hand from the configs.
     let exact = |f: &str| edgec::inspect::inspect(&config(f), 2048, None).unwrap().parameters;
@@ -46,6 +52,8 @@ fn inspect_prints_the_figures_for_a_dir_or_a_file() {
         "by --quant preset: f32 29.92 GiB, f16 14.96 GiB",
         "per 1k tokens",
         "256.00 MiB",
+        // --kv-dtype q8: 34 bytes per 32 values (32 layers × K, V × 1024 values per token).
+        "by --kv-dtype for max context 2048: f32 512.00 MiB (256.00 KiB per token), f16 256.00 MiB (128.00 KiB per token), q8 136.00 MiB (68.00 KiB per token)",
         "max tokens 64",
         "258 launches per forward call",
     ] {
@@ -55,6 +63,11 @@ fn inspect_prints_the_figures_for_a_dir_or_a_file() {
     let o = edgec(&["inspect", fixture("mistral").to_str().unwrap()]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stdout).contains("sliding window 8"));
+    // KV rows of 48 (qwen3's 2 KV heads of 24) cannot be q8 blocks; inspect says so.
+    let o = edgec(&["inspect", fixture("qwen3").to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("q8 not possible (rows of 48 are not whole blocks of 32)"), "{out}");
 }
 
 #[test]

@@ -420,6 +420,22 @@ fn f16_kv_cache_tracks_pytorch() {
     assert!(m.rel_range <= 0.05 && m.forced_match >= 7, "mistral q8 + f16 KV: {} of the range", m.rel_range);
 }
 
+/// `--kv-dtype q8`: the KV cache in ggml's Q8_0 blocks (34 bytes per 32 values, 27% of f32)
+/// stays within the q8 weights' bar on the llama fixture (KV rows of 32: two heads of 16 per
+/// block): logits within 5% of PyTorch's range and ≥ 7 of 8 greedy tokens teacher-forced, on
+/// x86_64 and on aarch64. With f32 weights the cache is the only quantization; with q8 weights
+/// on top, the q8 weights' 10% bar.
+#[test]
+fn q8_kv_cache_tracks_pytorch() {
+    for target in ["x86_64-unknown-linux-gnu", "aarch64-unknown-linux-gnu"] {
+        let m = run_with("llama", target, "f32", "q8");
+        assert!(m.rel_range <= 0.05, "llama q8 KV on {target}: {} of the logit range", m.rel_range);
+        assert!(m.forced_match >= 7 && m.greedy_match >= 7, "llama q8 KV on {target}");
+    }
+    let m = run_with("llama", "x86_64-unknown-linux-gnu", "q8", "q8");
+    assert!(m.rel_range <= 0.10 && m.forced_match >= 7, "llama q8 + q8 KV: {} of the range", m.rel_range);
+}
+
 /// `q4s` blocks chosen with importance weights are still ggml's Q4_0: the Python `gguf`
 /// package's dequantizer (llama.cpp's reference) reads the bytes `encode_weighted` wrote as
 /// `decode` does, when python3 has `gguf` and `numpy` (scripts/test installs them).

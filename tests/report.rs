@@ -103,3 +103,36 @@ fn run_reports_its_peak_memory_on_stderr() {
     }
     assert!(!line.contains("unknown"), "arena and KV sizes come from the header: {line}");
 }
+
+/// `--kv-dtype q8`: the report's KV state is the q8 states' bytes, 34 per 32 values (the
+/// llama fixture: 2 layers × K and V × 64 positions × 32 values = 4 × 64 × 34 bytes, each state
+/// already a whole number of 64-byte lines), as the summary line and NAME_info say.
+#[test]
+fn report_counts_q8_kv_state_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let model = fixture("llama");
+    let args = [
+        "compile",
+        model.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--max-context",
+        "64",
+        "--kv-dtype",
+        "q8",
+        "--emit",
+        "obj,header,weights,report",
+    ];
+    let o = edgec(&args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (_, _, _, kv, _) = summary_numbers(&String::from_utf8_lossy(&o.stdout));
+    assert_eq!(kv, 4 * 64 * 34);
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(json["kv_state"], kv);
+    assert_eq!(json["kv_dtype"], "q8");
+    assert_eq!(json["peak_dram_estimate"]["kv_state"], kv);
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains(&format!("{kv} bytes (8.50 KiB), q8 rows.")), "{md}");
+}

@@ -25,7 +25,7 @@ fn to_u32(v: u64, what: &str) -> Result<u32, BackendError> {
 }
 
 /// Checks inputs `ids: i32[seq]`, `pos: i32[]`, one output `logits: f32[seq, vocab]` produced by
-/// a node, f32 or f16 states `[max_context, W]` sharing one row count, f32 weights, and that every
+/// a node, f32, f16 or q8 states `[max_context, W]` sharing one row count, f32 weights, and that every
 /// symbolic dim is `seq`.
 pub(crate) fn check(g: &Graph) -> Result<Signature, BackendError> {
     if g.inputs.len() != 2 {
@@ -63,7 +63,7 @@ pub(crate) fn check(g: &Graph) -> Result<Signature, BackendError> {
     let mut context: Option<u64> = None;
     for st in &g.states {
         match (st.ty.dtype, st.ty.shape.dims()) {
-            (DType::F32 | DType::F16, [Dim::Const(c), Dim::Const(_)]) => {
+            (DType::F32 | DType::F16 | DType::Q8, [Dim::Const(c), Dim::Const(_)]) => {
                 if context.is_some_and(|x| x != *c) {
                     return Err(sig_err(format!(
                         "state `{}` has {c} rows; all states must share max_context",
@@ -74,7 +74,7 @@ pub(crate) fn check(g: &Graph) -> Result<Signature, BackendError> {
             }
             _ => {
                 return Err(sig_err(format!(
-                    "state `{}` must be f32 or f16 [max_context, W] with constant dims",
+                    "state `{}` must be f32, f16 or q8 [max_context, W] with constant dims",
                     st.name
                 )));
             }

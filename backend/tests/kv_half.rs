@@ -61,7 +61,7 @@ fn readback_graph(values: &[f32]) -> Graph {
     let att = Op::Attention { heads: 1, kv_heads: 1, head_dim: w as u32, scale: 1.0, window: None };
     let y = b.node(att, vec![q, kc, vc, pos]);
     let mut g = b.finish(y);
-    assert_eq!(apply_kv_dtype(&mut g, KvDtype::F16), 2);
+    assert_eq!(apply_kv_dtype(&mut g, KvDtype::F16).unwrap(), 2);
     edgec_ir::verify::verify(&g).unwrap();
     g
 }
@@ -87,7 +87,7 @@ fn f16_rounding_matches_ieee_bit_for_bit() {
 #[test]
 fn llama_with_f16_kv_matches_the_reference_on_x86_and_aarch64() {
     let mut g = llama_graph(LlamaCfg::default(), 21);
-    apply_kv_dtype(&mut g, KvDtype::F16);
+    apply_kv_dtype(&mut g, KvDtype::F16).unwrap();
     edgec_ir::verify::verify(&g).unwrap();
     let calls: Vec<(Vec<i32>, u32)> = vec![(vec![3, 17, 42, 0, 49], 0), (vec![7], 5), (vec![11, 12, 13], 6)];
     // The interpreter rounds the caches exactly as the kernels do: only f32 summation order

@@ -413,7 +413,7 @@ fn attention_across_many_key_blocks() {
         let out = b.node(Op::MatMul { transpose_b: true }, vec![a, head]);
         let mut g = b.finish(out);
         if half {
-            edgec_ir::quant::apply_kv_dtype(&mut g, edgec_ir::quant::KvDtype::F16);
+            edgec_ir::quant::apply_kv_dtype(&mut g, edgec_ir::quant::KvDtype::F16).unwrap();
         }
         let chunk =
             |start: u32| -> (Vec<i32>, u32) { ((0..40).map(|i| ((i + start as i32) * 37 + 11) % 97).collect(), start) };

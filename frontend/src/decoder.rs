@@ -89,11 +89,12 @@ impl Builder<'_> {
             }
         };
         let e = ckpt.get(name)?;
-        let dtype = e.ir_dtype().ok_or_else(|| FrontendError::UnsupportedDtype {
-            file: e.file.clone(),
-            tensor: name.to_string(),
-            dtype: format!("{:?}", e.dtype),
-        })?;
+        let (dtype, elem) =
+            e.ir_dtype().and_then(|d| Some((d, d.size()?))).ok_or_else(|| FrontendError::UnsupportedDtype {
+                file: e.file.clone(),
+                tensor: name.to_string(),
+                dtype: format!("{:?}", e.dtype),
+            })?;
         let matches = e.shape.len() == full.len() && e.shape.iter().zip(full).all(|(&a, &b)| a as u64 == b);
         if !matches {
             return Err(FrontendError::TensorShape {
@@ -103,7 +104,7 @@ impl Builder<'_> {
                 expected: full.to_vec(),
             });
         }
-        let offset = e.offset + first * row_elems * dtype.size();
+        let offset = e.offset + first * row_elems * elem;
         let source = WeightSource::File { path: e.path.clone(), offset, dtype };
         Ok(self.g.add_weight(label, ty, source))
     }

@@ -287,7 +287,7 @@ impl Storage {
     /// Bytes of `elements` elements whose innermost dim is `row`, if whole blocks.
     pub fn bytes(self, elements: u64, row: u64) -> Option<u64> {
         match self {
-            Storage::Plain(d) => elements.checked_mul(d.size()),
+            Storage::Plain(d) => d.bytes(elements, row),
             Storage::Blocks(f) if row.is_multiple_of(f.block()) => f.bytes_for(elements),
             Storage::Blocks(_) => None,
         }

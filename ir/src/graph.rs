@@ -309,9 +309,11 @@ impl Graph {
         ty.shape.0.iter().try_fold(1u64, |acc, &d| acc.checked_mul(self.dim_max(d)))
     }
 
-    /// Bytes of a type at the symbols' upper bounds, with overflow checked.
+    /// Bytes of a type at the symbols' upper bounds, with overflow checked ([`DType::bytes`];
+    /// `None` also for a q8 type whose rows are not whole blocks).
     pub fn max_bytes(&self, ty: &TensorType) -> Option<u64> {
-        self.max_elements(ty)?.checked_mul(ty.dtype.size())
+        let row = ty.shape.last().map_or(1, |d| self.dim_max(d));
+        ty.dtype.bytes(self.max_elements(ty)?, row)
     }
 
     /// Keeps the nodes for which `keep[i]` is true and renumbers references to them.

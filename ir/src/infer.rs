@@ -128,9 +128,9 @@ pub fn infer_type(g: &Graph, op: &Op, args: &[&TensorType]) -> Result<TensorType
             rank(0, 2)?;
             rank(1, 2)?;
             scalar_i32(2)?;
-            let half_state = args[0].dtype == DType::F16 && args[1].dtype == DType::F32;
-            if args[0].dtype != args[1].dtype && !half_state {
-                return Err(err(op, "rows and state differ in dtype (only an f16 state takes f32 rows)"));
+            let narrow_state = matches!(args[0].dtype, DType::F16 | DType::Q8) && args[1].dtype == DType::F32;
+            if (args[0].dtype != args[1].dtype || args[0].dtype == DType::Q8) && !narrow_state {
+                return Err(err(op, "rows and state differ in dtype (only an f16 or q8 state takes f32 rows)"));
             }
             same_dim(dims(0)[1], dims(1)[1], "row width differs from state width")?;
             Ok(args[0].clone())
@@ -140,12 +140,14 @@ pub fn infer_type(g: &Graph, op: &Op, args: &[&TensorType]) -> Result<TensorType
             rank(1, 2)?;
             rank(2, 2)?;
             scalar_i32(3)?;
-            float_same(op, &args[1..3])?;
+            if args[1].dtype != DType::Q8 || args[2].dtype != DType::Q8 {
+                float_same(op, &args[1..3])?;
+            }
             if !args[0].dtype.is_float() {
                 return Err(err(op, format!("needs a float query, got {}", args[0].dtype)));
             }
-            if args[1].dtype != args[0].dtype && args[1].dtype != DType::F16 {
-                return Err(err(op, format!("caches must be {} or f16, got {}", args[0].dtype, args[1].dtype)));
+            if args[1].dtype != args[0].dtype && !matches!(args[1].dtype, DType::F16 | DType::Q8) {
+                return Err(err(op, format!("caches must be {}, f16 or q8, got {}", args[0].dtype, args[1].dtype)));
             }
             if *kv_heads == 0 || *heads == 0 || heads % kv_heads != 0 {
                 return Err(err(op, format!("heads {heads} must be a nonzero multiple of kv_heads {kv_heads}")));

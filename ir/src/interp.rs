@@ -106,7 +106,8 @@ impl<'g> Interpreter<'g> {
                     .map_err(|e| err(format!("state '{}': {}", s.name, e.message)))?;
             let n = numel(&shape).ok_or_else(|| err(format!("state '{}': size overflows", s.name)))?;
             let t = match s.ty.dtype {
-                d if d.is_float() => Tensor::f32(shape, zeroed(n, &s.name)?),
+                // A q8 state holds the f32 values its blocks decode to.
+                d if d.is_float() || d == DType::Q8 => Tensor::f32(shape, zeroed(n, &s.name)?),
                 DType::I32 => Tensor::i32(shape, zeroed(n, &s.name)?),
                 d => return Err(err(format!("state '{}': dtype {d} is not supported by the interpreter", s.name))),
             };
@@ -306,7 +307,13 @@ impl<'g> Interpreter<'g> {
                 here(format!("writing {r} rows at position {pos} overflows state '{name}' of {c} rows"))
             })?;
             let half = g.states[s as usize].ty.dtype == DType::F16;
+            let q8 = g.states[s as usize].ty.dtype == DType::Q8;
             match (&mut state.data, &rows.data) {
+                (Data::F32(dst), Data::F32(src)) if q8 => {
+                    for (d, row) in dst[pos * w..end * w].chunks_exact_mut(w).zip(src.chunks_exact(w)) {
+                        d.copy_from_slice(&q8_row(row).map_err(|m| here(format!("state '{name}': {m}")))?);
+                    }
+                }
                 // An f16 state holds f32 values that are exactly f16s, what the kernel reads back:
                 // rounded to nearest even, saturated at the largest half (the kernel has no
                 // infinities).
@@ -798,6 +805,20 @@ fn dims2(shape: &[usize]) -> Result<(usize, usize), String> {
         [a, b] => Ok((*a, *b)),
         _ => Err(format!("expected a rank-2 operand, got shape {shape:?}")),
     }
+}
+
+/// A row written to a q8 state, as the kernel stores it and attention reads it back: encoded
+/// by `ir::quant`'s `q8_g32` encoder (ggml's Q8_0: per 32 values an f16 scale
+/// `d = max|x| / 127` rounded to nearest even, codes `round(x / d)` with ties away from zero,
+/// clamped to ±127) and decoded (`d × code`). The kernel saturates a scale past the largest
+/// half to 65504 instead of rounding it to infinity; clamping the values at `65504 × 127`
+/// first gives the encoder the same scale and the same codes.
+fn q8_row(row: &[f32]) -> Result<Vec<f32>, String> {
+    const MAX: f32 = 65504.0 * 127.0;
+    let clamped: Vec<f32> = row.iter().map(|v| v.clamp(-MAX, MAX)).collect();
+    let st = crate::quant::Storage::Q8G { group: crate::types::Q8_BLOCK as u32 };
+    let bytes = crate::quant::encode(st, 1, row.len() as u64, &clamped)?;
+    crate::quant::decode(st, 1, row.len() as u64, &bytes)
 }
 
 fn scalar_pos(t: &Tensor) -> Result<usize, String> {

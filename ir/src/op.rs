@@ -121,14 +121,16 @@ pub enum Op {
     /// `(state [C, W], rows [S, W], pos i32 []) -> [C, W]`: writes `rows` into rows `pos..pos+S`
     /// of a state buffer, in place. Operand 0 must be the state itself; the result is the
     /// updated state and aliases its buffer. Each state is written by at most one node. An f16
-    /// state (`--kv-dtype f16`) takes f32 rows, rounded to nearest even.
+    /// state (`--kv-dtype f16`) takes f32 rows, rounded to nearest even; a q8 state
+    /// (`--kv-dtype q8`) takes f32 rows, quantized by the `q8_g32` encoder (ggml's Q8_0).
     CacheWrite,
     /// `(q [S, heads * head_dim], k_cache [C, kv_heads * head_dim],
     ///   v_cache [C, kv_heads * head_dim], pos i32 []) -> [S, heads * head_dim]`.
     /// Causal scaled-dot-product attention: query row `s` (position `p = pos + s`) attends to
     /// cache rows `j` with `j <= p` and, with a window `w`, `j > p - w`. Query head `h` reads
     /// KV head `h / (heads / kv_heads)` (grouped-query attention). Scores are `q·k * scale`.
-    /// The caches may be f16 (both alike) under an f32 query; they are read widened to f32.
+    /// The caches may be f16 or q8 (both alike) under an f32 query; they are read as f32
+    /// (widened, or decoded: `d × code`).
     Attention {
         heads: u32,
         kv_heads: u32,

@@ -646,59 +646,78 @@ impl Preset {
     }
 }
 
-/// The KV cache's element type (`--kv-dtype`): f32, or f16 (half the memory; rows are rounded
-/// to nearest even when written and widened when attention reads them).
+/// The KV cache's element type (`--kv-dtype`): f32, f16 (half the memory; rows are rounded
+/// to nearest even when written and widened when attention reads them), or q8 (34 bytes per 32
+/// values, [`DType::Q8`]: rows quantized by blocks when written, dequantized in registers when
+/// attention reads them).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum KvDtype {
     #[default]
     F32,
     F16,
+    Q8,
 }
 
 impl KvDtype {
-    pub const NAMES: &'static str = "f32, f16";
+    pub const NAMES: &'static str = "f32, f16, q8";
+    pub const ALL: [KvDtype; 3] = [KvDtype::F32, KvDtype::F16, KvDtype::Q8];
 
     pub fn from_name(s: &str) -> Option<KvDtype> {
-        match s {
-            "f32" => Some(KvDtype::F32),
-            "f16" => Some(KvDtype::F16),
-            _ => None,
-        }
+        KvDtype::ALL.into_iter().find(|k| k.name() == s)
     }
 
     pub fn name(self) -> &'static str {
         match self {
             KvDtype::F32 => "f32",
             KvDtype::F16 => "f16",
+            KvDtype::Q8 => "q8",
         }
     }
 
-    fn dtype(self) -> DType {
+    /// The state dtype.
+    pub fn dtype(self) -> DType {
         match self {
             KvDtype::F32 => DType::F32,
             KvDtype::F16 => DType::F16,
+            KvDtype::Q8 => DType::Q8,
         }
+    }
+
+    /// Bytes of one cache row of `width` values ([`DType::bytes`]); `None` when a q8 row is not
+    /// whole blocks (or on overflow).
+    pub fn row_bytes(self, width: u64) -> Option<u64> {
+        self.dtype().bytes(width, width)
     }
 }
 
 /// Gives every f32 state written by `cache_write` the KV dtype (and the `cache_write` results,
-/// which are the state). Returns how many states changed.
-pub fn apply_kv_dtype(g: &mut Graph, kv: KvDtype) -> usize {
-    let mut changed = 0;
-    for (i, st) in g.states.iter_mut().enumerate() {
-        let written =
-            g.nodes.iter().any(|n| n.op == Op::CacheWrite && n.args.first() == Some(&ValueRef::State(i as u32)));
-        if written && st.ty.dtype == DType::F32 && kv.dtype() != DType::F32 {
-            st.ty.dtype = kv.dtype();
-            changed += 1;
-        }
+/// which are the state). Returns how many states changed; refuses (changing nothing) a q8
+/// state whose rows are not whole blocks of 32, naming it.
+pub fn apply_kv_dtype(g: &mut Graph, kv: KvDtype) -> Result<usize, IrError> {
+    let written =
+        |i: usize| g.nodes.iter().any(|n| n.op == Op::CacheWrite && n.args.first() == Some(&ValueRef::State(i as u32)));
+    let targets: Vec<usize> =
+        (0..g.states.len()).filter(|&i| written(i) && g.states[i].ty.dtype == DType::F32).collect();
+    if kv == KvDtype::F32 {
+        return Ok(0);
     }
+    for &i in &targets {
+        let st = &g.states[i];
+        let row = st.ty.shape.last().map_or(1, |d| g.dim_max(d));
+        kv.dtype()
+            .check_row(row)
+            .map_err(|m| IrError::new(format!("--kv-dtype {}: KV state '{}': {m}", kv.name(), st.name)))?;
+    }
+    for &i in &targets {
+        g.states[i].ty.dtype = kv.dtype();
+    }
+    let changed = targets.len();
     for n in &mut g.nodes {
         if let (Op::CacheWrite, Some(&ValueRef::State(s))) = (&n.op, n.args.first()) {
             n.ty.dtype = g.states[s as usize].ty.dtype;
         }
     }
-    changed
+    Ok(changed)
 }
 
 /// Whether weight `i` is only read by kernels that take quantized weights.

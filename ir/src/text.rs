@@ -843,6 +843,10 @@ impl Parser {
             }
         }
         let ty = TensorType::new(dtype, Shape(dims));
+        let row = ty.shape.last().map_or(1, |d| self.g.dim_max(d));
+        if let Err(m) = dtype.check_row(row) {
+            return Err(format!("type {}: {m}", type_to_string(&self.g, &ty)));
+        }
         if self.g.max_bytes(&ty).is_none() {
             return Err(format!("type {} is too large: its size overflows 64 bits", type_to_string(&self.g, &ty)));
         }

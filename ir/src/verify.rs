@@ -100,6 +100,12 @@ fn check_type(g: &Graph, what: &str, ty: &TensorType) -> Result<(), IrError> {
             return fail(format!("{what}: type refers to undefined symbol #{}", s.0));
         }
     }
+    if ty.dtype == DType::Q8 {
+        let row = ty.shape.last().map_or(1, |d| g.dim_max(d));
+        if let Err(m) = ty.dtype.check_row(row) {
+            return fail(format!("{what}: {m} ({})", type_to_string(g, ty)));
+        }
+    }
     if g.max_bytes(ty).is_none() {
         return fail(format!("{what}: type {} is too large: its size overflows 64 bits", type_to_string(g, ty)));
     }
@@ -114,9 +120,15 @@ fn check_symbols_and_types(g: &Graph) -> Result<(), IrError> {
     }
     for x in &g.inputs {
         check_type(g, &format!("input '{}'", x.name), &x.ty)?;
+        if x.ty.dtype == DType::Q8 {
+            return fail(format!("input '{}': q8 is a KV state dtype", x.name));
+        }
     }
     for x in &g.weights {
         check_type(g, &format!("weight '{}'", x.name), &x.ty)?;
+        if x.ty.dtype == DType::Q8 {
+            return fail(format!("weight '{}': q8 is a KV state dtype (weights are stored with `quantize`)", x.name));
+        }
     }
     for x in &g.states {
         check_type(g, &format!("state '{}'", x.name), &x.ty)?;
@@ -165,7 +177,10 @@ fn check_weights(g: &Graph) -> Result<(), IrError> {
                 }
             }
             WeightSource::File { offset, dtype, .. } => {
-                if elements.checked_mul(dtype.size()).and_then(|b| b.checked_add(*offset)).is_none() {
+                if dtype.size().is_none() {
+                    return fail(format!("{what}: a file tensor cannot be {dtype} (a KV state dtype)"));
+                }
+                if dtype.bytes(elements, 1).and_then(|b| b.checked_add(*offset)).is_none() {
                     return fail(format!("{what}: file range at offset {offset} overflows 64 bits"));
                 }
             }

@@ -167,7 +167,7 @@ const STREAM_VALUES: u64 = 1 << 24;
 /// Rows `first..first + n` of an untransformed file or block source, as f32.
 fn source_rows_f32(w: &Weight, first: u64, n: u64, cols: u64) -> Result<Vec<f32>, IrError> {
     let (path, offset, row_bytes, blocks) = match &w.source {
-        WeightSource::File { path, offset, dtype } => (path, *offset, cols.checked_mul(dtype.size()), None),
+        WeightSource::File { path, offset, dtype } => (path, *offset, dtype.bytes(cols, cols), None),
         WeightSource::Blocks { path, offset, format } => (path, *offset, format.bytes_for(cols), Some(*format)),
         _ => return Err(werr(&w.name, "only file sources stream by rows")),
     };
@@ -421,8 +421,8 @@ fn source_f32(w: &Weight) -> Result<Vec<f32>, IrError> {
         }
         WeightSource::File { path, offset, dtype } => {
             let fail = |what: String| IrError::new(format!("weight '{}' in {}: {what}", w.name, path.display()));
-            let bytes = elements
-                .checked_mul(dtype.size())
+            let bytes = dtype
+                .bytes(elements, 1)
                 .and_then(|b| usize::try_from(b).ok())
                 .ok_or_else(|| fail("byte size overflows".into()))?;
             let buf = read_range(path, *offset, bytes, &fail)?;
@@ -522,5 +522,6 @@ fn decode_le(buf: &[u8], dtype: DType) -> Result<Vec<f32>, String> {
             .chunks_exact(8)
             .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
             .collect(),
+        DType::Q8 => return Err("q8 is a KV state dtype, not a file's".into()),
     })
 }

@@ -227,6 +227,21 @@ fn parse_error_trailing_garbage() {
 }
 
 #[test]
+fn q8_states_need_whole_blocks_and_are_states_only() {
+    let text = |state: &str, input: &str| {
+        format!(
+            "graph kv {{\n  sym seq <= 4\n  input ids: i32[seq]\n  input pos: i32[]\n  input x: {input}\n  \
+             weight emb: f32[8, 48] = file \"m.safetensors\" @ 0 as f32\n  state k: {state}\n  \
+             %0: f32[seq, 48] = gather emb, ids\n  output logits = %0\n}}\n"
+        )
+    };
+    let e = parse(&text("q8[16, 48]", "f32[4]")).unwrap_err().message;
+    assert!(e.contains("q8[16, 48]") && e.contains("whole blocks of 32") && e.contains("48 wide"), "{e}");
+    let e = verify(&parse(&text("q8[16, 64]", "q8[32]")).unwrap()).unwrap_err().message;
+    assert!(e.contains("input 'x'") && e.contains("KV state dtype"), "{e}");
+}
+
+#[test]
 fn parse_error_other_shapes() {
     assert_err("", 1, "expected 'graph NAME {'");
     assert_err("; only a comment\n", 1, "expected 'graph NAME {'");
@@ -448,7 +463,7 @@ fn random_graph(rng: &mut Rng, seed: u64) -> Graph {
     let scalar = g.add_input("_scalar", f32t(&[]));
     let half_in = g.add_input("half", TensorType::new(rng.pick(&[DType::F16, DType::BF16]), Shape(vec![seq, c(3)])));
 
-    let stored = |rng: &mut Rng| rng.pick(&DType::ALL);
+    let stored = |rng: &mut Rng| rng.pick(&DType::ALL.map(|d| if d.size().is_some() { d } else { DType::F32 }));
     let emb_src = WeightSource::File { path: rng.path().into(), offset: rng.below(1 << 40), dtype: stored(rng) };
     let emb = g.add_weight("model.embed", f32t(&[c(vocab), c(hidden)]), emb_src);
     let norm_vals: Vec<f32> = (0..hidden).map(|_| rng.f32()).collect();

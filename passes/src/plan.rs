@@ -431,6 +431,22 @@ fn exact(buffers: &[Lifetime], incumbent: u64, lower: u64, max_steps: u64) -> (O
     (s.found.map(|f| (f, best)), complete)
 }
 
+/// The state block: each state's offset (64-byte aligned, in graph order, sized by
+/// `Graph::max_bytes`, so a q8 state takes 34 bytes per 32 values) and the block's size.
+pub fn state_layout(g: &Graph) -> Result<(Vec<u64>, u64), PlanError> {
+    let mut offsets = Vec::with_capacity(g.states.len());
+    let mut size = 0u64;
+    for s in &g.states {
+        let bytes = g
+            .max_bytes(&s.ty)
+            .and_then(align_up)
+            .ok_or_else(|| PlanError(format!("state '{}': size overflows u64", s.name)))?;
+        offsets.push(size);
+        size = size.checked_add(bytes).ok_or_else(|| PlanError("state size overflows u64".into()))?;
+    }
+    Ok((offsets, size))
+}
+
 /// Plans the arena and the state block of a graph with every strategy and in-place reuse.
 pub fn plan_memory(g: &Graph) -> Result<MemoryPlan, PlanError> {
     plan_memory_with(g, &PlanOptions::default())
@@ -490,16 +506,7 @@ pub fn plan_memory_with(g: &Graph, opts: &PlanOptions) -> Result<MemoryPlan, Pla
         offsets[lt.node] = Some(placed[b]);
         sizes[lt.node] = lt.size;
     }
-    let mut state_offsets = Vec::with_capacity(g.states.len());
-    let mut state_size = 0u64;
-    for s in &g.states {
-        let bytes = g
-            .max_bytes(&s.ty)
-            .and_then(align_up)
-            .ok_or_else(|| PlanError(format!("state '{}': size overflows u64", s.name)))?;
-        state_offsets.push(state_size);
-        state_size = state_size.checked_add(bytes).ok_or_else(|| PlanError("state size overflows u64".into()))?;
-    }
+    let (state_offsets, state_size) = state_layout(g)?;
     Ok(MemoryPlan {
         offsets,
         sizes,

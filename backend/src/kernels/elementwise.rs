@@ -1,9 +1,10 @@
 //! Row-copy and elementwise kernels: `gather`, `cache_write`, unary ops, binary ops.
 
-use super::{Ext, F32X4, Kargs, SLOT_POS, each_chunk, each_task, ro, rw};
+use super::{Ext, F32X4, Kargs, KvStore, SLOT_POS, each_chunk, each_task, ro, rw};
 use crate::math;
-use cranelift_codegen::ir::{InstBuilder, Type, Value, condcodes::FloatCC, types};
+use cranelift_codegen::ir::{Endianness, InstBuilder, MemFlagsData, Type, Value, condcodes::FloatCC, types};
 use cranelift_frontend::FunctionBuilder;
+use edgec_ir::types::{Q8_BLOCK, Q8_BLOCK_BYTES};
 use edgec_ir::{BinaryOp, Dim, Shape, UnaryOp};
 
 /// Copies `n` f32s from `src` to `dst`.
@@ -33,19 +34,37 @@ pub(crate) fn gather(b: &mut FunctionBuilder, k: &Kargs, h: u64) {
 }
 
 /// Lowers `cache_write`: task `t` copies row `t` of the rows operand into state row `pos + t`,
-/// rounded to f16 for a `half` state (8 elements per 16-byte store, then a scalar tail).
-pub(crate) fn cache_write(b: &mut FunctionBuilder, k: &Kargs, w: u64, half: bool) {
+/// rounded to f16 for an f16 state (8 elements per 16-byte store, then a scalar tail), or
+/// quantized to q8 blocks ([`q8_block`]).
+pub(crate) fn cache_write(b: &mut FunctionBuilder, k: &Kargs, w: u64, kv: KvStore) {
     let state = k.ptr(b, 0);
     let rows = k.ptr(b, 1);
     let pos = k.slot(b, SLOT_POS);
-    let esize = if half { 2 } else { 4 };
+    let row_bytes = match kv {
+        KvStore::F32 => w * 4,
+        KvStore::F16 => w * 2,
+        KvStore::Q8 => w / Q8_BLOCK * Q8_BLOCK_BYTES,
+    };
     each_task(b, k, |b, t| {
         let src = b.addr(rows, t, w as i64 * 4);
         let p = b.ins().iadd(pos, t);
-        let dst = b.addr(state, p, w as i64 * esize);
-        if !half {
-            copy_row(b, src, dst, w);
-            return;
+        let dst = b.addr(state, p, row_bytes as i64);
+        match kv {
+            KvStore::F32 => {
+                copy_row(b, src, dst, w);
+                return;
+            }
+            KvStore::Q8 => {
+                let lo = b.c64(0);
+                let hi = b.c64((w / Q8_BLOCK) as i64);
+                b.for_range(lo, hi, 1, |b, blk| {
+                    let s = b.addr(src, blk, Q8_BLOCK as i64 * 4);
+                    let d = b.addr(dst, blk, Q8_BLOCK_BYTES as i64);
+                    q8_block(b, s, d);
+                });
+                return;
+            }
+            KvStore::F16 => {}
         }
         let w8 = w / 8 * 8;
         if w8 > 0 {
@@ -69,6 +88,68 @@ pub(crate) fn cache_write(b: &mut FunctionBuilder, k: &Kargs, w: u64, half: bool
             b.ins().istore16(rw(), h, dst, i as i32 * 2);
         }
     });
+}
+
+/// Quantizes the 32 f32 values at `src` into one q8 block at `dst` (ggml's Q8_0, exactly what
+/// `edgec_ir::quant`'s `q8_g32` encoder writes, which the interpreter uses): the scale
+/// `d = max|x| / 127` rounded to the nearest f16 (saturated at 65504, like an f16 cache), then
+/// codes `x × (1 / d)` (the rounded `d`; 0 when it is 0) rounded half away from zero (Rust's
+/// `f32::round`, exactly: `trunc` plus ±1 where the exact remainder is at least 0.5) and
+/// clamped to ±127. `qdot::quantize_row` does the same for activations with an f32 scale and
+/// ties to even.
+fn q8_block(b: &mut FunctionBuilder, src: Value, dst: Value) {
+    let v: Vec<Value> = (0..8).map(|j| b.ins().load(F32X4, ro(), src, j * 16)).collect();
+    let mut m = b.ins().fabs(v[0]);
+    for &vj in &v[1..] {
+        let a = b.ins().fabs(vj);
+        m = b.ins().fmax(m, a);
+    }
+    let amax = b.hmax(m);
+    let k127 = math::fconst(b, types::F32, 127.0);
+    let d = b.ins().fdiv(amax, k127);
+    let dh = super::quant::f32_to_half_bits(b, d);
+    b.ins().istore16(rw(), dh, dst, 0);
+    let d = super::quant::half_to_f32(b, dh);
+    let one = math::fconst(b, types::F32, 1.0);
+    let inv = b.ins().fdiv(one, d);
+    let zero = math::fconst(b, types::F32, 0.0);
+    let pos = b.ins().fcmp(FloatCC::GreaterThan, d, zero);
+    let inv = b.ins().select(pos, inv, zero);
+    let invv = b.ins().splat(F32X4, inv);
+    let halfv = math::fconst(b, F32X4, 0.5);
+    let signv = b.ins().iconst(types::I32, i64::from(i32::MIN));
+    let signv = b.ins().splat(types::I32X4, signv);
+    let onev = b.ins().iconst(types::I32, 0x3f80_0000);
+    let onev = b.ins().splat(types::I32X4, onev);
+    let hi = math::fconst(b, F32X4, 127.0);
+    let lo = math::fconst(b, F32X4, -127.0);
+    let le = MemFlagsData::new().with_endianness(Endianness::Little);
+    let ints: Vec<Value> = v
+        .iter()
+        .map(|&x| {
+            let y = b.ins().fmul(x, invv);
+            let t = b.ins().trunc(y);
+            let r = b.ins().fsub(y, t);
+            let r = b.ins().fabs(r);
+            let up = b.ins().fcmp(FloatCC::GreaterThanOrEqual, r, halfv);
+            // ±1.0 with y's sign (no vector fcopysign on x86), kept where rounding goes up.
+            let yb = b.ins().bitcast(types::I32X4, le, y);
+            let sign = b.ins().band(yb, signv);
+            let step = b.ins().bor(sign, onev);
+            let step = b.ins().band(step, up);
+            let step = b.ins().bitcast(F32X4, le, step);
+            let y = b.ins().fadd(t, step);
+            let y = b.ins().fmin(y, hi);
+            let y = b.ins().fmax(y, lo);
+            b.ins().fcvt_to_sint_sat(types::I32X4, y)
+        })
+        .collect();
+    for h in 0..2 {
+        let a = b.ins().snarrow(ints[4 * h], ints[4 * h + 1]);
+        let c = b.ins().snarrow(ints[4 * h + 2], ints[4 * h + 3]);
+        let q = b.ins().snarrow(a, c);
+        b.ins().store(rw(), q, dst, 2 + 16 * h as i32);
+    }
 }
 
 pub(crate) fn apply_unary(b: &mut FunctionBuilder, op: UnaryOp, x: Value, ty: Type) -> Value {

@@ -39,6 +39,25 @@ pub(crate) const SLOT_PTRS: u32 = 3;
 /// Output columns per matmul task (transposed weight form). A multiple of the 4-column tile.
 pub(crate) const MATMUL_COLS_PER_TASK: u64 = 16;
 
+/// How a KV state stores its rows (its dtype: f32, f16, or q8 blocks, `edgec_ir::DType::Q8`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum KvStore {
+    F32,
+    F16,
+    Q8,
+}
+
+impl KvStore {
+    fn of(d: DType) -> Option<KvStore> {
+        match d {
+            DType::F32 => Some(KvStore::F32),
+            DType::F16 => Some(KvStore::F16),
+            DType::Q8 => Some(KvStore::Q8),
+            _ => None,
+        }
+    }
+}
+
 /// The static description of one kernel; its `Debug` text is the dedupe key.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum KernelSpec {
@@ -63,11 +82,12 @@ pub(crate) enum KernelSpec {
     LayerNorm { h: u64, eps: f32 },
     /// `rope`: task = one row (all its heads).
     Rope { width: u64, head_dim: u64, rotary_dim: u64, interleaved: bool },
-    /// `cache_write`: task = one written row (rounded to f16 for a `half` state).
-    CacheWrite { w: u64, half: bool },
-    /// `attention`: task = one (query row, head) pair, numbered `row * heads + head`.
-    /// `kv_half`: the caches are f16.
-    Attention { heads: u64, kv_heads: u64, head_dim: u64, scale: f32, window: Option<u32>, kv_half: bool },
+    /// `cache_write`: task = one written row (rounded to f16, or quantized to q8 blocks, as the
+    /// state `kv` stores rows).
+    CacheWrite { w: u64, kv: KvStore },
+    /// `attention`: task = one (query row, head) pair, numbered `row * heads + head`; the
+    /// caches hold `kv` rows.
+    Attention { heads: u64, kv_heads: u64, head_dim: u64, scale: f32, window: Option<u32>, kv: KvStore },
     /// unary ops: task = one row of the flattened `[rows, cols]` tensor.
     Unary { op: UnaryOp, cols: u64 },
     /// binary ops: task = one output row.
@@ -136,12 +156,12 @@ fn general_spec(g: &Graph, i: usize) -> Result<Option<KernelSpec>, BackendError>
     let ovf = || nerr("shape too large");
     let od = node.ty.shape.dims();
     let dims = |k: usize| g.type_of(node.args[k]).shape.dims();
-    // The decoder's own ops always have static kernels (a cache may be f16).
+    // The decoder's own ops always have static kernels (a cache may be f16 or q8).
     if matches!(node.op, Op::CacheWrite | Op::Attention { .. } | Op::Rope { .. }) {
         return Ok(None);
     }
     for k in 0..node.args.len() {
-        if g.type_of(node.args[k]).dtype.size() != 4 {
+        if g.type_of(node.args[k]).dtype.size() != Some(4) {
             return Err(nerr("general kernels take 4-byte elements only"));
         }
     }
@@ -308,12 +328,16 @@ impl KernelSpec {
                 if node.args[2] != edgec_ir::ValueRef::Input(1) {
                     return Err(nerr("cache_write position must be the `pos` input"));
                 }
-                let half = match ty(0).dtype {
-                    edgec_ir::DType::F32 => false,
-                    edgec_ir::DType::F16 => true,
-                    d => return Err(nerr(&format!("a {d} state has no cache_write kernel (f32 or f16)"))),
-                };
-                KernelSpec::CacheWrite { w: rc.cols, half }
+                let kv = KvStore::of(ty(0).dtype).ok_or_else(|| {
+                    nerr(&format!("a {} state has no cache_write kernel (f32, f16 or q8)", ty(0).dtype))
+                })?;
+                if ty(1).dtype != DType::F32 {
+                    return Err(nerr(&format!("cache_write takes f32 rows, got {}", ty(1).dtype)));
+                }
+                if kv == KvStore::Q8 {
+                    ty(0).dtype.check_row(rc.cols).map_err(|m| nerr(&m))?;
+                }
+                KernelSpec::CacheWrite { w: rc.cols, kv }
             }
             Op::Attention { heads, kv_heads, head_dim, scale, window } => {
                 if node.args[3] != edgec_ir::ValueRef::Input(1) {
@@ -322,13 +346,19 @@ impl KernelSpec {
                 if window == &Some(0) {
                     return Err(nerr("window 0 attends to nothing"));
                 }
+                let kv = KvStore::of(ty(1).dtype)
+                    .filter(|_| ty(2).dtype == ty(1).dtype)
+                    .ok_or_else(|| nerr("attention's caches must both be f32, f16 or q8"))?;
+                if ty(0).dtype != DType::F32 {
+                    return Err(nerr(&format!("attention takes an f32 query, got {}", ty(0).dtype)));
+                }
                 KernelSpec::Attention {
                     heads: u64::from(*heads),
                     kv_heads: u64::from(*kv_heads),
                     head_dim: u64::from(*head_dim),
                     scale: *scale,
                     window: *window,
-                    kv_half: ty(1).dtype == edgec_ir::DType::F16,
+                    kv,
                 }
             }
             Op::Unary(op) => KernelSpec::Unary { op: *op, cols: rc.cols },
@@ -450,9 +480,9 @@ impl KernelSpec {
             KernelSpec::Rope { width, head_dim, rotary_dim, interleaved } => {
                 rope::rope(b, k, *width, *head_dim, *rotary_dim, *interleaved)
             }
-            KernelSpec::CacheWrite { w, half } => elementwise::cache_write(b, k, *w, *half),
-            KernelSpec::Attention { heads, kv_heads, head_dim, scale, window, kv_half } => {
-                attention::attention(b, k, *heads, *kv_heads, *head_dim, *scale, *window, *kv_half)
+            KernelSpec::CacheWrite { w, kv } => elementwise::cache_write(b, k, *w, *kv),
+            KernelSpec::Attention { heads, kv_heads, head_dim, scale, window, kv } => {
+                attention::attention(b, k, *heads, *kv_heads, *head_dim, *scale, *window, *kv)
             }
             KernelSpec::Unary { op, cols } => elementwise::unary(b, k, *op, *cols),
             KernelSpec::Binary { op, cols, lhs, rhs } => elementwise::binary(b, k, *op, *cols, *lhs, *rhs),

@@ -2,7 +2,8 @@
  * Usage: run_model WEIGHTS OUT POS:ID,ID,... [POS:ID,...]...
  * Loads the weights file, checks its header against model_info, runs each call in order on one
  * session (state persists) with a serial parallel_for, and appends every call's logits to OUT
- * as raw little-endian floats. Exit status: 0, or 10 + the forward status, or 2 on bad usage. */
+ * as raw little-endian floats. With RUN_MODEL_STATE set, the final state block is written to
+ * that file. Exit status: 0, or 10 + the forward status, or 2 on bad usage. */
 #include "model.h"
 
 #include <stdio.h>
@@ -54,5 +55,11 @@ int main(int argc, char **argv) {
         fwrite(logits, sizeof(float), (size_t)n * info->vocab, out);
     }
     fclose(out);
+    const char *state_path = getenv("RUN_MODEL_STATE");
+    if (state_path) {
+        FILE *sf = fopen(state_path, "wb");
+        if (!sf || fwrite(ctx.state, 1, info->state_size, sf) != info->state_size) return 2;
+        fclose(sf);
+    }
     return 0;
 }

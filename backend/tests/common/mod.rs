@@ -329,6 +329,11 @@ pub fn check_against_reference(g: Graph, calls: &[(Vec<i32>, u32)], tol: f32) ->
 /// Links `g`'s aarch64 object with `tests/c/run_model.c`, runs the calls under qemu and
 /// returns every call's logits, concatenated.
 pub fn run_aarch64(g: &Graph, calls: &[(Vec<i32>, u32)]) -> Vec<f32> {
+    run_aarch64_with_state(g, calls).0
+}
+
+/// [`run_aarch64`], also returning the state block after the last call.
+pub fn run_aarch64_with_state(g: &Graph, calls: &[(Vec<i32>, u32)]) -> (Vec<f32>, Vec<u8>) {
     let dir = tempfile::tempdir().unwrap();
     let (obj, _, _) = object_for(g, "model", arm64(), dir.path());
     let o = dir.path().join("model.o");
@@ -350,7 +355,9 @@ pub fn run_aarch64(g: &Graph, calls: &[(Vec<i32>, u32)]) -> Vec<f32> {
         .iter()
         .map(|(ids, pos)| format!("{pos}:{}", ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",")))
         .collect();
+    let state = dir.path().join("state.bin");
     let st = Command::new("qemu-aarch64")
+        .env("RUN_MODEL_STATE", &state)
         .arg(&exe)
         .arg(dir.path().join("model.weights"))
         .arg(&out)
@@ -359,7 +366,8 @@ pub fn run_aarch64(g: &Graph, calls: &[(Vec<i32>, u32)]) -> Vec<f32> {
         .unwrap();
     assert!(st.success(), "aarch64 run failed: {st:?}");
     let bytes = std::fs::read(&out).unwrap();
-    bytes.chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+    let logits = bytes.chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+    (logits, std::fs::read(&state).unwrap())
 }
 
 pub fn have(tool: &str) -> bool {
