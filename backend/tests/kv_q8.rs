@@ -186,6 +186,10 @@ fn llama_with_q8_kv_matches_the_reference_on_x86_and_aarch64() {
         LlamaCfg { head_dim: 32, rotary_dim: 32, max_context: 40, ..LlamaCfg::default() },
         // Heads of 12 across block boundaries, grouped-query.
         LlamaCfg { heads: 8, kv_heads: 8, head_dim: 12, rotary_dim: 12, ..LlamaCfg::default() },
+        // Whole-block heads in GQA groups of 4: one task decodes each KV row for four heads.
+        LlamaCfg { heads: 8, kv_heads: 2, head_dim: 32, rotary_dim: 32, max_context: 40, ..LlamaCfg::default() },
+        // Heads of 12 in groups of 4: each chunk decoded alone, by index.
+        LlamaCfg { heads: 32, kv_heads: 8, head_dim: 12, rotary_dim: 12, ..LlamaCfg::default() },
     ];
     for (n, c) in cfgs.into_iter().enumerate() {
         let mut g = llama_graph(c, 21);

@@ -390,9 +390,15 @@ fn middle_axis_broadcast() {
 /// boundaries, f32 and f16 caches.
 #[test]
 fn attention_across_many_key_blocks() {
-    for (heads, kv, hd, window, half) in
-        [(4u32, 2u32, 8u32, None, false), (2, 1, 6, Some(45u32), false), (3, 3, 4, Some(33), true)]
-    {
+    for (heads, kv, hd, window, half) in [
+        (4u32, 2u32, 8u32, None, false),
+        (2, 1, 6, Some(45u32), false),
+        (3, 3, 4, Some(33), true),
+        // GQA groups of 8 and 4: tasks of four query heads sharing a KV head.
+        (8, 1, 12, None, true),
+        (8, 2, 16, Some(40), false),
+        (4, 1, 7, None, false),
+    ] {
         // Many distinct tokens, so later blocks hold new maxima (the running max must rescale).
         let (v, qw, kvw) = (97u64, u64::from(heads * hd), u64::from(kv * hd));
         let mut b = GB::new("blocks", 40, 200 + u64::from(hd));

@@ -1,11 +1,11 @@
 //! `attention`: causal, grouped-query, optionally windowed, reading the KV state.
 
-use super::{Ext, F32X4, Kargs, KvStore, SLOT_POS, each_task, fold_row, ro, rw};
+use super::{Ext, F32X4, Kargs, KvStore, SLOT_POS, each_task, ro, rw};
 use crate::math;
 use cranelift_codegen::ir::{
     Endianness, InstBuilder, MemFlagsData, StackSlotData, StackSlotKind, Type, Value, condcodes::IntCC, types,
 };
-use cranelift_frontend::{FunctionBuilder, Variable};
+use cranelift_frontend::FunctionBuilder;
 use edgec_ir::types::{Q8_BLOCK, Q8_BLOCK_BYTES};
 
 /// Where a KV head's values sit in a q8 cache row.
@@ -32,7 +32,7 @@ fn q8_head(
     let chunks = (head_dim / 4) as usize;
     let tail = (head_dim % 4) as usize;
     let (bs, bb) = (Q8_BLOCK as i64, Q8_BLOCK_BYTES as i64);
-    let start = match head {
+    match head {
         Q8Head::Aligned => {
             for blk in 0..head_dim as i64 / bs {
                 let d = super::quant::load_half(b, row, (blk * bb) as i32);
@@ -47,6 +47,40 @@ fn q8_head(
                 }
             }
             return;
+        }
+        Q8Head::At(_) => {}
+    }
+    for c in 0..chunks + tail {
+        let x = q8_item(b, row, head, head_dim, c);
+        f(b, c, x);
+    }
+}
+
+/// Four int8 codes at `p + off` as f32x4 (unscaled).
+fn q8_codes4(b: &mut FunctionBuilder, p: Value, off: i32) -> Value {
+    let le = MemFlagsData::new().with_endianness(Endianness::Little);
+    let q = b.ins().load(types::I32, ro(), p, off);
+    let q = b.ins().scalar_to_vector(types::I32X4, q);
+    let q = b.ins().bitcast(types::I8X16, le, q);
+    let q = b.ins().swiden_low(q);
+    let q = b.ins().swiden_low(q);
+    b.ins().fcvt_from_sint(F32X4, q)
+}
+
+/// Decodes accumulator `c` alone of one KV head of a q8 cache row at `row` (what [`q8_head`]
+/// passes as `c`): an f32x4 of values `4c..4c+4` for `c < head_dim / 4`, else one tail value.
+fn q8_item(b: &mut FunctionBuilder, row: Value, head: Q8Head, head_dim: u64, c: usize) -> Value {
+    let chunks = (head_dim / 4) as usize;
+    let (bs, bb) = (Q8_BLOCK as i64, Q8_BLOCK_BYTES as i64);
+    let start = match head {
+        Q8Head::Aligned => {
+            // head_dim is whole blocks, so a multiple of 4: no tail.
+            let e = 4 * c as i64;
+            let base = (e / bs * bb) as i32;
+            let d = super::quant::load_half(b, row, base);
+            let x = q8_codes4(b, row, base + 2 + (e % bs) as i32);
+            let dv = b.ins().splat(F32X4, d);
+            return b.ins().fmul(x, dv);
         }
         Q8Head::At(start) => start,
     };
@@ -65,52 +99,85 @@ fn q8_head(
         let x = b.ins().fcvt_from_sint(types::F32, q);
         b.ins().fmul(x, d)
     };
-    let le = MemFlagsData::new().with_endianness(Endianness::Little);
-    for c in 0..chunks {
-        let e = b.ins().iadd_imm_s(start, 4 * c as i64);
-        let x = if head_dim.is_multiple_of(4) {
-            // Four values from a multiple of 4: never across a block boundary.
-            let (p, cp) = locate(b, e);
-            let d = super::quant::load_half(b, p, 0);
-            let q = b.ins().load(types::I32, ro(), cp, 2);
-            let q = b.ins().scalar_to_vector(types::I32X4, q);
-            let q = b.ins().bitcast(types::I8X16, le, q);
-            let q = b.ins().swiden_low(q);
-            let q = b.ins().swiden_low(q);
-            let x = b.ins().fcvt_from_sint(F32X4, q);
-            let dv = b.ins().splat(F32X4, d);
-            b.ins().fmul(x, dv)
-        } else {
-            let x0 = scalar(b, e);
-            let mut x = b.ins().splat(F32X4, x0);
-            for l in 1..4u8 {
-                let el = b.ins().iadd_imm_s(e, i64::from(l));
-                let xl = scalar(b, el);
-                x = b.ins().insertlane(x, xl, l);
-            }
-            x
-        };
-        f(b, c, x);
+    if c >= chunks {
+        let e = b.ins().iadd_imm_s(start, (4 * chunks + (c - chunks)) as i64);
+        return scalar(b, e);
     }
-    for t in 0..tail {
-        let e = b.ins().iadd_imm_s(start, (4 * chunks + t) as i64);
-        let x = scalar(b, e);
-        f(b, chunks + t, x);
+    let e = b.ins().iadd_imm_s(start, 4 * c as i64);
+    if head_dim.is_multiple_of(4) {
+        // Four values from a multiple of 4: never across a block boundary.
+        let (p, cp) = locate(b, e);
+        let d = super::quant::load_half(b, p, 0);
+        let x = q8_codes4(b, cp, 2);
+        let dv = b.ins().splat(F32X4, d);
+        b.ins().fmul(x, dv)
+    } else {
+        let x0 = scalar(b, e);
+        let mut x = b.ins().splat(F32X4, x0);
+        for l in 1..4u8 {
+            let el = b.ins().iadd_imm_s(e, i64::from(l));
+            let xl = scalar(b, el);
+            x = b.ins().insertlane(x, xl, l);
+        }
+        x
     }
 }
 
 /// Keys scored per block: the block's scores go to a stack buffer, then one running-max update,
-/// one rescale of the accumulator and vectorized exps per block instead of per key.
+/// one rescale of the accumulators and the exps per block instead of per key.
 const BLOCK: u64 = 32;
 
-/// Lowers `attention`: task `t` = (query row `s = t / heads`, head `h = t % heads`).
-/// Online softmax over cache rows `lo..=p` (`p = pos + s`, `lo = p + 1 − window` clamped at 0),
-/// a block of [`BLOCK`] keys at a time: scores `q·k * scale` into a stack buffer, the block max
-/// folded into the running max `m` (rescaling the running sum `l` and the `head_dim`
-/// accumulator, held in variables, by `exp(m_old − m)`), then `exp(score − m)` four at a time
-/// and the values accumulated. Query head `h` reads KV head `h / (heads / kv_heads)`. f16
-/// caches are widened to f32 as they are loaded; q8 caches are decoded in registers
-/// ([`q8_head`]; no f32 copy of a row exists).
+/// Query heads one attention task computes together: the largest divisor of the GQA group
+/// (`heads / kv_heads`) that is at most 4. They share a KV head, so each key and value is
+/// loaded (and decoded) once for all of them, and they are the lanes of the task's score
+/// vectors (lanes past it compute copies of nothing: zero scores, never stored).
+pub(crate) fn heads_per_task(heads: u64, kv_heads: u64) -> u64 {
+    let group = heads / kv_heads;
+    (1..=group.min(4)).rev().find(|d| group.is_multiple_of(*d)).unwrap_or(1)
+}
+
+/// `shuffle` of two f32x4 vectors by lane indices (`0..4` from `x`, `4..8` from `y`).
+fn shuffle32(b: &mut FunctionBuilder, x: Value, y: Value, lanes: [u8; 4]) -> Value {
+    let le = MemFlagsData::new().with_endianness(Endianness::Little);
+    let mask: Vec<u8> = lanes.iter().flat_map(|&l| (0..4).map(move |i| 4 * l + i)).collect();
+    let imm = b.func.dfg.immediates.push(mask.into());
+    let xb = b.ins().bitcast(types::I8X16, le, x);
+    let yb = b.ins().bitcast(types::I8X16, le, y);
+    let r = b.ins().shuffle(xb, yb, imm);
+    b.ins().bitcast(F32X4, le, r)
+}
+
+/// `[Σa0, Σa1, Σa2, Σa3]`: the lane sums of four vectors at once (a 4×4 transpose folded into
+/// the additions: two interleaves of 32-bit lanes, two of 64-bit halves, three adds).
+fn sum4(b: &mut FunctionBuilder, a: [Value; 4]) -> Value {
+    let pair = |b: &mut FunctionBuilder, x: Value, y: Value| {
+        let lo = shuffle32(b, x, y, [0, 4, 1, 5]);
+        let hi = shuffle32(b, x, y, [2, 6, 3, 7]);
+        b.ins().fadd(lo, hi)
+    };
+    let s01 = pair(b, a[0], a[1]);
+    let s23 = pair(b, a[2], a[3]);
+    let lo = shuffle32(b, s01, s23, [0, 1, 4, 5]);
+    let hi = shuffle32(b, s01, s23, [2, 3, 6, 7]);
+    b.ins().fadd(lo, hi)
+}
+
+/// Lowers `attention`: task `t` = (query row `s`, query heads `h0..h0 + n`), `n =`
+/// [`heads_per_task`], `h0 = n · (t mod heads / n)`, `s = t / (heads / n)`; they read KV head
+/// `h0 / (heads / kv_heads)`. Online softmax over cache rows `lo..=p` (`p = pos + s`,
+/// `lo = p + 1 − window` clamped at 0), a block of [`BLOCK`] keys at a time, every softmax
+/// quantity an f32x4 whose lanes are the task's heads:
+/// - scores: per key, each chunk of the key is loaded (f16 widened, q8 decoded in registers,
+///   [`q8_head`]) once and multiplied into every head's query chunk (a few partial
+///   accumulators per head), the heads' sums formed at once ([`sum4`]), times `scale`, into a
+///   stack buffer, their max into the block max;
+/// - the running max `m` takes the block max, `corr = exp(m_old − m)`, the probabilities
+///   `exp(score − m)` replace the scores, `l = l · corr + Σ p`;
+/// - values: the `n × head_dim` accumulator lives in a stack buffer; a few chunks at a time
+///   it is loaded into registers (rescaled by `corr`), every key's value chunk is loaded once
+///   and accumulated into each head with its probability, and stored back.
+///
+/// Finally each head's accumulator over its `l` goes to the output.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn attention(
     b: &mut FunctionBuilder,
@@ -123,6 +190,8 @@ pub(crate) fn attention(
     kv: KvStore,
 ) {
     let group = heads / kv_heads;
+    let hg = heads_per_task(heads, kv_heads) as usize;
+    let per_row = heads / hg as u64;
     let qw = (heads * head_dim) as i64 * 4;
     let kv_half = kv == KvStore::F16;
     let hb = head_dim as i64 * 4;
@@ -138,30 +207,54 @@ pub(crate) fn attention(
             (row, if head_dim.is_multiple_of(Q8_BLOCK) { (head_dim / Q8_BLOCK * Q8_BLOCK_BYTES) as i64 } else { 0 })
         }
     };
-    // A cache element at f32 byte offset `off` of a row at `row`, as f32 (or f32x4).
-    let load_kv = move |b: &mut FunctionBuilder, row: Value, off: Value, ty: Type| -> Value {
+    let chunks = (head_dim / 4) as usize;
+    let tail = (head_dim % 4) as usize;
+    let items = chunks + tail;
+    // Item `c` of a head (an f32x4 chunk, then tail scalars): its type and f32 byte offset.
+    let item = move |c: usize| -> (Type, i32) {
+        if c < chunks { (F32X4, 16 * c as i32) } else { (types::F32, (16 * chunks + 4 * (c - chunks)) as i32) }
+    };
+    // Item `c` of an f32 or f16 cache head at `row`, as f32 (sign-extended halves widen in
+    // three operations, `half_to_f32_sext`).
+    let load_item = move |b: &mut FunctionBuilder, row: Value, c: usize| -> Value {
+        let (ty, off) = item(c);
         if !kv_half {
-            let a = b.ins().iadd(row, off);
-            return b.ins().load(ty, ro(), a, 0);
+            return b.ins().load(ty, ro(), row, off);
         }
-        let half_off = b.ins().ushr_imm_u(off, 1);
-        let a = b.ins().iadd(row, half_off);
-        let bits = if ty.is_vector() { b.ins().uload16x4(ro(), a, 0) } else { b.ins().uload16(types::I32, ro(), a, 0) };
-        super::quant::half_to_f32(b, bits)
+        if ty.is_vector() {
+            let bits = b.ins().sload16x4(ro(), row, off / 2);
+            super::quant::half_to_f32_sext(b, bits)
+        } else {
+            let bits = b.ins().uload16(types::I32, ro(), row, off / 2);
+            super::quant::half_to_f32(b, bits)
+        }
     };
     let q = k.ptr(b, 0);
     let kc = k.ptr(b, 1);
     let vc = k.ptr(b, 2);
     let out = k.ptr(b, 4);
     let pos = k.slot(b, SLOT_POS);
-    let slot = b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, (BLOCK * 4) as u32, 4));
+    let slot = b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, (BLOCK * 16) as u32, 4));
     let scores = b.ins().stack_addr(types::I64, slot, 0);
-    let chunks = (head_dim / 4) as usize;
-    let tail = (head_dim % 4) as usize;
+    // The heads' accumulators, `hs` bytes apart.
+    let hs = head_dim.next_multiple_of(4) as i32 * 4;
+    let aslot = b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, hg as u32 * hs as u32, 4));
+    let accs = b.ins().stack_addr(types::I64, aslot, 0);
+    let tslot = b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, 16, 3));
+    let taddr = b.ins().stack_addr(types::I64, tslot, 0);
+    // Partial q·k accumulators per head (independent FMA chains), and value chunks per pass
+    // (`hg × cw` accumulators plus `hg` probabilities stay within ~12 vector registers).
+    let rp = (8 / hg).clamp(1, chunks.max(1));
+    let cw = (12 / hg).saturating_sub(1).clamp(1, 8);
     each_task(b, k, |b, t| {
-        let s = b.ins().udiv_imm_u(t, heads as i64);
-        let h = b.ins().urem_imm_u(t, heads as i64);
-        let kvh = b.ins().udiv_imm_u(h, group as i64);
+        let s = b.ins().udiv_imm_u(t, per_row as i64);
+        // `t − s·per_row`, not `urem` (a power of two would become a `band` with a constant,
+        // which Cranelift rematerializes at each use, dragging the address arithmetic that
+        // depends on it into the innermost loops).
+        let whole_rows = b.ins().imul_imm_s(s, per_row as i64);
+        let r = b.ins().isub(t, whole_rows);
+        let h0 = b.ins().imul_imm_s(r, hg as i64);
+        let kvh = b.ins().udiv_imm_u(h0, group as i64);
         let p = b.ins().iadd(pos, s);
         let hi = b.ins().iadd_imm_s(p, 1);
         let lo = match window {
@@ -174,9 +267,17 @@ pub(crate) fn attention(
             None => b.c64(0),
         };
         let qrow = b.addr(q, s, qw);
-        let qh = b.addr(qrow, h, hb);
+        let qh = b.addr(qrow, h0, hb);
         let kh = b.addr(kc, kvh, hb_kv);
         let vh = b.addr(vc, kvh, hb_kv);
+        // The task's addresses go through memory once (a store, a store elsewhere so the
+        // reload is not forwarded, loads that may not move): pure, Cranelift would compute
+        // them again inside the key and chunk loops, where they are first used.
+        let [qh, kh, vh] = [qh, kh, vh].map(|v| {
+            b.ins().store(rw(), v, taddr, 0);
+            b.ins().store(rw(), v, taddr, 8);
+            b.ins().load(types::I64, rw(), taddr, 0)
+        });
         let q8 = (kv == KvStore::Q8).then(|| {
             if head_dim.is_multiple_of(Q8_BLOCK) {
                 Q8Head::Aligned
@@ -185,136 +286,176 @@ pub(crate) fn attention(
                 Q8Head::At(b.ins().imul(kvh, hd))
             }
         });
-        // The accumulator: f32x4 chunks, then scalars for a head_dim that is not a multiple of 4.
         let zv = math::fconst(b, F32X4, 0.0);
         let zs = math::fconst(b, types::F32, 0.0);
-        let acc: Vec<Variable> = (0..chunks + tail)
-            .map(|c| {
-                let (ty, z) = if c < chunks { (F32X4, zv) } else { (types::F32, zs) };
-                let v = b.declare_var(ty);
-                b.def_var(v, z);
-                v
-            })
-            .collect();
-        let m = b.declare_var(types::F32);
-        let l = b.declare_var(types::F32);
-        let ninf = math::fconst(b, types::F32, f32::NEG_INFINITY);
+        for h in 0..hg {
+            for c in 0..items {
+                let (ty, off) = item(c);
+                let z = if ty.is_vector() { zv } else { zs };
+                b.ins().store(rw(), z, accs, h as i32 * hs + off);
+            }
+        }
+        let m = b.declare_var(F32X4);
+        let l = b.declare_var(F32X4);
+        let ninf = math::fconst(b, F32X4, f32::NEG_INFINITY);
         b.def_var(m, ninf);
-        b.def_var(l, zs);
+        b.def_var(l, zv);
         b.for_range(lo, hi, BLOCK as i64, |b, j0| {
             let j1 = b.ins().iadd_imm_s(j0, BLOCK as i64);
             let past = b.ins().icmp(IntCC::SignedGreaterThan, j1, hi);
             let j1 = b.ins().select(past, hi, j1);
-            // Scores; the slots past the block's keys stay -inf (their exp is ~0, never used).
+            // Scores of the block's keys, lanes = heads, and their max.
+            let bm = b.declare_var(F32X4);
             let ninfv = math::fconst(b, F32X4, f32::NEG_INFINITY);
-            for c in 0..BLOCK as i32 / 4 {
-                b.ins().store(rw(), ninfv, scores, 16 * c);
-            }
+            b.def_var(bm, ninfv);
             b.for_range(j0, j1, 1, |b, j| {
                 let kj = b.addr(kh, j, kvw);
-                let dot = match q8 {
-                    None => fold_row(b, head_dim, false, |b, off, ty| {
-                        let qa = b.ins().iadd(qh, off);
-                        let qv = b.ins().load(ty, ro(), qa, 0);
-                        let kv = load_kv(b, kj, off, ty);
-                        b.ins().fmul(qv, kv)
-                    }),
-                    Some(head) => {
-                        let mut accv = zv;
-                        let mut accs = zs;
-                        q8_head(b, kj, head, head_dim, |b, c, x| {
-                            if c < chunks {
-                                let qv = b.ins().load(F32X4, ro(), qh, 16 * c as i32);
-                                accv = b.ins().fma(qv, x, accv);
-                            } else {
-                                let qs = b.ins().load(types::F32, ro(), qh, 4 * (4 * chunks + c - chunks) as i32);
-                                accs = b.ins().fma(qs, x, accs);
-                            }
-                        });
-                        let s = b.hsum(accv);
-                        b.ins().fadd(s, accs)
+                let mut pa = vec![vec![zv; rp]; hg];
+                let mut ts = vec![zs; hg];
+                let mut step = |b: &mut FunctionBuilder, c: usize, x: Value| {
+                    let (ty, off) = item(c);
+                    for h in 0..hg {
+                        let qv = b.ins().load(ty, ro(), qh, h as i32 * hb as i32 + off);
+                        if c < chunks {
+                            pa[h][c % rp] = b.ins().fma(qv, x, pa[h][c % rp]);
+                        } else {
+                            ts[h] = b.ins().fma(qv, x, ts[h]);
+                        }
                     }
                 };
-                let sc = math::fconst(b, types::F32, scale);
-                let score = b.ins().fmul(dot, sc);
+                match q8 {
+                    Some(head) => q8_head(b, kj, head, head_dim, &mut step),
+                    None => {
+                        for c in 0..items {
+                            let x = load_item(b, kj, c);
+                            step(b, c, x);
+                        }
+                    }
+                }
+                let mut a = [zv; 4];
+                for (h, parts) in pa.iter().enumerate() {
+                    let mut parts = parts.clone();
+                    while parts.len() > 1 {
+                        let (x, y) = (parts.remove(0), parts.remove(0));
+                        let xy = b.ins().fadd(x, y);
+                        parts.push(xy);
+                    }
+                    a[h] = parts[0];
+                }
+                let mut sv = sum4(b, a);
+                if tail > 0 {
+                    let mut tv = zv;
+                    for (h, &x) in ts.iter().enumerate() {
+                        tv = b.ins().insertlane(tv, x, h as u8);
+                    }
+                    sv = b.ins().fadd(sv, tv);
+                }
+                let sc = math::fconst(b, F32X4, scale);
+                let sv = b.ins().fmul(sv, sc);
                 let i = b.ins().isub(j, j0);
-                let a = b.addr(scores, i, 4);
-                b.ins().store(rw(), score, a, 0);
+                let ad = b.addr(scores, i, 16);
+                b.ins().store(rw(), sv, ad, 0);
+                let old = b.use_var(bm);
+                let new = b.ins().fmax(old, sv);
+                b.def_var(bm, new);
             });
-            // The running max, and what was accumulated under the old one rescaled.
-            let mut bm = b.ins().load(F32X4, rw(), scores, 0);
-            for c in 1..BLOCK as i32 / 4 {
-                let v = b.ins().load(F32X4, rw(), scores, 16 * c);
-                bm = b.ins().fmax(bm, v);
-            }
-            let bm = b.hmax(bm);
+            // The running max, and the rescale of what was accumulated under the old one.
+            let bmv = b.use_var(bm);
             let m_old = b.use_var(m);
-            let m_new = b.ins().fmax(m_old, bm);
+            let m_new = b.ins().fmax(m_old, bmv);
             let d = b.ins().fsub(m_old, m_new);
             // exp(-inf) on the first block is harmless: the accumulators are still 0.
             let corr = math::exp(b, d);
-            let corrv = b.ins().splat(F32X4, corr);
-            for (c, &a) in acc.iter().enumerate() {
-                let v = b.use_var(a);
-                let v = b.ins().fmul(v, if c < chunks { corrv } else { corr });
-                b.def_var(a, v);
-            }
-            // Probabilities, four at a time, back into the buffer; their sum into `l`.
-            let mv = b.ins().splat(F32X4, m_new);
-            let mut sum = zv;
-            for c in 0..BLOCK as i32 / 4 {
-                let v = b.ins().load(F32X4, rw(), scores, 16 * c);
-                let v = b.ins().fsub(v, mv);
+            // Probabilities back into the buffer; their sum into `l`.
+            let sum = b.declare_var(F32X4);
+            b.def_var(sum, zv);
+            b.for_range(j0, j1, 1, |b, j| {
+                let i = b.ins().isub(j, j0);
+                let ad = b.addr(scores, i, 16);
+                let v = b.ins().load(F32X4, rw(), ad, 0);
+                let v = b.ins().fsub(v, m_new);
                 let e = math::exp(b, v);
-                b.ins().store(rw(), e, scores, 16 * c);
-                sum = b.ins().fadd(sum, e);
-            }
-            let sum = b.hsum(sum);
+                b.ins().store(rw(), e, ad, 0);
+                let s = b.use_var(sum);
+                let s = b.ins().fadd(s, e);
+                b.def_var(sum, s);
+            });
+            let sum = b.use_var(sum);
             let l_old = b.use_var(l);
             let l_new = b.ins().fma(l_old, corr, sum);
             b.def_var(l, l_new);
             b.def_var(m, m_new);
-            // Values.
-            b.for_range(j0, j1, 1, |b, j| {
-                let i = b.ins().isub(j, j0);
-                let a = b.addr(scores, i, 4);
-                let pe = b.ins().load(types::F32, rw(), a, 0);
-                let pev = b.ins().splat(F32X4, pe);
-                let vj = b.addr(vh, j, kvw);
-                if let Some(head) = q8 {
-                    q8_head(b, vj, head, head_dim, |b, c, vv| {
-                        let e = if c < chunks { pev } else { pe };
-                        let s = b.use_var(acc[c]);
-                        let s = b.ins().fma(e, vv, s);
-                        b.def_var(acc[c], s);
-                    });
-                    return;
+            // Values, `cw` items of every head at a time.
+            for c0 in (0..items).step_by(cw) {
+                let its = c0..(c0 + cw).min(items);
+                let mut vars = Vec::new();
+                for h in 0..hg {
+                    let ch = b.ins().extractlane(corr, h as u8);
+                    let chv = b.ins().splat(F32X4, ch);
+                    for c in its.clone() {
+                        let (ty, off) = item(c);
+                        let v = b.declare_var(ty);
+                        let x = b.ins().load(ty, rw(), accs, h as i32 * hs + off);
+                        let x = b.ins().fmul(x, if ty.is_vector() { chv } else { ch });
+                        b.def_var(v, x);
+                        vars.push(v);
+                    }
                 }
-                for (c, &av) in acc.iter().enumerate() {
-                    let (ty, e) = if c < chunks { (F32X4, pev) } else { (types::F32, pe) };
-                    let off = if c < chunks { 16 * c as i64 } else { (4 * chunks + (c - chunks)) as i64 * 4 };
-                    let off = b.c64(off);
-                    let vv = load_kv(b, vj, off, ty);
-                    let s = b.use_var(av);
-                    let s = b.ins().fma(e, vv, s);
-                    b.def_var(av, s);
+                let n = its.len();
+                // Key `j` into the accumulators.
+                let key = |b: &mut FunctionBuilder, j: Value| {
+                    let i = b.ins().isub(j, j0);
+                    let ad = b.addr(scores, i, 16);
+                    let pe: Vec<Value> = (0..hg).map(|h| b.ins().load(types::F32, rw(), ad, 4 * h as i32)).collect();
+                    let pev: Vec<Value> = pe.iter().map(|&x| b.ins().splat(F32X4, x)).collect();
+                    let vj = b.addr(vh, j, kvw);
+                    for (ci, c) in its.clone().enumerate() {
+                        let x = match q8 {
+                            Some(head) => q8_item(b, vj, head, head_dim, c),
+                            None => load_item(b, vj, c),
+                        };
+                        for h in 0..hg {
+                            let e = if c < chunks { pev[h] } else { pe[h] };
+                            let v = vars[h * n + ci];
+                            let a = b.use_var(v);
+                            let a = b.ins().fma(e, x, a);
+                            b.def_var(v, a);
+                        }
+                    }
+                };
+                // Two keys per iteration (half the loop's register moves), then an odd one.
+                let span = b.ins().isub(j1, j0);
+                let even = b.ins().band_imm_u(span, -2);
+                let j2 = b.ins().iadd(j0, even);
+                b.for_range(j0, j2, 2, |b, j| {
+                    key(b, j);
+                    let j = b.ins().iadd_imm_s(j, 1);
+                    key(b, j);
+                });
+                b.for_range(j2, j1, 1, key);
+                for h in 0..hg {
+                    for (ci, c) in its.clone().enumerate() {
+                        let (_, off) = item(c);
+                        let a = b.use_var(vars[h * n + ci]);
+                        b.ins().store(rw(), a, accs, h as i32 * hs + off);
+                    }
                 }
-            });
+            }
         });
         let lf = b.use_var(l);
-        let one = math::fconst(b, types::F32, 1.0);
+        let one = math::fconst(b, F32X4, 1.0);
         let inv = b.ins().fdiv(one, lf);
-        let invv = b.ins().splat(F32X4, inv);
         let orow = b.addr(out, s, qw);
-        let oh = b.addr(orow, h, hb);
-        for (c, &av) in acc.iter().enumerate() {
-            let v = b.use_var(av);
-            let (r, off) = if c < chunks {
-                (b.ins().fmul(v, invv), 16 * c as i32)
-            } else {
-                (b.ins().fmul(v, inv), (4 * chunks + (c - chunks)) as i32 * 4)
-            };
-            b.ins().store(rw(), r, oh, off);
+        let oh = b.addr(orow, h0, hb);
+        for h in 0..hg {
+            let ih = b.ins().extractlane(inv, h as u8);
+            let ihv = b.ins().splat(F32X4, ih);
+            for c in 0..items {
+                let (ty, off) = item(c);
+                let v = b.ins().load(ty, rw(), accs, h as i32 * hs + off);
+                let r = b.ins().fmul(v, if ty.is_vector() { ihv } else { ih });
+                b.ins().store(rw(), r, oh, h as i32 * hb as i32 + off);
+            }
         }
     });
 }

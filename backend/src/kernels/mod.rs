@@ -85,8 +85,8 @@ pub(crate) enum KernelSpec {
     /// `cache_write`: task = one written row (rounded to f16, or quantized to q8 blocks, as the
     /// state `kv` stores rows).
     CacheWrite { w: u64, kv: KvStore },
-    /// `attention`: task = one (query row, head) pair, numbered `row * heads + head`; the
-    /// caches hold `kv` rows.
+    /// `attention`: task = one query row and `n = attention::heads_per_task` query heads
+    /// sharing a KV head, numbered `row * (heads / n) + head / n`; the caches hold `kv` rows.
     Attention { heads: u64, kv_heads: u64, head_dim: u64, scale: f32, window: Option<u32>, kv: KvStore },
     /// unary ops: task = one row of the flattened `[rows, cols]` tensor.
     Unary { op: UnaryOp, cols: u64 },
@@ -450,7 +450,9 @@ impl KernelSpec {
             KernelSpec::MatMulT { n, .. } => Tasks::Static(n.div_ceil(MATMUL_COLS_PER_TASK)),
             KernelSpec::MatMulTI8 { n, .. } => Tasks::Static(n.div_ceil(qdot::cols_per_task(*n))),
             KernelSpec::MatMulN { n, .. } => Tasks::Static(n.div_ceil(4)),
-            KernelSpec::Attention { heads, .. } => Tasks::RowsTimes(*heads),
+            KernelSpec::Attention { heads, kv_heads, .. } => {
+                Tasks::RowsTimes(heads / attention::heads_per_task(*heads, *kv_heads))
+            }
             KernelSpec::Strided { out, .. } => {
                 let lead = &out[..out.len().saturating_sub(1)];
                 Tasks::Prod(lead.iter().fold(Prod::ONE, |a, &d| Prod { c: a.c * d.c, p: a.p + d.p }))
