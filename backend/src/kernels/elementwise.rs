@@ -98,13 +98,7 @@ pub(crate) fn cache_write(b: &mut FunctionBuilder, k: &Kargs, w: u64, kv: KvStor
 /// clamped to ±127. `qdot::quantize_row` does the same for activations with an f32 scale and
 /// ties to even.
 fn q8_block(b: &mut FunctionBuilder, src: Value, dst: Value) {
-    let v: Vec<Value> = (0..8).map(|j| b.ins().load(F32X4, ro(), src, j * 16)).collect();
-    let mut m = b.ins().fabs(v[0]);
-    for &vj in &v[1..] {
-        let a = b.ins().fabs(vj);
-        m = b.ins().fmax(m, a);
-    }
-    let amax = b.hmax(m);
+    let (v, amax) = super::qdot::load_block(b, src);
     let k127 = math::fconst(b, types::F32, 127.0);
     let d = b.ins().fdiv(amax, k127);
     let dh = super::quant::f32_to_half_bits(b, d);

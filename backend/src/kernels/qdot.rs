@@ -191,6 +191,18 @@ impl Scratch {
     }
 }
 
+/// The 32 f32 at `p` as eight vectors, and their largest magnitude.
+pub(crate) fn load_block(b: &mut FunctionBuilder, p: Value) -> (Vec<Value>, Value) {
+    let v: Vec<Value> = (0..8).map(|j| b.ins().load(F32X4, ro(), p, j * 16)).collect();
+    let mut m = b.ins().fabs(v[0]);
+    for &vj in &v[1..] {
+        let a = b.ins().fabs(vj);
+        m = b.ins().fmax(m, a);
+    }
+    let amax = b.hmax(m);
+    (v, amax)
+}
+
 /// Quantizes the `kk` f32 of `x` into row `r` of `sc`: int8 codes, block scales and (with
 /// `sums`) each block's `Σ a`, summed with the same tree as the dot products.
 fn quantize_row(b: &mut FunctionBuilder, x: Value, sc: &Scratch, r: usize, l: Layout, dot: Dot, splat: bool) {
@@ -200,13 +212,7 @@ fn quantize_row(b: &mut FunctionBuilder, x: Value, sc: &Scratch, r: usize, l: La
     let hi = b.c64(sc.blocks() as i64);
     b.for_range(lo, hi, 1, |b, blk| {
         let xp = b.addr(x, blk, BLOCK as i64 * 4);
-        let v: Vec<Value> = (0..8).map(|j| b.ins().load(F32X4, ro(), xp, j * 16)).collect();
-        let mut m = b.ins().fabs(v[0]);
-        for &vj in &v[1..] {
-            let a = b.ins().fabs(vj);
-            m = b.ins().fmax(m, a);
-        }
-        let amax = b.hmax(m);
+        let (v, amax) = load_block(b, xp);
         let k127 = math::fconst(b, types::F32, 127.0);
         let d = b.ins().fdiv(amax, k127);
         let inv = b.ins().fdiv(k127, amax);
