@@ -40,6 +40,17 @@ pub(crate) fn group_shape(st: Storage) -> (u64, u64, u64) {
     }
 }
 
+/// Byte offset, in a packed group, of header field `f` (`d`, then `m`) of the quad's row `j`.
+pub(crate) fn field_at(f: u64, j: u64) -> u64 {
+    2 * QUAD * f + 2 * j
+}
+
+/// Byte offset, in a packed group with `header` bytes and `sub` code bytes per 32 elements
+/// (per row), of code word `v` of sub-block `s` of the quad's row `j`.
+pub(crate) fn word_at(header: u64, sub: u64, s: u64, v: u64, j: u64) -> u64 {
+    QUAD * (header + s * sub) + 16 * v + 4 * j
+}
+
 /// The stored weights each node reads (operand indices), for the nodes that may read packed
 /// ones: matmul/linear weights and gather tables.
 fn stored_operands(op: &Op) -> Vec<usize> {
@@ -56,6 +67,9 @@ fn stored_operands(op: &Op) -> Vec<usize> {
 /// packable storage with a whole number of quads, read only by matmuls that have the
 /// int8-activation kernel (every stored operand of such a matmul packed too) and by gathers.
 pub(crate) fn packed_weights(g: &Graph) -> Vec<bool> {
+    if crate::signature::check(g).is_err() {
+        return vec![false; g.weights.len()];
+    }
     let mut packed: Vec<bool> = g
         .weights
         .iter()
@@ -64,17 +78,15 @@ pub(crate) fn packed_weights(g: &Graph) -> Vec<bool> {
             packable(w.storage()) && rows.is_some_and(|r| r > 0 && r.is_multiple_of(QUAD))
         })
         .collect();
-    if crate::signature::check(g).is_err() {
-        return vec![false; g.weights.len()];
-    }
     // A weight read any other way stays in rows; a matmul with one unpacked stored operand
     // takes the other kernel, so its other operands stay in rows too. Repeat until stable.
     loop {
         let mut changed = false;
         for (i, node) in g.nodes.iter().enumerate() {
-            let weights: Vec<usize> = stored_operands(&node.op)
-                .into_iter()
-                .filter_map(|k| match node.args.get(k) {
+            let stored = stored_operands(&node.op);
+            let weights: Vec<usize> = stored
+                .iter()
+                .filter_map(|&k| match node.args.get(k) {
                     Some(ValueRef::Weight(w)) => Some(*w as usize),
                     _ => None,
                 })
@@ -82,13 +94,14 @@ pub(crate) fn packed_weights(g: &Graph) -> Vec<bool> {
             let ok = match &node.op {
                 Op::Gather => true,
                 _ => {
+                    // Whether a twin exists does not depend on the tree it is built with.
                     KernelSpec::of_node(g, i).ok().is_some_and(|s| s.int8_twin(crate::kernels::Dot::Signed).is_some())
                         && weights.iter().all(|&w| packed[w])
                 }
             };
             // Every other use of a weight (any operand index not listed) unpacks it.
             let other_uses = node.args.iter().enumerate().filter_map(|(k, a)| match a {
-                ValueRef::Weight(w) if !stored_operands(&node.op).contains(&k) => Some(*w as usize),
+                ValueRef::Weight(w) if !stored.contains(&k) => Some(*w as usize),
                 _ => None,
             });
             for w in other_uses.chain(weights.iter().copied().filter(|_| !ok)) {
@@ -138,11 +151,12 @@ pub(crate) fn pack(st: Storage, rows: u64, cols: u64, bytes: &mut [u8]) -> Resul
             for j in 0..q {
                 let src = &rows4[j * rb + g * group_bytes..j * rb + (g + 1) * group_bytes];
                 for f in 0..header / 2 {
-                    dst[f * 2 * q + 2 * j..f * 2 * q + 2 * j + 2].copy_from_slice(&src[2 * f..2 * f + 2]);
+                    let at = field_at(f as u64, j as u64) as usize;
+                    dst[at..at + 2].copy_from_slice(&src[2 * f..2 * f + 2]);
                 }
                 for s in 0..group / 32 {
                     for v in 0..sub / 4 {
-                        let at = q * header + s * q * sub + 16 * v + 4 * j;
+                        let at = word_at(header as u64, sub as u64, s as u64, v as u64, j as u64) as usize;
                         let from = header + s * sub + 4 * v;
                         dst[at..at + 4].copy_from_slice(&src[from..from + 4]);
                     }

@@ -356,8 +356,8 @@ fn tile(
             let h = b.ins().sload16x4(ro(), gp, off);
             super::quant::half_to_f32_sext(b, h)
         };
-        let d = (l.header > 0).then(|| halves(b, 0));
-        let m = l.has_min().then(|| halves(b, 8));
+        let d = (l.header > 0).then(|| halves(b, crate::pack::field_at(0, 0) as i32));
+        let m = l.has_min().then(|| halves(b, crate::pack::field_at(1, 0) as i32));
         for s in 0..subs {
             let blk = b.ins().imul_imm_s(g, subs as i64);
             let blk = b.ins().iadd_imm_s(blk, s as i64);
@@ -387,7 +387,7 @@ fn tile(
                     RowBlock { codes, splat, start, da, da_sum }
                 })
                 .collect();
-            let cp = b.ins().iadd_imm_s(gp, quad * (l.header as i64 + s as i64 * l.sub_bytes as i64));
+            let (header, sub) = (l.header as u64, l.sub_bytes as u64);
             // Two accumulators per row (two dependency chains): the low nibbles' and int8
             // codes', and the high nibbles'.
             let mut lanes: Vec<Value> = xq.iter().map(|x| x.start).collect();
@@ -395,7 +395,9 @@ fn tile(
             let z = b.ins().splat(types::I32X4, z);
             let mut high = vec![z; rt];
             for v in 0..l.sub_bytes as usize / 4 {
-                let wv = b.ins().load(types::I8X16, ro(), cp, 16 * v as i32);
+                // Word `v` of the quad's four rows: one vector.
+                let at = crate::pack::word_at(header, sub, s, v as u64, 0) as i32;
+                let wv = b.ins().load(types::I8X16, ro(), gp, at);
                 if l.int4() {
                     let lo_mask = splat8(b, 0x0f);
                     let wl = b.ins().band(wv, lo_mask);

@@ -456,15 +456,15 @@ fn unpack_row(b: &mut FunctionBuilder, st: Storage, table: Value, id: Value, h: 
         let hs = b.addr(halves, g, quad * gb);
         let ws = b.addr(words, g, quad * gb);
         let d = b.addr(buf, g, gb);
-        for f in 0..header as i32 / 2 {
-            let v = b.ins().uload16(types::I32, ro(), hs, f * 2 * quad as i32);
-            b.ins().istore16(rw(), v, d, 2 * f);
+        for f in 0..header / 2 {
+            let v = b.ins().uload16(types::I32, ro(), hs, crate::pack::field_at(f, 0) as i32);
+            b.ins().istore16(rw(), v, d, 2 * f as i32);
         }
-        for s in 0..(group / 32) as i32 {
-            for v in 0..sub as i32 / 4 {
-                let at = quad as i32 * (header as i32 + s * sub as i32) + 16 * v;
+        for s in 0..group / 32 {
+            for v in 0..sub / 4 {
+                let at = crate::pack::word_at(header, sub, s, v, 0) as i32;
                 let x = b.ins().load(types::I32, ro(), ws, at);
-                b.ins().store(rw(), x, d, header as i32 + s * sub as i32 + 4 * v);
+                b.ins().store(rw(), x, d, (header + s * sub + 4 * v) as i32);
             }
         }
     });
