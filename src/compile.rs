@@ -267,8 +267,7 @@ pub fn compile_with(req: &CompileRequest, pkg: &Packaging, log: &mut dyn Write) 
             max_tokens,
             req.max_context,
             u64::from(manifest.vocab),
-            &layout.offsets,
-            layout.file_size,
+            &layout,
             object.len() as u64,
         );
         files.write(&req.out_dir.join(report::MARKDOWN), r.to_markdown().as_bytes())?;

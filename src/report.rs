@@ -115,8 +115,8 @@ pub struct Report {
     pub peak: PeakDram,
 }
 
-/// The report of a compiled graph. `weight_offsets` and `weights_size` are the weights file's
-/// layout; `object_size` the object's bytes; `vocab` the logits width.
+/// The report of a compiled graph. `layout` is the weights file's layout; `object_size` the
+/// object's bytes; `vocab` the logits width.
 #[allow(clippy::too_many_arguments)]
 pub fn build(
     g: &Graph,
@@ -125,15 +125,21 @@ pub fn build(
     max_tokens: u64,
     max_context: u64,
     vocab: u64,
-    weight_offsets: &[u64],
-    weights_size: u64,
+    layout: &edgec_backend::WeightsLayout,
     object_size: u64,
 ) -> Report {
+    let (weight_offsets, weights_size) = (&layout.offsets, layout.file_size);
+    // Norms that write int8 rows for the int8-activation matmuls reading them.
+    let to_int8 = edgec_backend::quantized_norms(g, &layout.packed);
     let mut uses: BTreeMap<String, KernelUse> = BTreeMap::new();
-    for n in &g.nodes {
-        let kernel = edgec_ir::text::op_to_string(&n.op);
+    for (n, &q) in g.nodes.iter().zip(&to_int8) {
+        let mut kernel = edgec_ir::text::op_to_string(&n.op);
         let op = n.op.name().to_string();
-        let fuses = fused_ops(&n.op);
+        let mut fuses = fused_ops(&n.op);
+        if q {
+            kernel += " -> int8 rows";
+            fuses = vec![op.clone(), "quantize (int8, blocks of 32)".into()];
+        }
         uses.entry(kernel.clone()).or_insert(KernelUse { kernel, op, nodes: 0, fuses }).nodes += 1;
     }
     let mut kernels: Vec<KernelUse> = uses.into_values().collect();

@@ -136,3 +136,34 @@ fn report_counts_q8_kv_state_bytes() {
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(md.contains(&format!("{kv} bytes (8.50 KiB), q8 rows.")), "{md}");
 }
+
+/// `--quant q8`: every norm of the llama fixture is read only by int8-activation matmuls, so
+/// each writes its rows as int8 blocks; the report lists that kernel as a norm fused with the
+/// quantization, and no norm as plain f32.
+#[test]
+fn report_names_norms_that_quantize_for_int8_matmuls() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let model = fixture("llama");
+    let o = edgec(&[
+        "compile",
+        model.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--max-context",
+        "64",
+        "--quant",
+        "q8",
+        "--emit",
+        "obj,weights,report",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let norms: Vec<&serde_json::Value> =
+        json["kernels"].as_array().unwrap().iter().filter(|k| k["op"] == "rms_norm").collect();
+    assert_eq!(norms.len(), 1, "{norms:?}");
+    assert_eq!(norms[0]["kernel"], "rms_norm(eps=1e-5) -> int8 rows");
+    assert_eq!(norms[0]["fuses"], serde_json::json!(["rms_norm", "quantize (int8, blocks of 32)"]));
+    assert_eq!(norms[0]["nodes"], 5, "two per layer and the final norm");
+}

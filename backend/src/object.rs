@@ -28,6 +28,10 @@ pub struct CompileOptions {
     /// The CPU-feature variants to emit (names as `edgec targets` lists them). The target's
     /// first variant, behind `NAME_forward`, is always among them.
     pub variants: Vec<&'static str>,
+    /// Norms read only by int8-activation matmuls write their rows quantized, once, instead of
+    /// every matmul task quantizing them (`norm_quant.rs`; bit-identical). On by default; off
+    /// only to compare against the unfused kernels.
+    pub quantize_in_norms: bool,
 }
 
 impl CompileOptions {
@@ -36,7 +40,7 @@ impl CompileOptions {
         let variants = Target::from_triple(&triple)
             .map(|t| t.variants().iter().filter(|v| v.available).map(|v| v.name).collect())
             .unwrap_or_default();
-        CompileOptions { triple, name: name.into(), variants }
+        CompileOptions { triple, name: name.into(), variants, quantize_in_norms: true }
     }
 
     /// Emits only the named variants. An unknown name, a variant that is not emitted yet, or a
@@ -184,6 +188,19 @@ pub fn emit_object_with(
                 }
             }
             _ => {}
+        }
+    }
+    // Norms read only by int8-activation matmuls quantize their rows for them (`norm_quant.rs`).
+    if opts.quantize_in_norms {
+        let fused = crate::norm_quant::quantized_norms(g, &layout.packed);
+        for (i, (s, node)) in specs.iter_mut().zip(&g.nodes).enumerate() {
+            match s {
+                KernelSpec::RmsNorm { to_int8, .. } | KernelSpec::LayerNorm { to_int8, .. } => *to_int8 = fused[i],
+                KernelSpec::MatMulTI8 { quantized_x, .. } => {
+                    *quantized_x = matches!(node.args[0], ValueRef::Node(j) if fused[j as usize])
+                }
+                _ => {}
+            }
         }
     }
     check_bounds(g, &sig)?;

@@ -12,7 +12,7 @@ mod general;
 pub(crate) mod group;
 mod matmul;
 mod norm;
-mod qdot;
+pub(crate) mod qdot;
 mod quant;
 mod rope;
 
@@ -71,15 +71,18 @@ pub(crate) enum KernelSpec {
     MatMulT { k: u64, n: u64, w: Storage, up: Storage, ep: Epilogue },
     /// [`KernelSpec::MatMulT`] for int8 and int4 weights with int8 activations (`qdot.rs`),
     /// its integer products built as `dot` (see [`KernelSpec::int8_twin`]); task = a block of
-    /// [`qdot::cols_per_task`] output columns.
-    MatMulTI8 { k: u64, n: u64, w: Storage, up: Storage, ep: Epilogue, dot: Dot },
+    /// [`qdot::cols_per_task`] output columns. `quantized_x`: `x` is a norm's result written
+    /// as quantized rows (`to_int8`), not f32.
+    MatMulTI8 { k: u64, n: u64, w: Storage, up: Storage, ep: Epilogue, dot: Dot, quantized_x: bool },
     /// `matmul` without transpose (`x[M,K]·B[K,N]`): task = 4 output columns, every row.
     MatMulN { k: u64, n: u64 },
     /// `rms_norm`: task = one row (normalized in groups of `group` features; `group == h` for
-    /// the whole row).
-    RmsNorm { h: u64, group: u64, eps: f32 },
-    /// `layer_norm`: task = one row.
-    LayerNorm { h: u64, eps: f32 },
+    /// the whole row). `to_int8`: the result is written as int8-activation rows
+    /// (`qdot::QRow`) for the int8-activation matmuls that are its only readers
+    /// ([`crate::norm_quant`]).
+    RmsNorm { h: u64, group: u64, eps: f32, to_int8: bool },
+    /// `layer_norm`: task = one row; `to_int8` as for `RmsNorm`.
+    LayerNorm { h: u64, eps: f32, to_int8: bool },
     /// `rope`: task = one row (all its heads).
     Rope { width: u64, head_dim: u64, rotary_dim: u64, interleaved: bool },
     /// `cache_write`: task = one written row (rounded to f16, or quantized to q8 blocks, as the
@@ -307,9 +310,9 @@ impl KernelSpec {
                 if group == 0 || rc.cols % group != 0 {
                     return Err(nerr("features must be a multiple of the norm group"));
                 }
-                KernelSpec::RmsNorm { h: rc.cols, group, eps: *eps }
+                KernelSpec::RmsNorm { h: rc.cols, group, eps: *eps, to_int8: false }
             }
-            Op::LayerNorm { eps } => KernelSpec::LayerNorm { h: rc.cols, eps: *eps },
+            Op::LayerNorm { eps } => KernelSpec::LayerNorm { h: rc.cols, eps: *eps, to_int8: false },
             Op::Rope { head_dim, rotary_dim, interleaved } => {
                 if node.args[3] != edgec_ir::ValueRef::Input(1) {
                     return Err(nerr("rope position must be the `pos` input"));
@@ -391,7 +394,7 @@ impl KernelSpec {
     pub fn int8_twin(&self, dot: Dot) -> Option<KernelSpec> {
         match *self {
             KernelSpec::MatMulT { k, n, w, up, ep } if qdot::supports(w, k) && (!ep.gated || up == w) => {
-                Some(KernelSpec::MatMulTI8 { k, n, w, up, ep, dot })
+                Some(KernelSpec::MatMulTI8 { k, n, w, up, ep, dot, quantized_x: false })
             }
             _ => None,
         }
@@ -402,10 +405,10 @@ impl KernelSpec {
     /// the baseline's kernel.
     pub fn in_variant(&self) -> Option<KernelSpec> {
         match *self {
-            KernelSpec::MatMulTI8 { k, n, w, up, ep, dot } => {
-                let dot = if dot == Dot::UnsignedMadd { Dot::Unsigned } else { dot };
-                Some(KernelSpec::MatMulTI8 { k, n, w, up, ep, dot })
+            KernelSpec::MatMulTI8 { dot: Dot::UnsignedMadd, k, n, w, up, ep, quantized_x } => {
+                Some(KernelSpec::MatMulTI8 { k, n, w, up, ep, dot: Dot::Unsigned, quantized_x })
             }
+            KernelSpec::MatMulTI8 { .. } => Some(self.clone()),
             _ => None,
         }
     }
@@ -423,7 +426,9 @@ impl KernelSpec {
             KernelSpec::MatMulTI8 { ep, .. } if !ep.is_none() => "linear_i8".into(),
             KernelSpec::MatMulTI8 { .. } => "matmul_t_i8".into(),
             KernelSpec::MatMulN { .. } => "matmul".into(),
+            KernelSpec::RmsNorm { to_int8: true, .. } => "rms_norm_i8".into(),
             KernelSpec::RmsNorm { .. } => "rms_norm".into(),
+            KernelSpec::LayerNorm { to_int8: true, .. } => "layer_norm_i8".into(),
             KernelSpec::LayerNorm { .. } => "layer_norm".into(),
             KernelSpec::Rope { .. } => "rope".into(),
             KernelSpec::CacheWrite { .. } => "cache_write".into(),
@@ -475,10 +480,12 @@ impl KernelSpec {
                 matmul::matmul_t(b, k, *kk, *n, *ep)
             }
             KernelSpec::MatMulT { k: kk, n, w, up, ep } => quant::matmul_tq(b, k, *kk, *n, [*w, *up], *ep),
-            KernelSpec::MatMulTI8 { k: kk, n, w, ep, dot, .. } => qdot::matmul_tq8(b, k, *kk, *n, *w, *dot, *ep),
+            KernelSpec::MatMulTI8 { k: kk, n, w, ep, dot, quantized_x, .. } => {
+                qdot::matmul_tq8(b, k, *kk, *n, *w, *dot, *ep, *quantized_x)
+            }
             KernelSpec::MatMulN { k: kk, n } => matmul::matmul_n(b, k, *kk, *n),
-            KernelSpec::RmsNorm { h, group, eps } => norm::rms_norm(b, k, *h, *group, *eps),
-            KernelSpec::LayerNorm { h, eps } => norm::layer_norm(b, k, *h, *eps),
+            KernelSpec::RmsNorm { h, group, eps, to_int8 } => norm::rms_norm(b, k, *h, *group, *eps, *to_int8),
+            KernelSpec::LayerNorm { h, eps, to_int8 } => norm::layer_norm(b, k, *h, *eps, *to_int8),
             KernelSpec::Rope { width, head_dim, rotary_dim, interleaved } => {
                 rope::rope(b, k, *width, *head_dim, *rotary_dim, *interleaved)
             }

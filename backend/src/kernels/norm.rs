@@ -1,6 +1,6 @@
 //! Row-wise kernels: `rms_norm`, `layer_norm`, `softmax`, reductions over the last axis.
 
-use super::{Ext, Kargs, each_chunk, each_task, fold_row, ro, rw};
+use super::{Ext, Kargs, each_chunk, each_task, fold_row, qdot, ro, rw};
 use crate::math;
 use cranelift_codegen::ir::{InstBuilder, Value, types};
 use cranelift_frontend::FunctionBuilder;
@@ -8,14 +8,26 @@ use edgec_ir::ReduceOp;
 
 /// Lowers `rms_norm`: task = one row of `h` features, normalized in groups of `group` features
 /// (`group == h` for the whole row); `x / sqrt(mean(x²) + eps) * weight`, with the weight of
-/// length `group` reused by every group.
-pub(crate) fn rms_norm(b: &mut FunctionBuilder, k: &Kargs, h: u64, group: u64, eps: f32) {
+/// length `group` reused by every group. `to_int8` (whole rows only): the row is written as
+/// int8-activation blocks ([`to_int8_row`]).
+pub(crate) fn rms_norm(b: &mut FunctionBuilder, k: &Kargs, h: u64, group: u64, eps: f32, to_int8: bool) {
     let x = k.ptr(b, 0);
     let w = k.ptr(b, 1);
     let out = k.ptr(b, 2);
     let groups = h / group;
     each_task(b, k, |b, t| {
         let xrow = b.addr(x, t, h as i64 * 4);
+        if to_int8 {
+            debug_assert_eq!(group, h);
+            let inv = rms_inverse(b, xrow, h, eps);
+            let invv = b.ins().splat(super::F32X4, inv);
+            return to_int8_row(b, out, t, h, |b, off| {
+                let v = load_at(b, xrow, off);
+                let wv = load_at(b, w, off);
+                let r = b.ins().fmul(v, invv);
+                b.ins().fmul(r, wv)
+            });
+        }
         let orow = b.addr(out, t, h as i64 * 4);
         let lo = b.c64(0);
         let hi = b.c64(groups as i64);
@@ -28,8 +40,8 @@ pub(crate) fn rms_norm(b: &mut FunctionBuilder, k: &Kargs, h: u64, group: u64, e
     });
 }
 
-/// One normalized span of `h` features at `xr`, written to `or`.
-fn rms_norm_span(b: &mut FunctionBuilder, xr: Value, w: Value, or: Value, h: u64, eps: f32) {
+/// `1 / sqrt(mean(x²) + eps)` over the `h` features at `xr`.
+fn rms_inverse(b: &mut FunctionBuilder, xr: Value, h: u64, eps: f32) -> Value {
     let ss = fold_row(b, h, false, |b, off, ty| {
         let a = b.ins().iadd(xr, off);
         let v = b.ins().load(ty, ro(), a, 0);
@@ -41,7 +53,44 @@ fn rms_norm_span(b: &mut FunctionBuilder, xr: Value, w: Value, or: Value, h: u64
     let d = b.ins().fadd(mean, e);
     let s = b.ins().sqrt(d);
     let one = math::fconst(b, types::F32, 1.0);
-    let inv = b.ins().fdiv(one, s);
+    b.ins().fdiv(one, s)
+}
+
+/// The f32x4 at byte offset `off` of `p`.
+fn load_at(b: &mut FunctionBuilder, p: Value, off: Value) -> Value {
+    let a = b.ins().iadd(p, off);
+    b.ins().load(super::F32X4, ro(), a, 0)
+}
+
+/// Writes row `t` of `out` as quantized activation rows (`qdot::QRow`), block by block: `value(b,
+/// byte_offset)` gives the normalized f32x4 at that offset of the row, computed exactly as the
+/// f32 kernel computes it, so the codes are those a matmul would quantize from the f32 row.
+fn to_int8_row(
+    b: &mut FunctionBuilder,
+    out: Value,
+    t: Value,
+    h: u64,
+    mut value: impl FnMut(&mut FunctionBuilder, Value) -> Value,
+) {
+    let row = qdot::QRow::at(b, out, t, h);
+    let lo = b.c64(0);
+    let hi = b.c64((h / qdot::BLOCK) as i64);
+    b.for_range(lo, hi, 1, |b, blk| {
+        let base = b.ins().imul_imm_s(blk, qdot::BLOCK as i64 * 4);
+        let v: Vec<Value> = (0..8)
+            .map(|j| {
+                let off = b.ins().iadd_imm_s(base, 16 * j);
+                value(b, off)
+            })
+            .collect();
+        let amax = qdot::block_amax(b, &v);
+        qdot::quantize_block(b, &v, amax, row, blk, None);
+    });
+}
+
+/// One normalized span of `h` features at `xr`, written to `or`.
+fn rms_norm_span(b: &mut FunctionBuilder, xr: Value, w: Value, or: Value, h: u64, eps: f32) {
+    let inv = rms_inverse(b, xr, h, eps);
     let invv = b.ins().splat(super::F32X4, inv);
     each_chunk(b, h, |b, off, ty| {
         let a = b.ins().iadd(xr, off);
@@ -57,8 +106,9 @@ fn rms_norm_span(b: &mut FunctionBuilder, xr: Value, w: Value, or: Value, h: u64
 }
 
 /// Lowers `layer_norm`: task = one row; mean pass, variance pass (of `x - mean`), then
-/// `(x - mean) / sqrt(var + eps) * weight + bias`.
-pub(crate) fn layer_norm(b: &mut FunctionBuilder, k: &Kargs, h: u64, eps: f32) {
+/// `(x - mean) / sqrt(var + eps) * weight + bias`. `to_int8`: the row is written as
+/// int8-activation blocks ([`to_int8_row`]).
+pub(crate) fn layer_norm(b: &mut FunctionBuilder, k: &Kargs, h: u64, eps: f32, to_int8: bool) {
     let x = k.ptr(b, 0);
     let w = k.ptr(b, 1);
     let bias = k.ptr(b, 2);
@@ -86,6 +136,16 @@ pub(crate) fn layer_norm(b: &mut FunctionBuilder, k: &Kargs, h: u64, eps: f32) {
         let one = math::fconst(b, types::F32, 1.0);
         let inv = b.ins().fdiv(one, s);
         let invv = b.ins().splat(super::F32X4, inv);
+        if to_int8 {
+            return to_int8_row(b, out, t, h, |b, off| {
+                let v = load_at(b, xr, off);
+                let c = b.ins().fsub(v, meanv);
+                let r = b.ins().fmul(c, invv);
+                let wv = load_at(b, w, off);
+                let bv = load_at(b, bias, off);
+                b.ins().fma(r, wv, bv)
+            });
+        }
         each_chunk(b, h, |b, off, ty| {
             let vec = ty.is_vector();
             let a = b.ins().iadd(xr, off);

@@ -28,7 +28,8 @@
 //! of rows, the rows are quantized into a stack buffer, then `rows × 4` tiles run over the
 //! task's columns (once per `linear` epilogue pass). Quantization is repeated per task, so tasks
 //! are wide when there are enough of them (one row in decode would otherwise be quantized again
-//! for every 16 columns).
+//! for every 16 columns). A norm whose every reader is such a matmul quantizes its rows itself,
+//! once (`norm.rs`, [`QRow`]'s layout), and its matmuls (`quantized_x`) read them directly.
 
 use super::epilogue::{Epilogue, MatMulArgs, Pass};
 use super::{Ext, F32X4, Kargs, MATMUL_COLS_PER_TASK, SLOT_ROWS, each_task, ro, rw};
@@ -42,8 +43,8 @@ use edgec_ir::Storage;
 
 /// Elements per activation block.
 pub(crate) const BLOCK: u64 = 32;
-/// Largest K with an int8 twin: two quantized rows (codes, scales, sums) and one row's splat
-/// words live on the stack, about 6·K bytes (96 KiB at this bound).
+/// Largest K with an int8 twin: two quantized rows ([`row_bytes`]) and one row's splat words
+/// live on the stack, 7·K bytes (112 KiB at this bound).
 pub(crate) const MAX_K: u64 = 16384;
 
 /// The integer dot-product tree of a kernel. All three give the same i32 lanes.
@@ -157,122 +158,150 @@ impl Layout {
             _ => None,
         }
     }
-    /// Whether the kernel needs the activation sums `Σ a`.
-    fn needs_sums(&self, dot: Dot) -> bool {
-        self.offset(dot).is_some() || self.has_min()
-    }
 }
 
-/// The stack buffer one or two quantized rows live in: codes (`kk` bytes per row), block
-/// scales (f32 per block) and, when the layout needs `Σ a`, per block what the tiles need of
-/// it (the lanes' start `-offset · Σ a`, or `d_a · Σ a` for q4 with min).
-/// A row quantized alone (decode) also gets its code words splat (16 bytes per 4-byte word),
-/// so its tiles load each splat word instead of broadcasting it for every quad of columns.
+/// Bytes of a block record in a quantized row: `d_a` (f32), the lanes' starts `-8·Σ a` and
+/// `-128·Σ a` (i32), and `d_a·Σ a` (f32).
+pub(crate) const RECORD: u64 = 16;
+/// Record field offsets.
+const REC_SCALE: i32 = 0;
+const REC_DA_SUM: i32 = 12;
+fn rec_start(offset: i64) -> i32 {
+    if offset == 8 { 4 } else { 8 }
+}
+
+/// Bytes of one quantized activation row of `kk` elements: its `kk` int8 codes, then one
+/// [`RECORD`] per block of 32. At most 1.5 bytes per element, so a norm's f32 result buffer
+/// holds its rows quantized (`norm.rs`, when every reader is an int8-activation matmul).
+pub(crate) fn row_bytes(kk: u64) -> u64 {
+    kk + kk / BLOCK * RECORD
+}
+
+/// One quantized activation row: where its codes and its block records start.
 #[derive(Clone, Copy)]
-struct Scratch {
-    q: Value,
-    s: Value,
-    sum: Value,
-    splat: Value,
-    kk: u64,
+pub(crate) struct QRow {
+    codes: Value,
+    recs: Value,
 }
 
-impl Scratch {
-    fn blocks(&self) -> u64 {
-        self.kk / BLOCK
+impl QRow {
+    /// Row `row` of quantized rows of `kk` elements starting at `base`.
+    pub(crate) fn at(b: &mut FunctionBuilder, base: Value, row: Value, kk: u64) -> QRow {
+        let codes = b.addr(base, row, row_bytes(kk) as i64);
+        let recs = b.ins().iadd_imm_s(codes, kk as i64);
+        QRow { codes, recs }
     }
-    /// Row `r`'s codes, scales and sums pointers.
-    fn row(&self, b: &mut FunctionBuilder, r: usize) -> (Value, Value, Value) {
-        let r = r as i64;
-        let q = b.ins().iadd_imm_s(self.q, r * self.kk as i64);
-        let s = b.ins().iadd_imm_s(self.s, r * self.blocks() as i64 * 4);
-        let sum = b.ins().iadd_imm_s(self.sum, r * self.blocks() as i64 * 4);
-        (q, s, sum)
+    fn record(&self, b: &mut FunctionBuilder, blk: Value) -> Value {
+        b.addr(self.recs, blk, RECORD as i64)
     }
 }
-
 /// The 32 f32 at `p` as eight vectors, and their largest magnitude.
 pub(crate) fn load_block(b: &mut FunctionBuilder, p: Value) -> (Vec<Value>, Value) {
     let v: Vec<Value> = (0..8).map(|j| b.ins().load(F32X4, ro(), p, j * 16)).collect();
+    let amax = block_amax(b, &v);
+    (v, amax)
+}
+
+/// The largest magnitude of a block's eight vectors.
+pub(crate) fn block_amax(b: &mut FunctionBuilder, v: &[Value]) -> Value {
     let mut m = b.ins().fabs(v[0]);
     for &vj in &v[1..] {
         let a = b.ins().fabs(vj);
         m = b.ins().fmax(m, a);
     }
-    let amax = b.hmax(m);
-    (v, amax)
+    b.hmax(m)
 }
 
-/// Quantizes the `kk` f32 of `x` into row `r` of `sc`: int8 codes, block scales and (with
-/// `sums`) each block's `Σ a`, summed with the same tree as the dot products.
-fn quantize_row(b: &mut FunctionBuilder, x: Value, sc: &Scratch, r: usize, l: Layout, dot: Dot, splat: bool) {
-    let sums = l.needs_sums(dot);
-    let (q, s, sum) = sc.row(b, r);
+/// Quantizes block `blk` (eight vectors `v`, largest magnitude `amax`) into `row`: codes
+/// rounded to nearest even at scale `amax / 127`, and the block's record. With `splat`, the
+/// block's 4-byte code words are also stored splat (16 bytes each) there.
+pub(crate) fn quantize_block(
+    b: &mut FunctionBuilder,
+    v: &[Value],
+    amax: Value,
+    row: QRow,
+    blk: Value,
+    splat: Option<Value>,
+) {
+    let k127 = math::fconst(b, types::F32, 127.0);
+    let d = b.ins().fdiv(amax, k127);
+    let inv = b.ins().fdiv(k127, amax);
+    let zero = math::fconst(b, types::F32, 0.0);
+    let pos = b.ins().fcmp(FloatCC::GreaterThan, amax, zero);
+    let inv = b.ins().select(pos, inv, zero);
+    let rec = row.record(b, blk);
+    b.ins().store(rw(), d, rec, REC_SCALE);
+    let invv = b.ins().splat(F32X4, inv);
+    let ints: Vec<Value> = v
+        .iter()
+        .map(|&vj| {
+            let y = b.ins().fmul(vj, invv);
+            let y = b.ins().nearest(y);
+            b.ins().fcvt_to_sint_sat(types::I32X4, y)
+        })
+        .collect();
+    let qp = b.addr(row.codes, blk, BLOCK as i64);
+    let mut q8 = [ints[0]; 2];
+    for (h, q8h) in q8.iter_mut().enumerate() {
+        let a = b.ins().snarrow(ints[4 * h], ints[4 * h + 1]);
+        let c = b.ins().snarrow(ints[4 * h + 2], ints[4 * h + 3]);
+        *q8h = b.ins().snarrow(a, c);
+        b.ins().store(rw(), *q8h, qp, 16 * h as i32);
+    }
+    if let Some(sp) = splat {
+        store_splat(b, q8, sp, blk);
+    }
+    // `Σ a` of the codes (|y| < 127.5, so the narrowing never saturates and the i32 lanes are
+    // the codes).
+    let mut t = ints[0];
+    for &i in &ints[1..] {
+        t = b.ins().iadd(t, i);
+    }
+    let t = b.ins().iadd_pairwise(t, t);
+    let t = b.ins().iadd_pairwise(t, t);
+    let t = b.ins().extractlane(t, 0);
+    for off in [8, 128] {
+        let start = b.ins().imul_imm_s(t, -off);
+        b.ins().store(rw(), start, rec, rec_start(off));
+    }
+    let f = b.ins().fcvt_from_sint(types::F32, t);
+    let f = b.ins().fmul(d, f);
+    b.ins().store(rw(), f, rec, REC_DA_SUM);
+}
+
+/// Stores block `blk`'s code words (`q8`: its two halves) splat at `splat`.
+fn store_splat(b: &mut FunctionBuilder, q8: [Value; 2], splat: Value, blk: Value) {
+    let le = MemFlagsData::new().with_endianness(Endianness::Little);
+    let sp = b.addr(splat, blk, BLOCK as i64 * 4);
+    for (h, &q8h) in q8.iter().enumerate() {
+        let words = b.ins().bitcast(types::I32X4, le, q8h);
+        for j in 0..4 {
+            let w = b.ins().extractlane(words, j as u8);
+            let w = b.ins().splat(types::I32X4, w);
+            b.ins().store(rw(), w, sp, 16 * (4 * h + j) as i32);
+        }
+    }
+}
+
+/// Quantizes the `kk` f32 of `x` into `row` (and, with `splat`, its splat words).
+fn quantize_row(b: &mut FunctionBuilder, x: Value, row: QRow, kk: u64, splat: Option<Value>) {
     let lo = b.c64(0);
-    let hi = b.c64(sc.blocks() as i64);
+    let hi = b.c64((kk / BLOCK) as i64);
     b.for_range(lo, hi, 1, |b, blk| {
         let xp = b.addr(x, blk, BLOCK as i64 * 4);
         let (v, amax) = load_block(b, xp);
-        let k127 = math::fconst(b, types::F32, 127.0);
-        let d = b.ins().fdiv(amax, k127);
-        let inv = b.ins().fdiv(k127, amax);
-        let zero = math::fconst(b, types::F32, 0.0);
-        let pos = b.ins().fcmp(FloatCC::GreaterThan, amax, zero);
-        let inv = b.ins().select(pos, inv, zero);
-        let sp = b.addr(s, blk, 4);
-        b.ins().store(rw(), d, sp, 0);
-        let invv = b.ins().splat(F32X4, inv);
-        let ints: Vec<Value> = v
-            .iter()
-            .map(|&vj| {
-                let y = b.ins().fmul(vj, invv);
-                let y = b.ins().nearest(y);
-                b.ins().fcvt_to_sint_sat(types::I32X4, y)
-            })
-            .collect();
-        let qp = b.addr(q, blk, BLOCK as i64);
-        let mut q8 = [ints[0]; 2];
-        for (h, q8h) in q8.iter_mut().enumerate() {
-            let a = b.ins().snarrow(ints[4 * h], ints[4 * h + 1]);
-            let c = b.ins().snarrow(ints[4 * h + 2], ints[4 * h + 3]);
-            *q8h = b.ins().snarrow(a, c);
-            b.ins().store(rw(), *q8h, qp, 16 * h as i32);
-        }
-        if splat {
-            let le = MemFlagsData::new().with_endianness(Endianness::Little);
-            let sp = b.addr(sc.splat, blk, BLOCK as i64 * 4);
-            for (h, &q8h) in q8.iter().enumerate() {
-                let words = b.ins().bitcast(types::I32X4, le, q8h);
-                for j in 0..4 {
-                    let w = b.ins().extractlane(words, j as u8);
-                    let w = b.ins().splat(types::I32X4, w);
-                    b.ins().store(rw(), w, sp, 16 * (4 * h + j) as i32);
-                }
-            }
-        }
-        if sums {
-            let one = b.ins().iconst(types::I8, 1);
-            let ones = b.ins().splat(types::I8X16, one);
-            let z = b.ins().iconst(types::I32, 0);
-            let z = b.ins().splat(types::I32X4, z);
-            let t = dot4(b, dot, q8[0], ones, z);
-            let t = dot4(b, dot, q8[1], ones, t);
-            let t = b.ins().iadd_pairwise(t, t);
-            let t = b.ins().iadd_pairwise(t, t);
-            let t = b.ins().extractlane(t, 0);
-            // What the tiles need of it: the lanes' start `-offset · Σ a` (i32), or for q4
-            // with min `d_a · Σ a` (f32).
-            let v = match l.offset(dot) {
-                Some(off) => b.ins().imul_imm_s(t, -off),
-                None => {
-                    let f = b.ins().fcvt_from_sint(types::F32, t);
-                    let f = b.ins().fmul(d, f);
-                    b.ins().bitcast(types::I32, MemFlagsData::new(), f)
-                }
-            };
-            let p = b.addr(sum, blk, 4);
-            b.ins().store(rw(), v, p, 0);
-        }
+        quantize_block(b, &v, amax, row, blk, splat);
+    });
+}
+
+/// Stores the code words of an already quantized `row` splat at `splat`.
+fn splat_row(b: &mut FunctionBuilder, row: QRow, kk: u64, splat: Value) {
+    let lo = b.c64(0);
+    let hi = b.c64((kk / BLOCK) as i64);
+    b.for_range(lo, hi, 1, |b, blk| {
+        let qp = b.addr(row.codes, blk, BLOCK as i64);
+        let q8 = [0, 16].map(|off| b.ins().load(types::I8X16, ro(), qp, off));
+        store_splat(b, q8, splat, blk);
     });
 }
 
@@ -304,9 +333,10 @@ impl RowBlock {
     }
 }
 
-/// Loads from the quantized-row scratch. It is written only by `quantize_row`, in loops that
-/// finish before the tile loops reading it start, and every read's address depends on the
-/// tile's block index, so no load can move above those stores: the loads may be marked
+/// Loads of quantized rows and splat words. The stack copies are written only by
+/// `quantize_row`/`splat_row`, in loops that finish before the tile loops reading them start,
+/// and every read's address depends on the tile's block index, so no load can move above those
+/// stores (a norm's quantized rows were written by an earlier launch): the loads may be marked
 /// read-only, which lets Cranelift schedule each next to its use instead of keeping every
 /// word of a block live (measured: a quarter fewer instructions per tile, no spills).
 fn scratch() -> MemFlagsData {
@@ -323,21 +353,21 @@ fn tile(
     b: &mut FunctionBuilder,
     l: Layout,
     dot: Dot,
-    sc: &Scratch,
+    rows: &[QRow],
+    splat: Option<Value>,
+    kk: u64,
     a: &MatMulArgs,
     pass: Pass,
     w: Value,
     row0: Value,
     col0: Value,
-    rt: usize,
     n: u64,
 ) {
-    let kk = sc.kk;
+    let rt = rows.len();
     let rb = l.st.row_bytes(kk).expect("checked by the layout") as i64;
     let quad = crate::pack::QUAD as i64;
     let subs = l.group / BLOCK;
     let qp = b.addr(w, col0, rb);
-    let rows: Vec<(Value, Value, Value)> = (0..rt).map(|r| sc.row(b, r)).collect();
     let zero = math::fconst(b, F32X4, 0.0);
     let acc: Vec<Variable> = (0..rt)
         .map(|_| {
@@ -363,27 +393,28 @@ fn tile(
             let blk = b.ins().iadd_imm_s(blk, s as i64);
             let xq: Vec<RowBlock> = rows
                 .iter()
-                .map(|&(q, sp, sump)| {
-                    let codes = b.addr(q, blk, BLOCK as i64);
-                    let splat = (rt == 1).then(|| b.addr(sc.splat, blk, BLOCK as i64 * 4));
-                    let sp = b.addr(sp, blk, 4);
-                    let xs = b.ins().load(types::F32, scratch(), sp, 0);
-                    // The block's start or `d_a · Σ a`, splat (loaded as an f32: one broadcast).
-                    let sum = l.needs_sums(dot).then(|| {
-                        let p = b.addr(sump, blk, 4);
-                        let x = b.ins().load(types::F32, scratch(), p, 0);
+                .map(|row| {
+                    let codes = b.addr(row.codes, blk, BLOCK as i64);
+                    let splat = splat.map(|sp| b.addr(sp, blk, BLOCK as i64 * 4));
+                    let rec = row.record(b, blk);
+                    // Record fields are loaded as f32s: one broadcast each.
+                    let field = |b: &mut FunctionBuilder, at: i32| {
+                        let x = b.ins().load(types::F32, scratch(), rec, at);
                         b.ins().splat(F32X4, x)
-                    });
+                    };
+                    let da = field(b, REC_SCALE);
                     let le = MemFlagsData::new().with_endianness(Endianness::Little);
-                    let start = match (l.offset(dot), sum) {
-                        (Some(_), Some(sum)) => b.ins().bitcast(types::I32X4, le, sum),
-                        _ => {
+                    let start = match l.offset(dot) {
+                        Some(off) => {
+                            let x = field(b, rec_start(off));
+                            b.ins().bitcast(types::I32X4, le, x)
+                        }
+                        None => {
                             let z = b.ins().iconst(types::I32, 0);
                             b.ins().splat(types::I32X4, z)
                         }
                     };
-                    let da = b.ins().splat(F32X4, xs);
-                    let da_sum = sum.filter(|_| l.has_min());
+                    let da_sum = l.has_min().then(|| field(b, REC_DA_SUM));
                     RowBlock { codes, splat, start, da, da_sum }
                 })
                 .collect();
@@ -473,26 +504,32 @@ fn splat8(b: &mut FunctionBuilder, v: i64) -> Value {
 }
 
 /// Lowers `matmul` (transpose_b) with int8 activations; `supports(st, kk)` must hold, `n` be
-/// a multiple of 4 and the weights packed (`pack.rs`).
-pub(crate) fn matmul_tq8(b: &mut FunctionBuilder, k: &Kargs, kk: u64, n: u64, st: Storage, dot: Dot, ep: Epilogue) {
+/// a multiple of 4 and the weights packed (`pack.rs`). With `quantized_x`, `x` holds quantized
+/// rows ([`row_bytes`] each, written by a norm) instead of f32 ones.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn matmul_tq8(
+    b: &mut FunctionBuilder,
+    k: &Kargs,
+    kk: u64,
+    n: u64,
+    st: Storage,
+    dot: Dot,
+    ep: Epilogue,
+    quantized_x: bool,
+) {
     debug_assert!(supports(st, kk) && n.is_multiple_of(crate::pack::QUAD));
     let l = Layout::of(st);
-    let sums = l.needs_sums(dot);
     let m = k.slot(b, SLOT_ROWS);
     let a = MatMulArgs::load(b, k, ep, n);
     let x = a.x;
-    let blocks = kk / BLOCK;
     let slot = |b: &mut FunctionBuilder, bytes: u64| {
         let ss = b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, bytes.max(16) as u32, 4));
         b.ins().stack_addr(types::I64, ss, 0)
     };
-    let sc = Scratch {
-        q: slot(b, 2 * kk),
-        s: slot(b, 2 * blocks * 4),
-        sum: slot(b, if sums { 2 * blocks * 4 } else { 0 }),
-        splat: slot(b, 4 * kk),
-        kk,
-    };
+    // Two rows quantized by this task (unless `x` is quantized already), and one row's splat
+    // code words (decode).
+    let own = (!quantized_x).then(|| slot(b, 2 * row_bytes(kk)));
+    let splat = slot(b, 4 * kk);
     let m2 = b.ins().band_imm_s(m, !1);
     let cols = cols_per_task(n) as i64;
     each_task(b, k, |b, t| {
@@ -502,14 +539,28 @@ pub(crate) fn matmul_tq8(b: &mut FunctionBuilder, k: &Kargs, kk: u64, n: u64, st
         let over = b.ins().icmp(IntCC::SignedGreaterThan, c1, nn);
         let c1 = b.ins().select(over, nn, c1);
         let rows = |b: &mut FunctionBuilder, row: Value, rt: usize| {
-            for r in 0..rt {
-                let xr = b.ins().iadd_imm_s(row, r as i64);
-                let xr = b.addr(x, xr, kk as i64 * 4);
-                quantize_row(b, xr, &sc, r, l, dot, rt == 1);
+            let splat = (rt == 1).then_some(splat);
+            let qrows: Vec<QRow> = (0..rt)
+                .map(|r| {
+                    let xr = b.ins().iadd_imm_s(row, r as i64);
+                    match own {
+                        None => QRow::at(b, x, xr, kk),
+                        Some(base) => {
+                            let r = b.c64(r as i64);
+                            let q = QRow::at(b, base, r, kk);
+                            let xp = b.addr(x, xr, kk as i64 * 4);
+                            quantize_row(b, xp, q, kk, splat);
+                            q
+                        }
+                    }
+                })
+                .collect();
+            if let (None, Some(sp)) = (own, splat) {
+                splat_row(b, qrows[0], kk, sp);
             }
             for (pass, w) in a.passes() {
                 b.for_range(c0, c1, crate::pack::QUAD as i64, |b, col| {
-                    tile(b, l, dot, &sc, &a, pass, w, row, col, rt, n)
+                    tile(b, l, dot, &qrows, splat, kk, &a, pass, w, row, col, n)
                 });
             }
         };

@@ -180,10 +180,22 @@ pub fn object_for(
     triple: target_lexicon::Triple,
     dir: &Path,
 ) -> (Vec<u8>, ModelInfo, WeightsLayout) {
+    object_with(g, name, triple, dir, |_| {})
+}
+
+/// [`object_for`] with options changed by `tweak`.
+pub fn object_with(
+    g: &Graph,
+    name: &str,
+    triple: target_lexicon::Triple,
+    dir: &Path,
+    tweak: impl FnOnce(&mut CompileOptions),
+) -> (Vec<u8>, ModelInfo, WeightsLayout) {
     let plan = test_plan(g);
     let (layout, hash, _) = weights_file(g, dir);
     let info = model_info(g, &plan, &layout, hash).unwrap();
-    let opts = CompileOptions::new(triple, name.to_string());
+    let mut opts = CompileOptions::new(triple, name.to_string());
+    tweak(&mut opts);
     let obj = emit_object(g, &plan, &layout, &info, &opts).unwrap_or_else(|e| panic!("emit_object: {e}"));
     std::fs::write(dir.join("model.h"), c_header(g, &info, &opts)).unwrap();
     (obj, info, layout)
@@ -191,8 +203,13 @@ pub fn object_for(
 
 /// Compiles `g` for x86_64, links a shared object and loads it.
 pub fn compile(g: Graph) -> Model {
+    compile_with(g, |_| {})
+}
+
+/// [`compile`] with options changed by `tweak`.
+pub fn compile_with(g: Graph, tweak: impl FnOnce(&mut CompileOptions)) -> Model {
     let dir = tempfile::tempdir().unwrap();
-    let (object, info, layout) = object_for(&g, "model", x86(), dir.path());
+    let (object, info, layout) = object_with(&g, "model", x86(), dir.path(), tweak);
     let o = dir.path().join("model.o");
     std::fs::write(&o, &object).unwrap();
     let so = dir.path().join("model.so");
@@ -334,8 +351,17 @@ pub fn run_aarch64(g: &Graph, calls: &[(Vec<i32>, u32)]) -> Vec<f32> {
 
 /// [`run_aarch64`], also returning the state block after the last call.
 pub fn run_aarch64_with_state(g: &Graph, calls: &[(Vec<i32>, u32)]) -> (Vec<f32>, Vec<u8>) {
+    run_aarch64_with(g, calls, |_| {})
+}
+
+/// [`run_aarch64_with_state`] with options changed by `tweak`.
+pub fn run_aarch64_with(
+    g: &Graph,
+    calls: &[(Vec<i32>, u32)],
+    tweak: impl FnOnce(&mut CompileOptions),
+) -> (Vec<f32>, Vec<u8>) {
     let dir = tempfile::tempdir().unwrap();
-    let (obj, _, _) = object_for(g, "model", arm64(), dir.path());
+    let (obj, _, _) = object_with(g, "model", arm64(), dir.path(), tweak);
     let o = dir.path().join("model.o");
     std::fs::write(&o, obj).unwrap();
     let exe = dir.path().join("run_model");
