@@ -111,8 +111,9 @@ fn int4_weights() {
     }
 }
 
-/// Wide outputs get wide tasks (one row would otherwise be quantized per 16 columns): 32
-/// columns per task here, the last task a single quad of columns.
+/// Wide outputs get wide tasks (one row would otherwise be quantized per 16 columns): 64
+/// columns per task for 772 (the last task a single quad of columns), 128 for 1604 (the last
+/// 17 quads).
 #[test]
 fn wide_tasks() {
     check(64, 772, Storage::Q4G { group: 32, min: false }, 7);

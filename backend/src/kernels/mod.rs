@@ -453,7 +453,9 @@ impl KernelSpec {
     pub fn tasks(&self) -> Tasks {
         match self {
             KernelSpec::MatMulT { n, .. } => Tasks::Static(n.div_ceil(MATMUL_COLS_PER_TASK)),
-            KernelSpec::MatMulTI8 { n, .. } => Tasks::Static(n.div_ceil(qdot::cols_per_task(*n))),
+            KernelSpec::MatMulTI8 { n, quantized_x, .. } => {
+                Tasks::Static(n.div_ceil(qdot::cols_per_task(*n, !quantized_x)))
+            }
             KernelSpec::MatMulN { n, .. } => Tasks::Static(n.div_ceil(4)),
             KernelSpec::Attention { heads, kv_heads, .. } => {
                 Tasks::RowsTimes(heads / attention::heads_per_task(*heads, *kv_heads))
