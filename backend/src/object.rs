@@ -202,6 +202,14 @@ pub fn emit_object_with(
                 _ => {}
             }
         }
+        // Quantized rows are readable only by those matmuls; any other kernel would take them
+        // for f32 values.
+        for (i, (s, node)) in specs.iter().zip(&g.nodes).enumerate() {
+            let reads_fused = node.args.iter().any(|a| matches!(a, ValueRef::Node(j) if fused[*j as usize]));
+            if reads_fused && !matches!(s, KernelSpec::MatMulTI8 { quantized_x: true, .. }) {
+                return Err(BackendError::node(g, i, "reads a norm's int8 rows but is not an int8-activation matmul"));
+            }
+        }
     }
     check_bounds(g, &sig)?;
 
