@@ -29,9 +29,7 @@ fn model(c: &mut Criterion) {
             passes: None,
             print_after: Vec::new(),
             emit_ir: false,
-            quant: Default::default(),
-            kv_dtype: Default::default(),
-            calibrate: None,
+            numerics: Default::default(),
         },
         &mut std::io::sink(),
     )

@@ -38,7 +38,7 @@ use crate::compile::{CompileRequest, compile};
 use crate::manifest::{self, BuildFlags, Manifest};
 use anyhow::{Context, Result, bail};
 use edgec_frontend::DecoderConfig;
-use edgec_ir::quant::{KvDtype, Preset};
+use edgec_ir::quant::{Activations, KvDtype, Preset};
 use edgec_passes::OptLevel;
 use serde_json::json;
 use std::path::PathBuf;
@@ -63,6 +63,9 @@ pub struct BenchRequest {
     pub quant: Option<Preset>,
     /// The KV cache's dtype for a checkpoint (`None`: f32); as `quant` for a compiled directory.
     pub kv_dtype: Option<KvDtype>,
+    /// How int8/int4-weight matmuls take activations for a checkpoint (`None`: int8); as
+    /// `quant` for a compiled directory.
+    pub activations: Option<Activations>,
     /// Positions the KV cache holds for a checkpoint (`None`: `prompt_len + gen_len`); with a
     /// compiled directory, only the one it was compiled with.
     pub max_context: Option<u64>,
@@ -260,6 +263,7 @@ impl BenchReport {
             "max_context": self.max_context,
             "quant": b.map(|b| b.quant.name()),
             "kv_dtype": b.map(|b| b.kv_dtype.name()),
+            "activations": b.map(|b| b.activations.name()),
             "int8_weight_share": b.map(|b| b.int8_weight_elements as f64 / b.weight_elements.max(1) as f64),
             "parameters": self.cost.as_ref().map(|c| c.parameters),
             "weights_file_bytes": self.weights_file_bytes,
@@ -308,10 +312,11 @@ impl BenchReport {
         match &self.build {
             Some(b) => {
                 s += &format!(
-                    ", --quant {} ({:.1}% of the weights int8/int4), --kv-dtype {}",
+                    ", --quant {} ({:.1}% of the weights int8/int4), --kv-dtype {}, --activations {}",
                     b.quant.name(),
                     100.0 * b.int8_weight_elements as f64 / b.weight_elements.max(1) as f64,
-                    b.kv_dtype.name()
+                    b.kv_dtype.name(),
+                    b.activations.name()
                 );
             }
             None => s += " (its edgec.json does not record --quant and --kv-dtype)",
@@ -360,7 +365,7 @@ impl BenchReport {
         s += &format!(" ({:.3} s for {} tokens)\n", self.prefill_seconds, self.prompt_len);
         s += "how      decode bytes = weights file less an untied embedding table's share (KV cache not counted); \
 prefill ops = 2 x multiplying weights x tokens + causal attention, compared with the int8 peak when most \
-weights are int8/int4 (their matmuls take int8 activations), else with the f32x4 FMA peak.\n";
+weights are int8/int4 and their matmuls take int8 activations, else with the f32x4 FMA peak.\n";
         s
     }
 }
@@ -418,6 +423,9 @@ checkpoint (omit --{flag}, or bench the checkpoint)"
     if let Some(k) = req.kv_dtype {
         refuse("kv-dtype", k.name(), m.build.as_ref().map(|b| b.kv_dtype.name()))?;
     }
+    if let Some(a) = req.activations {
+        refuse("activations", a.name(), m.build.as_ref().map(|b| b.activations.name()))?;
+    }
     Ok(())
 }
 
@@ -452,14 +460,19 @@ pub fn bench(req: &BenchRequest, log: &mut dyn std::io::Write) -> Result<BenchRe
         let cost = ModelCost::from_config(&cfg)?;
         let tmp =
             tempfile::Builder::new().prefix("edgec-bench-").tempdir().context("cannot create a temporary directory")?;
-        let quant = req.quant.unwrap_or_default();
-        let kv_dtype = req.kv_dtype.unwrap_or_default();
+        let numerics = crate::Numerics {
+            quant: req.quant.unwrap_or_default(),
+            kv_dtype: req.kv_dtype.unwrap_or_default(),
+            activations: req.activations.unwrap_or_default(),
+            calibrate: None,
+        };
         writeln!(
             log,
-            "compiling {} for the host (--quant {}, --kv-dtype {}, max context {max_context}, prefill in one call)",
+            "compiling {} for the host (--quant {}, --kv-dtype {}, --activations {}, max context {max_context}, prefill in one call)",
             req.model.display(),
-            quant.name(),
-            kv_dtype.name()
+            numerics.quant.name(),
+            numerics.kv_dtype.name(),
+            numerics.activations.name()
         )?;
         let t = Instant::now();
         let compiled = compile(
@@ -474,9 +487,7 @@ pub fn bench(req: &BenchRequest, log: &mut dyn std::io::Write) -> Result<BenchRe
                 passes: None,
                 print_after: Vec::new(),
                 emit_ir: false,
-                quant,
-                kv_dtype,
-                calibrate: None,
+                numerics,
             },
             &mut std::io::sink(),
         )?;
@@ -1098,6 +1109,7 @@ mod tests {
         let build = |quant, int8| BuildFlags {
             quant,
             kv_dtype: KvDtype::F32,
+            activations: Activations::Int8,
             weight_elements: 1_000_000,
             int8_weight_elements: int8,
         };

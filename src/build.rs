@@ -36,8 +36,7 @@ pub struct Build {
     target: Option<String>,
     out_dir: Option<PathBuf>,
     cargo_metadata: bool,
-    quant: edgec_ir::quant::Preset,
-    kv_dtype: edgec_ir::quant::KvDtype,
+    numerics: crate::Numerics,
 }
 
 /// What [`Build::try_compile`] produced.
@@ -76,8 +75,7 @@ impl Build {
             target: None,
             out_dir: None,
             cargo_metadata: true,
-            quant: edgec_ir::quant::Preset::F32,
-            kv_dtype: edgec_ir::quant::KvDtype::F32,
+            numerics: crate::Numerics::default(),
         }
     }
 
@@ -116,13 +114,19 @@ impl Build {
 
     /// How matmul weights and embedding tables are stored, as `--quant` (default f32).
     pub fn quant(&mut self, preset: edgec_ir::quant::Preset) -> &mut Build {
-        self.quant = preset;
+        self.numerics.quant = preset;
         self
     }
 
     /// The KV cache's element type, as `--kv-dtype` (default f32; f16; q8).
     pub fn kv_dtype(&mut self, kv: edgec_ir::quant::KvDtype) -> &mut Build {
-        self.kv_dtype = kv;
+        self.numerics.kv_dtype = kv;
+        self
+    }
+
+    /// How int8/int4-weight matmuls take their activations, as `--activations` (default int8).
+    pub fn activations(&mut self, a: edgec_ir::quant::Activations) -> &mut Build {
+        self.numerics.activations = a;
         self
     }
 
@@ -239,9 +243,7 @@ impl Build {
                 passes: None,
                 print_after: Vec::new(),
                 emit_ir: false,
-                quant: self.quant,
-                kv_dtype: self.kv_dtype,
-                calibrate: None,
+                numerics: self.numerics.clone(),
             };
             let emit = Emit { obj: false, staticlib: true, header: true, weights: !self.embed_weights, report: false };
             let pkg = Packaging { emit, embed_weights: self.embed_weights, cpu_variants: None };
@@ -267,14 +269,15 @@ impl Build {
     fn cache_key(&self, model: &Path, target: &edgec_backend::Target, name: &str) -> Result<String> {
         let mut h = blake3::Hasher::new();
         let opts = format!(
-            "edgec {} build cache 1\ntarget {target}\nname {name}\nmax_context {}\nmax_tokens {:?}\nopt {:?}\nembed {}\nquant {}\nkv {}\n",
+            "edgec {} build cache 1\ntarget {target}\nname {name}\nmax_context {}\nmax_tokens {:?}\nopt {:?}\nembed {}\nquant {}\nkv {}\nactivations {}\n",
             env!("CARGO_PKG_VERSION"),
             self.max_context,
             self.max_tokens,
             self.opt_level,
             self.embed_weights,
-            self.quant.name(),
-            self.kv_dtype.name()
+            self.numerics.quant.name(),
+            self.numerics.kv_dtype.name(),
+            self.numerics.activations.name()
         );
         h.update(opts.as_bytes());
         let mut files: Vec<PathBuf> = std::fs::read_dir(model)

@@ -29,13 +29,48 @@ pub struct CompileRequest {
     pub print_after: Vec<String>,
     /// Also write `NAME.ir` (the graph after passes) and `NAME.plan` (the memory plan).
     pub emit_ir: bool,
-    /// How matmul weights and embedding tables are stored (`--quant`); f32 by default.
+    /// How weights, the KV cache and activations are stored.
+    pub numerics: Numerics,
+}
+
+/// How a model's numbers are stored and multiplied: the choices `--quant`, `--kv-dtype`,
+/// `--activations` and `--calibrate` make. The default is f32 throughout.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Numerics {
+    /// How matmul weights and embedding tables are stored (`--quant`).
     pub quant: edgec_ir::quant::Preset,
-    /// The KV cache's element type (`--kv-dtype`); f32 by default.
+    /// The KV cache's element type (`--kv-dtype`).
     pub kv_dtype: edgec_ir::quant::KvDtype,
+    /// How int8/int4-weight matmuls take their activations (`--activations`; int8 by default).
+    pub activations: edgec_ir::quant::Activations,
     /// A calibration text (`--calibrate`): the f32 model runs over its first tokens in the
     /// interpreter, and `q4s` weighs each weight's error by its input's mean squares.
     pub calibrate: Option<PathBuf>,
+}
+
+impl Numerics {
+    /// `--quant PRESET`, the rest default.
+    pub fn quant(quant: edgec_ir::quant::Preset) -> Numerics {
+        Numerics { quant, ..Numerics::default() }
+    }
+
+    /// Whether any choice differs from the default (they apply only when compiling).
+    pub fn is_set(&self) -> bool {
+        *self != Numerics::default()
+    }
+
+    /// e.g. `q8`, `q4s, KV q8` or `q8, f32 activations`: the non-default choices after the
+    /// preset.
+    pub fn describe(&self) -> String {
+        let mut s = self.quant.name().to_string();
+        if self.kv_dtype != edgec_ir::quant::KvDtype::F32 {
+            s += &format!(", KV {}", self.kv_dtype.name());
+        }
+        if self.activations != edgec_ir::quant::Activations::default() {
+            s += &format!(", {} activations", self.activations.name());
+        }
+        s
+    }
 }
 
 /// What a compile produced.
@@ -176,24 +211,25 @@ pub fn compile_with(req: &CompileRequest, pkg: &Packaging, log: &mut dyn Write) 
     let (mut graph, timings) = build_graph(req, &load, log)?;
     graph.name = name.clone();
     let tokenizer = crate::tokenizer::for_model(&req.model)?;
-    if req.calibrate.is_some() && req.quant != edgec_ir::quant::Preset::Q4S {
-        bail!("--calibrate only applies to --quant q4s (got --quant {})", req.quant.name());
+    let num = &req.numerics;
+    if num.calibrate.is_some() && num.quant != edgec_ir::quant::Preset::Q4S {
+        bail!("--calibrate only applies to --quant q4s (got --quant {})", num.quant.name());
     }
-    if req.quant != edgec_ir::quant::Preset::F32 {
-        let stats = match &req.calibrate {
+    if num.quant != edgec_ir::quant::Preset::F32 {
+        let stats = match &num.calibrate {
             Some(text) => Some(crate::calibrate::calibrate(&graph, &req.model, text, &mut std::io::stderr())?),
             None => None,
         };
-        edgec_ir::quant::apply_preset_with(&mut graph, req.quant, stats.as_ref());
+        edgec_ir::quant::apply_preset_with(&mut graph, num.quant, stats.as_ref());
         edgec_ir::verify::verify(&graph).context("after --quant")?;
     }
-    if req.kv_dtype != edgec_ir::quant::KvDtype::F32 {
-        edgec_ir::quant::apply_kv_dtype(&mut graph, req.kv_dtype)?;
+    if num.kv_dtype != edgec_ir::quant::KvDtype::F32 {
+        edgec_ir::quant::apply_kv_dtype(&mut graph, num.kv_dtype)?;
         edgec_ir::verify::verify(&graph).context("after --kv-dtype")?;
     }
 
     let plan = plan_memory(&graph)?;
-    let layout = edgec_backend::layout_weights(&graph)?;
+    let layout = edgec_backend::layout_weights(&graph, num.activations)?;
 
     std::fs::create_dir_all(&req.out_dir)
         .with_context(|| format!("cannot create output directory {}", req.out_dir.display()))?;
@@ -236,7 +272,7 @@ pub fn compile_with(req: &CompileRequest, pkg: &Packaging, log: &mut dyn Write) 
         hash
     };
     bar.finish_and_clear();
-    manifest.build = Some(manifest::BuildFlags::new(req.quant, req.kv_dtype, &weight_stats));
+    manifest.build = Some(manifest::BuildFlags::new(num, &weight_stats));
     let info = edgec_backend::model_info(&graph, &plan, &layout, hash)?;
     let object = edgec_backend::emit_object_with(&graph, &plan, &layout, &info, &opts, image.as_deref())?;
     drop(image);

@@ -82,7 +82,7 @@ impl CompiledGraph {
         let dir =
             tempfile::Builder::new().prefix("edgec-graph-").tempdir().context("cannot create a temporary directory")?;
         let plan = plan_memory(g)?;
-        let layout = edgec_backend::layout_weights(g)?;
+        let layout = edgec_backend::layout_weights(g, Default::default())?;
         let wpath = dir.path().join(format!("{}.weights", g.name));
         let mut f = std::io::BufWriter::new(std::fs::File::create(&wpath)?);
         let hash = edgec_backend::write_weights(g, &layout, &mut f)?;

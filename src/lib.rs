@@ -25,6 +25,7 @@ pub mod synth;
 pub mod tokenizer;
 
 pub use build::{Build, Built};
-pub use compile::{CompileRequest, Compiled, Emit, Packaging, compile, compile_with};
-/// The storage choices a build script passes to [`Build::quant`] and [`Build::kv_dtype`].
-pub use edgec_ir::quant::{KvDtype, Preset as QuantPreset};
+pub use compile::{CompileRequest, Compiled, Emit, Numerics, Packaging, compile, compile_with};
+/// The choices a build script passes to [`Build::quant`], [`Build::kv_dtype`] and
+/// [`Build::activations`].
+pub use edgec_ir::quant::{Activations, KvDtype, Preset as QuantPreset};

@@ -80,7 +80,8 @@ forward call) and --gen-len decode steps, medians reported:\n  \
 decode:  X tok/s, Y GB/s = Z% of read bandwidth W GB/s    (weights file bytes per token)\n  \
 prefill: X tok/s, Y GOP/s = Z% of the <path> peak P GOP/s  (2 x weights x tokens + attention)\n\
 Prefill is compared with the int8 peak when most weights are int8/int4 (--quant q8, q8-g32, q4, \
-q4s, q4-g128; their matmuls take int8 activations), else with the f32x4 FMA peak.\n\n\
+q4s, q4-g128) and their matmuls take int8 activations (the default; not with --activations f32), \
+else with the f32x4 FMA peak.\n\n\
 Examples:\n  \
 edgec bench target/models/synth-llama-110m --quant q4s --threads 2 --repeats 3\n  \
 edgec bench CHECKPOINT --quant q4 --max-context 2304 --prompt-len 2048   # decode after a long prompt\n  \
@@ -182,6 +183,11 @@ struct BenchArgs {
     /// compile's). With a compiled OUTDIR, only the one its edgec.json records.
     #[arg(long, value_name = "DTYPE", value_parser = parse_kv_dtype)]
     kv_dtype: Option<edgec_ir::quant::KvDtype>,
+    /// How int8/int4-weight matmuls take their activations when compiling a checkpoint: int8
+    /// (default) or f32 (as compile's; with f32, prefill is compared with the f32 FMA peak).
+    /// With a compiled OUTDIR, only the one its edgec.json records.
+    #[arg(long, value_name = "TYPE", value_parser = parse_activations)]
+    activations: Option<edgec_ir::quant::Activations>,
     /// Positions the KV cache holds when compiling a checkpoint; at least --prompt-len +
     /// --gen-len (the default). Bench short and long prompts against the same cache size, e.g.
     /// `--max-context 2304` with `--prompt-len 128`, then with `--prompt-len 2048`. With a
@@ -281,6 +287,13 @@ struct QuantArgs {
     /// it; rows, kv_heads × head_dim, must be a multiple of 32).
     #[arg(long, value_name = "DTYPE", default_value = "f32", value_parser = parse_kv_dtype)]
     kv_dtype: edgec_ir::quant::KvDtype,
+    /// How matmuls with int8/int4 weights take their activations: int8 (default: each row is
+    /// quantized to int8 blocks of 32 on the fly and multiplied with integer dot products, the
+    /// fast path) or f32 (the weights are dequantized in registers and multiplied in f32: no
+    /// activation rounding, about half the logit error of int8 on small models, slower). The
+    /// same arithmetic in every CPU variant of both ISAs either way.
+    #[arg(long, value_name = "TYPE", default_value = "int8", value_parser = parse_activations)]
+    activations: edgec_ir::quant::Activations,
     /// With --quant q4s: a calibration text (UTF-8). The f32 model first runs over its first
     /// 512 tokens in the reference interpreter (about 1.5 min for SmolLM2-135M on 2 cores),
     /// recording each matmul input's mean square per feature, and each int4 group's scale is
@@ -291,9 +304,25 @@ struct QuantArgs {
     calibrate: Option<PathBuf>,
 }
 
+impl QuantArgs {
+    fn numerics(&self) -> edgec::Numerics {
+        edgec::Numerics {
+            quant: self.quant,
+            kv_dtype: self.kv_dtype,
+            activations: self.activations,
+            calibrate: self.calibrate.clone(),
+        }
+    }
+}
+
 fn parse_kv_dtype(s: &str) -> Result<edgec_ir::quant::KvDtype, String> {
     edgec_ir::quant::KvDtype::from_name(s)
         .ok_or_else(|| format!("'{s}' is not a KV cache dtype ({})", edgec_ir::quant::KvDtype::NAMES))
+}
+
+fn parse_activations(s: &str) -> Result<edgec_ir::quant::Activations, String> {
+    edgec_ir::quant::Activations::from_name(s)
+        .ok_or_else(|| format!("'{s}' is not an activation type ({})", edgec_ir::quant::Activations::NAMES))
 }
 
 fn parse_quant(s: &str) -> Result<edgec_ir::quant::Preset, String> {
@@ -496,6 +525,7 @@ fn execute(cli: Cli) -> Result<()> {
                 bandwidth_buffer: a.bandwidth_mib.map(|m| m << 20),
                 quant: a.quant,
                 kv_dtype: a.kv_dtype,
+                activations: a.activations,
                 max_context: a.max_context,
             };
             let report = edgec::bench::bench(&req, &mut std::io::stderr())?;
@@ -508,9 +538,9 @@ fn execute(cli: Cli) -> Result<()> {
         }
         Command::Perplexity(a) => {
             let compiled = a.model.join(edgec::manifest::FILE_NAME).is_file();
-            if compiled && a.quant.quant != edgec_ir::quant::Preset::F32 {
+            if compiled && a.quant.numerics().is_set() {
                 anyhow::bail!(
-                    "{} is already compiled; --quant applies only to checkpoints and GGUF files",
+                    "{} is already compiled; --quant, --kv-dtype, --activations and --calibrate apply only to checkpoints and GGUF files",
                     a.model.display()
                 );
             }
@@ -520,9 +550,7 @@ fn execute(cli: Cli) -> Result<()> {
                 ctx: a.ctx,
                 chunks: a.chunks,
                 threads: a.threads,
-                quant: a.quant.quant,
-                kv_dtype: a.quant.kv_dtype,
-                calibrate: a.quant.calibrate,
+                numerics: a.quant.numerics(),
                 linker: a.linker,
             };
             let report = edgec::perplexity::perplexity(&req, &mut std::io::stderr())?;
@@ -555,9 +583,7 @@ fn execute(cli: Cli) -> Result<()> {
                 passes: a.passes.passes,
                 print_after: a.passes.print_after,
                 emit_ir: a.emit_ir,
-                quant: a.quant.quant,
-                kv_dtype: a.quant.kv_dtype,
-                calibrate: a.quant.calibrate.clone(),
+                numerics: a.quant.numerics(),
             };
             let c = edgec::compile_with(&req, &packaging, &mut std::io::stderr())?;
             if a.time_passes {
@@ -633,9 +659,7 @@ fn execute(cli: Cli) -> Result<()> {
                 linker: a.linker,
                 runner: a.runner,
                 sampling: SamplerConfig { temperature: a.temperature, top_k: a.top_k, top_p: a.top_p, seed: a.seed },
-                quant: a.quant.quant,
-                kv_dtype: a.quant.kv_dtype,
-                calibrate: a.quant.calibrate.clone(),
+                numerics: a.quant.numerics(),
             };
             let (out, memory) = edgec::run::run_measured(&req)?;
             if a.memory {
@@ -708,9 +732,7 @@ fn chat(a: RunArgs) -> Result<()> {
         linker: a.linker,
         runner: a.runner,
         sampling: SamplerConfig { temperature: a.temperature, top_k: a.top_k, top_p: a.top_p, seed: a.seed },
-        quant: a.quant.quant,
-        kv_dtype: a.quant.kv_dtype,
-        calibrate: a.quant.calibrate.clone(),
+        numerics: a.quant.numerics(),
     };
     let next = move || if interactive { read_line() } else { Ok(None) };
     edgec::run::chat(&req, &template, &tokenizer, next, &mut std::io::stdout().lock())

@@ -26,6 +26,7 @@ pub struct Manifest {
 pub struct BuildFlags {
     pub quant: edgec_ir::quant::Preset,
     pub kv_dtype: edgec_ir::quant::KvDtype,
+    pub activations: edgec_ir::quant::Activations,
     /// Weight elements in the weights file, and those of them stored as int8 or int4 (`q8_c`,
     /// `q8_gG`, `q4s_gG`, `q4_gG`: the formats whose matmuls take int8 activations).
     pub weight_elements: u64,
@@ -33,22 +34,20 @@ pub struct BuildFlags {
 }
 
 impl BuildFlags {
-    /// Whether most weights are int8/int4, so that prefill's matmuls run on the int8 path.
+    /// Whether most weights are int8/int4 and their matmuls take int8 activations, so that
+    /// prefill's matmuls run on the int8 path.
     pub fn int8_matmuls(&self) -> bool {
-        2 * self.int8_weight_elements > self.weight_elements
+        self.activations == edgec_ir::quant::Activations::Int8 && 2 * self.int8_weight_elements > self.weight_elements
     }
 
     /// Counts `stats` (the weights file's tensors) into the flags.
-    pub fn new(
-        quant: edgec_ir::quant::Preset,
-        kv_dtype: edgec_ir::quant::KvDtype,
-        stats: &[edgec_backend::WeightStat],
-    ) -> BuildFlags {
+    pub fn new(numerics: &crate::Numerics, stats: &[edgec_backend::WeightStat]) -> BuildFlags {
         use edgec_ir::Storage;
         let int8 = |s: Storage| matches!(s, Storage::Q8C | Storage::Q8G { .. } | Storage::Q4G { .. });
         BuildFlags {
-            quant,
-            kv_dtype,
+            quant: numerics.quant,
+            kv_dtype: numerics.kv_dtype,
+            activations: numerics.activations,
             weight_elements: stats.iter().map(|w| w.elements).sum(),
             int8_weight_elements: stats.iter().filter(|w| int8(w.storage)).map(|w| w.elements).sum(),
         }
@@ -77,6 +76,7 @@ impl Manifest {
         if let (Some(b), Some(o)) = (&self.build, v.as_object_mut()) {
             o.insert("quant".into(), json!(b.quant.name()));
             o.insert("kv_dtype".into(), json!(b.kv_dtype.name()));
+            o.insert("activations".into(), json!(b.activations.name()));
             o.insert("weight_elements".into(), json!(b.weight_elements));
             o.insert("int8_weight_elements".into(), json!(b.int8_weight_elements));
         }
@@ -123,6 +123,14 @@ impl Manifest {
                     .with_context(|| format!("{}: field 'quant' = {quant:?} is not a preset", path.display()))?,
                 kv_dtype: edgec_ir::quant::KvDtype::from_name(&kv_dtype)
                     .with_context(|| format!("{}: field 'kv_dtype' = {kv_dtype:?} is not a dtype", path.display()))?,
+                // Written since `--activations`; directories from before took int8.
+                activations: match v.get("activations") {
+                    None => edgec_ir::quant::Activations::Int8,
+                    Some(a) => a
+                        .as_str()
+                        .and_then(edgec_ir::quant::Activations::from_name)
+                        .with_context(|| format!("{}: field 'activations' = {a} is not int8 or f32", path.display()))?,
+                },
                 weight_elements: u64_field("weight_elements")?,
                 int8_weight_elements: u64_field("int8_weight_elements")?,
             })

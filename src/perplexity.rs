@@ -176,12 +176,8 @@ pub struct PerplexityRequest {
     /// Score only the first K windows.
     pub chunks: Option<usize>,
     pub threads: usize,
-    /// For checkpoints and GGUF files: weight storage (`--quant`).
-    pub quant: edgec_ir::quant::Preset,
-    /// For checkpoints and GGUF files: the KV cache's element type (`--kv-dtype`).
-    pub kv_dtype: edgec_ir::quant::KvDtype,
-    /// For checkpoints and GGUF files: the calibration text (`--calibrate`).
-    pub calibrate: Option<PathBuf>,
+    /// For checkpoints and GGUF files: how weights, the KV cache and activations are stored.
+    pub numerics: crate::Numerics,
     pub linker: Option<String>,
 }
 
@@ -298,8 +294,7 @@ pub fn perplexity(req: &PerplexityRequest, progress: &mut dyn Write) -> Result<R
         if bos.is_some() { ", BOS first in each" } else { "" },
         if is_compiled(&req.model) { "loading the model" } else { "compiling the model" }
     )?;
-    let storage = (req.quant, req.kv_dtype, req.calibrate.as_deref());
-    let mut model = WindowModel::open(&req.model, req.ctx, storage, req.threads, req.linker.as_deref())?;
+    let mut model = WindowModel::open(&req.model, req.ctx, &req.numerics, req.threads, req.linker.as_deref())?;
     if model.vocab != tokenizer.vocab_size() {
         bail!(
             "{}: the tokenizer has {} tokens but the model's vocab is {}",
@@ -349,13 +344,7 @@ pub fn perplexity(req: &PerplexityRequest, progress: &mut dyn Write) -> Result<R
         bos,
         per_window,
         weights_bytes,
-        quant: if is_compiled(&req.model) {
-            "compiled".into()
-        } else if req.kv_dtype == edgec_ir::quant::KvDtype::F32 {
-            req.quant.name().into()
-        } else {
-            format!("{}, KV {}", req.quant.name(), req.kv_dtype.name())
-        },
+        quant: if is_compiled(&req.model) { "compiled".into() } else { req.numerics.describe() },
         seconds: started.elapsed().as_secs_f64(),
     })
 }
@@ -377,7 +366,7 @@ impl WindowModel {
     pub fn open(
         model: &std::path::Path,
         ctx: usize,
-        (quant, kv_dtype, calibrate): (edgec_ir::quant::Preset, edgec_ir::quant::KvDtype, Option<&std::path::Path>),
+        numerics: &crate::Numerics,
         threads: usize,
         linker: Option<&str>,
     ) -> Result<WindowModel> {
@@ -405,9 +394,7 @@ impl WindowModel {
             linker: linker.map(str::to_string),
             runner: None,
             sampling: edgec_runtime::SamplerConfig::default(),
-            quant,
-            kv_dtype,
-            calibrate: calibrate.map(std::path::Path::to_path_buf),
+            numerics: numerics.clone(),
         };
         let (scratch, dir, manifest) = crate::run::prepare(&run_req)?;
         crate::run::compiled_target(&run_req, &dir, &manifest)?;

@@ -140,6 +140,12 @@ pub fn build(
             kernel += " -> int8 rows";
             fuses = vec![op.clone(), "quantize (int8, blocks of 32)".into()];
         }
+        // A matmul reads its weight packed exactly when it takes int8 activations.
+        if matches!(n.op, edgec_ir::Op::MatMul { .. } | edgec_ir::Op::Linear { .. })
+            && matches!(n.args.get(1), Some(edgec_ir::ValueRef::Weight(w)) if layout.packed.get(*w as usize) == Some(&true))
+        {
+            kernel += " with int8 activations";
+        }
         uses.entry(kernel.clone()).or_insert(KernelUse { kernel, op, nodes: 0, fuses }).nodes += 1;
     }
     let mut kernels: Vec<KernelUse> = uses.into_values().collect();

@@ -1,6 +1,6 @@
 //! `edgec run`: compile if needed, link, run a prompt and greedy (or sampled) generation.
 
-use crate::compile::{CompileRequest, compile};
+use crate::compile::{CompileRequest, Numerics, compile};
 use crate::manifest::{self, Manifest};
 use anyhow::{Context, Result, bail};
 use edgec_passes::OptLevel;
@@ -26,12 +26,8 @@ pub struct RunRequest {
     pub runner: Option<String>,
     /// Greedy unless a temperature is set.
     pub sampling: SamplerConfig,
-    /// For checkpoints: how weights are stored (`--quant`).
-    pub quant: edgec_ir::quant::Preset,
-    /// For checkpoints: the KV cache's element type (`--kv-dtype`).
-    pub kv_dtype: edgec_ir::quant::KvDtype,
-    /// For checkpoints: the calibration text (`--calibrate`).
-    pub calibrate: Option<PathBuf>,
+    /// For checkpoints: how weights, the KV cache and activations are stored.
+    pub numerics: Numerics,
 }
 
 /// Logits of every prompt position and the generated ids.
@@ -222,12 +218,9 @@ pub(crate) fn prepare(req: &RunRequest) -> Result<(Option<tempfile::TempDir>, Pa
     let mut scratch = None;
     let (dir, manifest) = if req.model.join(manifest::FILE_NAME).is_file() {
         let m = Manifest::read(&req.model)?;
-        let storage_set = req.quant != edgec_ir::quant::Preset::F32
-            || req.kv_dtype != edgec_ir::quant::KvDtype::F32
-            || req.calibrate.is_some();
-        if req.max_context.is_some() || req.max_tokens.is_some() || storage_set {
+        if req.max_context.is_some() || req.max_tokens.is_some() || req.numerics.is_set() {
             bail!(
-                "{} is already compiled (max context {}); --max-context, --max-tokens, --quant, --kv-dtype and --calibrate apply only to checkpoints",
+                "{} is already compiled (max context {}); --max-context, --max-tokens, --quant, --kv-dtype, --activations and --calibrate apply only to checkpoints",
                 req.model.display(),
                 m.max_context
             );
@@ -249,9 +242,7 @@ pub(crate) fn prepare(req: &RunRequest) -> Result<(Option<tempfile::TempDir>, Pa
                 passes: None,
                 print_after: Vec::new(),
                 emit_ir: false,
-                quant: req.quant,
-                kv_dtype: req.kv_dtype,
-                calibrate: req.calibrate.clone(),
+                numerics: req.numerics.clone(),
             },
             &mut std::io::sink(),
         )?;

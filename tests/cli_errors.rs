@@ -244,6 +244,32 @@ fn unknown_kv_dtype_lists_the_choices() {
     assert!(e.contains("'q4' is not a KV cache dtype (f32, f16, q8)"), "{e}");
 }
 
+#[test]
+fn unknown_activation_type_lists_the_choices() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let model = fixture("llama");
+    let o = edgec(&["compile", model.to_str().unwrap(), "-o", out.to_str().unwrap(), "--activations", "int4"]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && !out.exists(), "{e}");
+    assert!(e.contains("'int4' is not an activation type (int8, f32)"), "{e}");
+}
+
+/// A compiled directory keeps the activations it was compiled with: asking `run` for others
+/// is refused, naming the flag.
+#[test]
+fn activations_apply_only_when_compiling() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let model = fixture("llama");
+    let o = edgec(&["compile", model.to_str().unwrap(), "-o", out.to_str().unwrap(), "--quant", "q8"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = edgec(&["run", out.to_str().unwrap(), "--ids", "1,2", "--activations", "f32"]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{e}");
+    assert!(e.contains("is already compiled") && e.contains("--activations"), "{e}");
+}
+
 /// `--kv-dtype q8` stores rows in blocks of 32 values: a fixture whose KV rows (kv_heads ×
 /// head_dim) are 16 or 48 wide is refused with one line naming the state, leaving nothing.
 #[test]

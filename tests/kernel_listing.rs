@@ -26,9 +26,7 @@ fn listing(model: &Path) -> String {
         passes: None,
         print_after: Vec::new(),
         emit_ir: false,
-        quant: edgec_ir::quant::Preset::F32,
-        kv_dtype: Default::default(),
-        calibrate: None,
+        numerics: Default::default(),
     };
     let (g, _) =
         build_graph(&req, &load, &mut std::io::sink()).unwrap_or_else(|e| panic!("{}: {e:#}", model.display()));

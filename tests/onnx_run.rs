@@ -102,7 +102,7 @@ fn general_graph_header_declares_run_and_compiles_as_c() {
     let opts = edgec_frontend::onnx::ImportOptions { max_seq: 32, ..Default::default() };
     let g = edgec_frontend::onnx::import(&m, &opts).unwrap();
     let plan = edgec_passes::plan::plan_memory(&g).unwrap();
-    let layout = edgec_backend::layout_weights(&g).unwrap();
+    let layout = edgec_backend::layout_weights(&g, Default::default()).unwrap();
     let info = edgec_backend::model_info(&g, &plan, &layout, [0; 32]).unwrap();
     assert_eq!((info.vocab, info.max_tokens, info.max_context), (0, 32, 0));
     let copts = edgec_backend::CompileOptions::new(target_lexicon::Triple::host(), "lm");
@@ -157,7 +157,7 @@ fn general_graph_objects_import_nothing_on_both_isas() {
     let opts = edgec_frontend::onnx::ImportOptions { max_seq: 32, ..Default::default() };
     let g = edgec_frontend::onnx::import(&m, &opts).unwrap();
     let plan = edgec_passes::plan::plan_memory(&g).unwrap();
-    let layout = edgec_backend::layout_weights(&g).unwrap();
+    let layout = edgec_backend::layout_weights(&g, Default::default()).unwrap();
     let info = edgec_backend::model_info(&g, &plan, &layout, [0; 32]).unwrap();
     for triple in ["x86_64-unknown-linux-gnu", "aarch64-unknown-linux-gnu"] {
         let copts = edgec_backend::CompileOptions::new(triple.parse().unwrap(), "g");

@@ -52,7 +52,7 @@ fn protocol_on_the_compiled_model_matches_pytorch_logits() {
                 |_, _| {},
             )
             .unwrap();
-            let mut model = WindowModel::open(&fixture(name), ctx, Default::default(), 1, None).unwrap();
+            let mut model = WindowModel::open(&fixture(name), ctx, &Default::default(), 1, None).unwrap();
             assert_eq!(model.vocab, r.vocab);
             let compiled = score(&ids, &p, 1, r.vocab, |_, w| model.logits(w), |_, _| {}).unwrap();
             // The protocol picked the second half against the next token, as written out here.

@@ -19,10 +19,11 @@ struct Measured {
 }
 
 fn run(fixture_name: &str, target: &str, quant: &str) -> Measured {
-    run_with(fixture_name, target, quant, "f32")
+    run_with(fixture_name, target, quant, &[])
 }
 
-fn run_with(fixture_name: &str, target: &str, quant: &str, kv_dtype: &str) -> Measured {
+/// Compiles with `--quant quant` and the `extra` compile flags, then runs the prompt.
+fn run_with(fixture_name: &str, target: &str, quant: &str, extra: &[&str]) -> Measured {
     if target.starts_with("aarch64") {
         require_aarch64_tools();
     }
@@ -30,7 +31,7 @@ fn run_with(fixture_name: &str, target: &str, quant: &str, kv_dtype: &str) -> Me
     let dir = tempfile::tempdir().unwrap();
     let out_dir = dir.path().join("c");
     let model = fixture(fixture_name);
-    let o = edgec(&[
+    let mut args = vec![
         "compile",
         model.to_str().unwrap(),
         "-o",
@@ -41,10 +42,10 @@ fn run_with(fixture_name: &str, target: &str, quant: &str, kv_dtype: &str) -> Me
         "32",
         "--quant",
         quant,
-        "--kv-dtype",
-        kv_dtype,
         "--report",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let o = edgec(&args);
     assert!(o.status.success(), "compile --quant {quant}: {}", String::from_utf8_lossy(&o.stderr));
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(stdout.contains("bits/weight") && stdout.contains("rel. error"), "{stdout}");
@@ -91,7 +92,8 @@ fn run_with(fixture_name: &str, target: &str, quant: &str, kv_dtype: &str) -> Me
         })
         .count();
     eprintln!(
-        "{fixture_name} {target} --quant {quant} --kv-dtype {kv_dtype}: max |Δlogit| / range = {rel_range:.4}, greedy {greedy_match}/8 free-running, {forced_match}/8 teacher-forced, weights {weights_bytes} bytes"
+        "{fixture_name} {target} --quant {quant} {}: max |Δlogit| / range = {rel_range:.4}, greedy {greedy_match}/8 free-running, {forced_match}/8 teacher-forced, weights {weights_bytes} bytes",
+        extra.join(" ")
     );
     Measured { rel_range, greedy_match, forced_match, weights_bytes, logits: got.logits }
 }
@@ -106,7 +108,7 @@ fn run_with(fixture_name: &str, target: &str, quant: &str, kv_dtype: &str) -> Me
 /// of rms step/√12 = max|x| / (127·√12) ≈ 0.23% of the block max; these blocks' max is 2.5-4×
 /// their rms, so 0.6-0.9% per element: as large as q8's weight error (0.6%) or larger, and
 /// independent of it. The fixtures turn q8's 0.6% into 3-5% of the logit range (measured with
-/// f32 activations: 0.9-4.7%, the earlier 5% bar); the two sources together give at most about
+/// `--activations f32`: 0.9-4.7%, held to 5% below); the two sources together give at most about
 /// twice that, hence 10% (measured: llama 8.8%, qwen2 5.9%, phi3 4.5%, llama3 4.2%, mistral
 /// 3.3%, qwen3 2.1%, phi 0.8%).
 fn q8(fixture_name: &str, target: &str, preset: &str, min_free: usize) -> Measured {
@@ -156,6 +158,43 @@ q8_tests! {
     q8_phi3 => "phi3", 7,
     q8_mistral => "mistral", 3,
     q8_qwen3 => "qwen3", 7,
+}
+
+/// The bar, 5% of the logit range and PyTorch's greedy choice in ≥ 7 of 8 positions,
+/// holds for q8 weights with `--activations f32` (dequantized in registers, multiplied in f32):
+/// the weights' rounding alone (measured: llama 4.7%). The object has no int8-activation
+/// kernel.
+fn q8_f32_activations(fixture_name: &str, target: &str) -> Measured {
+    let m = run_with(fixture_name, target, "q8", &["--activations", "f32"]);
+    assert!(m.rel_range <= 0.05, "{fixture_name} q8, f32 activations, on {target}: {} of the logit range", m.rel_range);
+    assert!(m.forced_match >= 7, "{fixture_name} q8, f32 activations: greedy matches in {}/8", m.forced_match);
+    m
+}
+
+macro_rules! q8_f32_activation_tests {
+    ($($name:ident => $fixture:literal),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                q8_f32_activations($fixture, "x86_64-unknown-linux-gnu");
+            }
+        )*
+    };
+}
+
+q8_f32_activation_tests! {
+    q8_f32_activations_llama => "llama",
+    q8_f32_activations_llama3 => "llama3",
+    q8_f32_activations_qwen2 => "qwen2",
+    q8_f32_activations_phi2 => "phi",
+    q8_f32_activations_phi3 => "phi3",
+    q8_f32_activations_mistral => "mistral",
+    q8_f32_activations_qwen3 => "qwen3",
+}
+
+#[test]
+fn q8_f32_activations_llama_aarch64() {
+    q8_f32_activations("llama", "aarch64-unknown-linux-gnu");
 }
 
 /// `q8-g32` (ggml's Q8_0 for every matrix whose rows are whole groups of 32; the 172-wide
@@ -412,11 +451,11 @@ fn f16_kv_cache_tracks_pytorch() {
         ("qwen2", "x86_64-unknown-linux-gnu"),
         ("phi", "aarch64-unknown-linux-gnu"),
     ] {
-        let m = run_with(fixture_name, target, "f32", "f16");
+        let m = run_with(fixture_name, target, "f32", &["--kv-dtype", "f16"]);
         assert!(m.rel_range <= 0.005, "{fixture_name} f16 KV on {target}: {} of the logit range", m.rel_range);
         assert_eq!((m.greedy_match, m.forced_match), (8, 8), "{fixture_name} f16 KV on {target}");
     }
-    let m = run_with("mistral", "x86_64-unknown-linux-gnu", "q8", "f16");
+    let m = run_with("mistral", "x86_64-unknown-linux-gnu", "q8", &["--kv-dtype", "f16"]);
     assert!(m.rel_range <= 0.05 && m.forced_match >= 7, "mistral q8 + f16 KV: {} of the range", m.rel_range);
 }
 
@@ -428,11 +467,11 @@ fn f16_kv_cache_tracks_pytorch() {
 #[test]
 fn q8_kv_cache_tracks_pytorch() {
     for target in ["x86_64-unknown-linux-gnu", "aarch64-unknown-linux-gnu"] {
-        let m = run_with("llama", target, "f32", "q8");
+        let m = run_with("llama", target, "f32", &["--kv-dtype", "q8"]);
         assert!(m.rel_range <= 0.05, "llama q8 KV on {target}: {} of the logit range", m.rel_range);
         assert!(m.forced_match >= 7 && m.greedy_match >= 7, "llama q8 KV on {target}");
     }
-    let m = run_with("llama", "x86_64-unknown-linux-gnu", "q8", "q8");
+    let m = run_with("llama", "x86_64-unknown-linux-gnu", "q8", &["--kv-dtype", "q8"]);
     assert!(m.rel_range <= 0.10 && m.forced_match >= 7, "llama q8 + q8 KV: {} of the range", m.rel_range);
 }
 

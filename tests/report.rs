@@ -166,4 +166,48 @@ fn report_names_norms_that_quantize_for_int8_matmuls() {
     assert_eq!(norms[0]["kernel"], "rms_norm(eps=1e-5) -> int8 rows");
     assert_eq!(norms[0]["fuses"], serde_json::json!(["rms_norm", "quantize (int8, blocks of 32)"]));
     assert_eq!(norms[0]["nodes"], 5, "two per layer and the final norm");
+    // Every matmul takes int8 activations but the 172-wide down projection (not whole blocks
+    // of 32): q, k, v, o, gate+up per layer and the LM head.
+    let int8: u64 = json["kernels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k["kernel"].as_str().unwrap().ends_with(" with int8 activations"))
+        .map(|k| k["nodes"].as_u64().unwrap())
+        .sum();
+    assert_eq!(int8, 2 * 5 + 1);
+}
+
+/// `--activations f32`: the same q8 model's matmuls dequantize their weights and take f32
+/// activations, so no norm writes int8 rows and no matmul is listed as int8; edgec.json
+/// records the choice.
+#[test]
+fn report_lists_no_int8_kernels_with_f32_activations() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let model = fixture("llama");
+    let o = edgec(&[
+        "compile",
+        model.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--max-context",
+        "64",
+        "--quant",
+        "q8",
+        "--activations",
+        "f32",
+        "--emit",
+        "obj,weights,report",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let kernels = json["kernels"].as_array().unwrap();
+    assert!(kernels.iter().all(|k| !k["kernel"].as_str().unwrap().contains("int8")), "{kernels:?}");
+    assert!(kernels.iter().any(|k| k["kernel"] == "rms_norm(eps=1e-5)"), "{kernels:?}");
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("edgec.json")).unwrap()).unwrap();
+    assert_eq!(manifest["activations"], "f32");
+    assert_eq!(manifest["quant"], "q8");
 }

@@ -166,7 +166,7 @@ pub fn emit_object_with(
         }
     };
     signature::check_plan(g, plan, &sig)?;
-    if layout.offsets.len() != g.weights.len() || layout.packed != crate::pack::packed_weights(g) {
+    if layout.offsets.len() != g.weights.len() || layout.packed != crate::pack::packed_weights(g, layout.activations) {
         return Err(BackendError::Plan("weights layout does not match the graph".into()));
     }
     if info.vocab != sig.vocab || info.max_tokens != sig.max_tokens || info.max_context != sig.max_context {

@@ -20,6 +20,7 @@
 //! one row), never by another kernel.
 
 use crate::kernels::KernelSpec;
+use edgec_ir::quant::Activations;
 use edgec_ir::{Graph, Op, Storage, ValueRef};
 
 /// Rows interleaved together.
@@ -63,11 +64,12 @@ fn stored_operands(op: &Op) -> Vec<usize> {
     }
 }
 
-/// Per graph weight, whether the weights file stores it packed: a decoder graph's weight in a
-/// packable storage with a whole number of quads, read only by matmuls that have the
-/// int8-activation kernel (every stored operand of such a matmul packed too) and by gathers.
-pub(crate) fn packed_weights(g: &Graph) -> Vec<bool> {
-    if crate::signature::check(g).is_err() {
+/// Per graph weight, whether the weights file stores it packed: with int8 activations, a
+/// decoder graph's weight in a packable storage with a whole number of quads, read only by
+/// matmuls that have the int8-activation kernel (every stored operand of such a matmul packed
+/// too) and by gathers. With f32 activations, none: every matmul dequantizes its weight.
+pub(crate) fn packed_weights(g: &Graph, activations: Activations) -> Vec<bool> {
+    if activations == Activations::F32 || crate::signature::check(g).is_err() {
         return vec![false; g.weights.len()];
     }
     let mut packed: Vec<bool> = g

@@ -5,6 +5,7 @@
 
 use crate::error::BackendError;
 use edgec_ir::Graph;
+use edgec_ir::quant::Activations;
 use edgec_runtime::abi::{ABI_VERSION, ALIGN, WEIGHTS_HEADER_SIZE, WEIGHTS_MAGIC, WeightsHeader};
 use std::io::{Seek, SeekFrom, Write};
 
@@ -15,6 +16,9 @@ pub struct WeightsLayout {
     pub offsets: Vec<u64>,
     /// Size of the whole file, header included (a multiple of 64).
     pub file_size: u64,
+    /// Whether int8/int4-weight matmuls take int8 activations (`--activations`); it decides
+    /// `packed`.
+    pub activations: Activations,
     /// Per graph weight: stored with its rows interleaved for the int8-activation matmul
     /// (`pack.rs`); the kernels read what this says.
     pub packed: Vec<bool>,
@@ -59,8 +63,8 @@ impl WeightStat {
     }
 }
 
-/// Lays every weight out in graph order.
-pub fn layout_weights(g: &Graph) -> Result<WeightsLayout, BackendError> {
+/// Lays every weight out in graph order, packed for `activations`.
+pub fn layout_weights(g: &Graph, activations: Activations) -> Result<WeightsLayout, BackendError> {
     let mut at = WEIGHTS_HEADER_SIZE as u64;
     let mut offsets = Vec::with_capacity(g.weights.len());
     for i in 0..g.weights.len() {
@@ -68,7 +72,12 @@ pub fn layout_weights(g: &Graph) -> Result<WeightsLayout, BackendError> {
         offsets.push(at);
         at += weight_bytes(g, i)?;
     }
-    Ok(WeightsLayout { offsets, file_size: align_up(at), packed: crate::pack::packed_weights(g) })
+    Ok(WeightsLayout {
+        offsets,
+        file_size: align_up(at),
+        activations,
+        packed: crate::pack::packed_weights(g, activations),
+    })
 }
 
 /// Streams the weights file and returns its content hash: blake3 over the ABI version, the

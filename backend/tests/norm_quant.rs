@@ -127,7 +127,7 @@ fn only_norms_read_by_int8_matmuls_fuse() {
     let mut g = llama(Storage::Q8C, 5);
     let head = g.weights.iter().position(|w| w.name == "lm_head").unwrap();
     g.weights[head].transforms.pop();
-    let layout = edgec_backend::layout_weights(&g).unwrap();
+    let layout = edgec_backend::layout_weights(&g, Default::default()).unwrap();
     let fused = edgec_backend::quantized_norms(&g, &layout.packed);
     let norms: Vec<usize> = (0..g.nodes.len()).filter(|&i| matches!(g.nodes[i].op, Op::RmsNorm { .. })).collect();
     let last = *norms.last().unwrap();

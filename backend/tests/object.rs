@@ -187,7 +187,7 @@ fn header_is_self_contained_c() {
 
 fn err_of(g: &edgec_ir::Graph, triple: target_lexicon::Triple) -> BackendError {
     let plan = test_plan(g);
-    let layout = layout_weights(g).unwrap();
+    let layout = layout_weights(g, Default::default()).unwrap();
     let info = match model_info(g, &plan, &layout, [0; 32]) {
         Ok(i) => i,
         Err(e) => return e,
@@ -226,7 +226,7 @@ fn clear_errors() {
 
     // Not a C identifier.
     let plan = test_plan(&g);
-    let layout = layout_weights(&g).unwrap();
+    let layout = layout_weights(&g, Default::default()).unwrap();
     let info = model_info(&g, &plan, &layout, [0; 32]).unwrap();
     let e = emit_object(&g, &plan, &layout, &info, &CompileOptions::new(x86(), "9-x")).unwrap_err();
     assert!(e.to_string().contains("9-x"), "{e}");

@@ -117,7 +117,7 @@ fn stored_weight_in_another_op_is_refused() {
     let y = b.node(Op::MatMul { transpose_b: false }, vec![x, bias]);
     let g = b.finish(y);
     let plan = test_plan(&g);
-    let layout = edgec_backend::layout_weights(&g).unwrap();
+    let layout = edgec_backend::layout_weights(&g, Default::default()).unwrap();
     let info = edgec_backend::model_info(&g, &plan, &layout, [0; 32]).unwrap();
     let opts = edgec_backend::CompileOptions::new(x86(), "q");
     let e = edgec_backend::emit_object(&g, &plan, &layout, &info, &opts).unwrap_err().to_string();

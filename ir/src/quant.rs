@@ -646,6 +646,34 @@ impl Preset {
     }
 }
 
+/// How matmuls with int8 or int4 weights take their activations (`--activations`): `int8`
+/// quantizes each activation row to int8 blocks of 32 on the fly and multiplies with integer
+/// dot products (VNNI, sdot); `f32` dequantizes the weights in registers and multiplies in f32
+/// (slower; no activation rounding, so about half the logit error of `int8` on small models).
+/// Both are the same in every CPU variant of both ISAs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Activations {
+    #[default]
+    Int8,
+    F32,
+}
+
+impl Activations {
+    pub const NAMES: &'static str = "int8, f32";
+    pub const ALL: [Activations; 2] = [Activations::Int8, Activations::F32];
+
+    pub fn from_name(s: &str) -> Option<Activations> {
+        Activations::ALL.into_iter().find(|a| a.name() == s)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Activations::Int8 => "int8",
+            Activations::F32 => "f32",
+        }
+    }
+}
+
 /// The KV cache's element type (`--kv-dtype`): f32, f16 (half the memory; rows are rounded
 /// to nearest even when written and widened when attention reads them), or q8 (34 bytes per 32
 /// values, [`DType::Q8`]: rows quantized by blocks when written, dequantized in registers when

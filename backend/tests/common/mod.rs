@@ -166,7 +166,7 @@ pub fn arm64() -> target_lexicon::Triple {
 
 /// Writes the weights file into `dir`; returns layout, hash and the file path.
 pub fn weights_file(g: &Graph, dir: &Path) -> (WeightsLayout, [u8; 32], PathBuf) {
-    let layout = layout_weights(g).unwrap();
+    let layout = layout_weights(g, Default::default()).unwrap();
     let path = dir.join("model.weights");
     let mut f = std::fs::File::create(&path).unwrap();
     let hash = write_weights(g, &layout, &mut f).unwrap();
