@@ -137,15 +137,13 @@ fn report_counts_q8_kv_state_bytes() {
     assert!(md.contains(&format!("{kv} bytes (8.50 KiB), q8 rows.")), "{md}");
 }
 
-/// `--quant q8`: every norm of the llama fixture is read only by int8-activation matmuls, so
-/// each writes its rows as int8 blocks; the report lists that kernel as a norm fused with the
-/// quantization, and no norm as plain f32.
-#[test]
-fn report_names_norms_that_quantize_for_int8_matmuls() {
+/// The llama fixture compiled at `--quant q8` with `extra` flags: its report.json and
+/// edgec.json.
+fn q8_report(extra: &[&str]) -> (serde_json::Value, serde_json::Value) {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     let model = fixture("llama");
-    let o = edgec(&[
+    let mut args = vec![
         "compile",
         model.to_str().unwrap(),
         "-o",
@@ -156,10 +154,22 @@ fn report_names_norms_that_quantize_for_int8_matmuls() {
         "q8",
         "--emit",
         "obj,weights,report",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let o = edgec(&args);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let read = |f: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(out.join(f)).unwrap()).unwrap()
+    };
+    (read("report.json"), read("edgec.json"))
+}
+
+/// `--quant q8`: every norm of the llama fixture is read only by int8-activation matmuls, so
+/// each writes its rows as int8 blocks; the report lists that kernel as a norm fused with the
+/// quantization, and no norm as plain f32.
+#[test]
+fn report_names_norms_that_quantize_for_int8_matmuls() {
+    let (json, manifest) = q8_report(&[]);
     let norms: Vec<&serde_json::Value> =
         json["kernels"].as_array().unwrap().iter().filter(|k| k["op"] == "rms_norm").collect();
     assert_eq!(norms.len(), 1, "{norms:?}");
@@ -176,6 +186,7 @@ fn report_names_norms_that_quantize_for_int8_matmuls() {
         .map(|k| k["nodes"].as_u64().unwrap())
         .sum();
     assert_eq!(int8, 2 * 5 + 1);
+    assert_eq!(manifest["activations"], "int8");
 }
 
 /// `--activations f32`: the same q8 model's matmuls dequantize their weights and take f32
@@ -183,31 +194,10 @@ fn report_names_norms_that_quantize_for_int8_matmuls() {
 /// records the choice.
 #[test]
 fn report_lists_no_int8_kernels_with_f32_activations() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out");
-    let model = fixture("llama");
-    let o = edgec(&[
-        "compile",
-        model.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "--max-context",
-        "64",
-        "--quant",
-        "q8",
-        "--activations",
-        "f32",
-        "--emit",
-        "obj,weights,report",
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let (json, manifest) = q8_report(&["--activations", "f32"]);
     let kernels = json["kernels"].as_array().unwrap();
     assert!(kernels.iter().all(|k| !k["kernel"].as_str().unwrap().contains("int8")), "{kernels:?}");
     assert!(kernels.iter().any(|k| k["kernel"] == "rms_norm(eps=1e-5)"), "{kernels:?}");
-    let manifest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("edgec.json")).unwrap()).unwrap();
     assert_eq!(manifest["activations"], "f32");
     assert_eq!(manifest["quant"], "q8");
 }
