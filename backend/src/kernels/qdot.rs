@@ -25,7 +25,8 @@
 //! sums, and the float work is shared by four columns.
 //!
 //! Task = a block of [`cols_per_task`] output columns over all rows (like `matmul_tq`): per pair
-//! of rows, the rows are quantized into a stack buffer, then `rows × 4` tiles run over the
+//! of rows, the rows are quantized into a stack buffer (their code words also stored splat, 16
+//! bytes each, for the tiles to load), then `rows × 4` tiles run over the
 //! task's columns (once per `linear` epilogue pass). Quantization is repeated per task, so tasks
 //! are wide when there are enough of them (one row in decode would otherwise be quantized again
 //! for every 16 columns). A norm whose every reader is such a matmul quantizes its rows itself,
@@ -43,8 +44,8 @@ use edgec_ir::Storage;
 
 /// Elements per activation block.
 pub(crate) const BLOCK: u64 = 32;
-/// Largest K with an int8 twin: two quantized rows ([`row_bytes`]) and one row's splat words
-/// live on the stack, 7·K bytes (112 KiB at this bound).
+/// Largest K with an int8 twin: two quantized rows ([`row_bytes`]) and their splat words
+/// live on the stack, 11·K bytes (176 KiB at this bound).
 pub(crate) const MAX_K: u64 = 16384;
 
 /// The integer dot-product tree of a kernel. All three give the same i32 lanes.
@@ -287,14 +288,14 @@ fn store_splat(b: &mut FunctionBuilder, q8: [Value; 2], splat: Value, blk: Value
     }
 }
 
-/// Quantizes the `kk` f32 of `x` into `row` (and, with `splat`, its splat words).
-fn quantize_row(b: &mut FunctionBuilder, x: Value, row: QRow, kk: u64, splat: Option<Value>) {
+/// Quantizes the `kk` f32 of `x` into `row`, and its code words splat at `splat`.
+fn quantize_row(b: &mut FunctionBuilder, x: Value, row: QRow, kk: u64, splat: Value) {
     let lo = b.c64(0);
     let hi = b.c64((kk / BLOCK) as i64);
     b.for_range(lo, hi, 1, |b, blk| {
         let xp = b.addr(x, blk, BLOCK as i64 * 4);
         let (v, amax) = load_block(b, xp);
-        quantize_block(b, &v, amax, row, blk, splat);
+        quantize_block(b, &v, amax, row, blk, Some(splat));
     });
 }
 
@@ -311,10 +312,8 @@ fn splat_row(b: &mut FunctionBuilder, row: QRow, kk: u64, splat: Value) {
 
 /// One activation row's values for one 32-element block of a tile.
 struct RowBlock {
-    /// The block's codes (its 4-byte words are splat as the tree needs them).
-    codes: Value,
-    /// The block's words already splat, when the row was quantized alone.
-    splat: Option<Value>,
+    /// The block's 4-byte code words, each stored splat (16 bytes), as the tree needs them.
+    splat: Value,
     /// Where the block's integer lanes start (`-offset · Σ a`).
     start: Value,
     /// `d_a`, splat.
@@ -324,16 +323,10 @@ struct RowBlock {
 }
 
 impl RowBlock {
-    /// Word `v` of the block's codes (activations `4v..4v+4`) in every lane.
+    /// Word `v` of the block's codes (activations `4v..4v+4`) in every lane: one load (a
+    /// broadcast from the codes would take two, since Cranelift folds no load into it here).
     fn word(&self, b: &mut FunctionBuilder, v: usize) -> Value {
-        if let Some(p) = self.splat {
-            return b.ins().load(types::I8X16, scratch(), p, 16 * v as i32);
-        }
-        // Loaded as an f32: one load and one broadcast.
-        let x = b.ins().load(types::F32, scratch(), self.codes, 4 * v as i32);
-        let x = b.ins().splat(F32X4, x);
-        let le = MemFlagsData::new().with_endianness(Endianness::Little);
-        b.ins().bitcast(types::I8X16, le, x)
+        b.ins().load(types::I8X16, scratch(), self.splat, 16 * v as i32)
     }
 }
 
@@ -347,7 +340,8 @@ fn scratch() -> MemFlagsData {
     ro()
 }
 
-/// An `rt × 4` tile: rows `0..rt` of the scratch against the quad of packed columns
+/// An `rt × 4` tile: rows `0..rt` of the scratch (`rows`, and their code words splat at
+/// `splats`) against the quad of packed columns
 /// `col0..col0 + 4` of `w` (the weight of `pass`; `col0` a multiple of 4), finished by the
 /// epilogue of `a` into output rows `row0..row0 + rt`. Lane `j` of every vector is column
 /// `col0 + j`. x86 takes the high nibbles as `16·q` (one `and`: it has no byte shifts) and
@@ -358,7 +352,7 @@ fn tile(
     l: Layout,
     dot: Dot,
     rows: &[QRow],
-    splat: Option<Value>,
+    splats: &[Value],
     kk: u64,
     a: &MatMulArgs,
     pass: Pass,
@@ -397,9 +391,9 @@ fn tile(
             let blk = b.ins().iadd_imm_s(blk, s as i64);
             let xq: Vec<RowBlock> = rows
                 .iter()
-                .map(|row| {
-                    let codes = b.addr(row.codes, blk, BLOCK as i64);
-                    let splat = splat.map(|sp| b.addr(sp, blk, BLOCK as i64 * 4));
+                .zip(splats)
+                .map(|(row, &sp)| {
+                    let splat = b.addr(sp, blk, BLOCK as i64 * 4);
                     let rec = row.record(b, blk);
                     // Record fields are loaded as f32s: one broadcast each.
                     let field = |b: &mut FunctionBuilder, at: i32| {
@@ -419,7 +413,7 @@ fn tile(
                         }
                     };
                     let da_sum = l.has_min().then(|| field(b, REC_DA_SUM));
-                    RowBlock { codes, splat, start, da, da_sum }
+                    RowBlock { splat, start, da, da_sum }
                 })
                 .collect();
             let (header, sub) = (l.header as u64, l.sub_bytes as u64);
@@ -530,10 +524,12 @@ pub(crate) fn matmul_tq8(
         let ss = b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, bytes.max(16) as u32, 4));
         b.ins().stack_addr(types::I64, ss, 0)
     };
-    // Two rows quantized by this task (unless `x` is quantized already), and one row's splat
-    // code words (decode).
+    // Two rows quantized by this task (unless `x` is quantized already), and their code words
+    // stored splat: the tiles load each word for each quad of columns, so one load instead of
+    // a load and a broadcast pays for the stores (measured on the 110M shape at q4s, one
+    // thread: prefill +10%; decode always did this).
     let own = (!quantized_x).then(|| slot(b, 2 * row_bytes(kk)));
-    let splat = slot(b, 4 * kk);
+    let splat = slot(b, 2 * 4 * kk);
     let m2 = b.ins().band_imm_s(m, !1);
     let cols = cols_per_task(n, !quantized_x) as i64;
     each_task(b, k, |b, t| {
@@ -543,28 +539,29 @@ pub(crate) fn matmul_tq8(
         let over = b.ins().icmp(IntCC::SignedGreaterThan, c1, nn);
         let c1 = b.ins().select(over, nn, c1);
         let rows = |b: &mut FunctionBuilder, row: Value, rt: usize| {
-            let splat = (rt == 1).then_some(splat);
+            let splats: Vec<Value> = (0..rt).map(|r| b.ins().iadd_imm_s(splat, (r as u64 * 4 * kk) as i64)).collect();
             let qrows: Vec<QRow> = (0..rt)
                 .map(|r| {
                     let xr = b.ins().iadd_imm_s(row, r as i64);
                     match own {
-                        None => QRow::at(b, x, xr, kk),
+                        None => {
+                            let q = QRow::at(b, x, xr, kk);
+                            splat_row(b, q, kk, splats[r]);
+                            q
+                        }
                         Some(base) => {
-                            let r = b.c64(r as i64);
-                            let q = QRow::at(b, base, r, kk);
+                            let ri = b.c64(r as i64);
+                            let q = QRow::at(b, base, ri, kk);
                             let xp = b.addr(x, xr, kk as i64 * 4);
-                            quantize_row(b, xp, q, kk, splat);
+                            quantize_row(b, xp, q, kk, splats[r]);
                             q
                         }
                     }
                 })
                 .collect();
-            if let (None, Some(sp)) = (own, splat) {
-                splat_row(b, qrows[0], kk, sp);
-            }
             for (pass, w) in a.passes() {
                 b.for_range(c0, c1, crate::pack::QUAD as i64, |b, col| {
-                    tile(b, l, dot, &qrows, splat, kk, &a, pass, w, row, col, n)
+                    tile(b, l, dot, &qrows, &splats, kk, &a, pass, w, row, col, n)
                 });
             }
         };
