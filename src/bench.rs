@@ -75,11 +75,10 @@ pub struct BenchRequest {
 #[derive(Clone, Debug)]
 pub struct ModelCost {
     pub parameters: u64,
-    /// Parameters that multiply activations (all but an untied embedding table).
+    /// Parameters that multiply activations: the matrices, all but an untied embedding table.
     pub matmul_parameters: u64,
-    pub layers: u64,
-    pub heads: u64,
-    pub head_dim: u64,
+    /// Σ over layers of heads × head_dim: the width causal attention multiplies per pair.
+    pub attention_width: u64,
 }
 
 impl ModelCost {
@@ -87,14 +86,22 @@ impl ModelCost {
         let tensors = edgec_frontend::checkpoint_tensors(cfg)?;
         let count = |s: &Vec<u64>| s.iter().product::<u64>();
         let parameters: u64 = tensors.iter().map(|(_, s)| count(s)).sum();
-        let embed: u64 = tensors.iter().filter(|(n, _)| n == "model.embed_tokens.weight").map(|(_, s)| count(s)).sum();
-        let matmul_parameters = if cfg.tie_word_embeddings { parameters } else { parameters - embed };
-        Ok(ModelCost {
-            parameters,
-            matmul_parameters,
-            layers: cfg.layers,
-            heads: u64::from(cfg.heads),
-            head_dim: u64::from(cfg.head_dim),
+        let multiplies =
+            |n: &str, s: &Vec<u64>| s.len() == 2 && (cfg.tie_word_embeddings || n != "model.embed_tokens.weight");
+        let matmul_parameters = tensors.iter().filter(|(n, s)| multiplies(n, s)).map(|(_, s)| count(s)).sum();
+        let attention_width = cfg
+            .layers
+            .checked_mul(u64::from(cfg.heads) * u64::from(cfg.head_dim))
+            .context("config.json: layers × heads × head_dim overflows")?;
+        Ok(ModelCost { parameters, matmul_parameters, attention_width })
+    }
+
+    /// The cost a compiled directory's edgec.json records (`None` before edgec recorded it).
+    pub fn from_build(b: &BuildFlags) -> Option<ModelCost> {
+        Some(ModelCost {
+            parameters: b.weight_elements,
+            matmul_parameters: b.matmul_weight_elements?,
+            attention_width: b.attention_width?,
         })
     }
 
@@ -111,7 +118,7 @@ impl ModelCost {
     /// Causal attention's share of [`ModelCost::prefill_ops`] (scores and weighted values).
     pub fn prefill_attention_ops(&self, t: u64) -> f64 {
         let pairs = (t * (t + 1) / 2) as f64;
-        4.0 * (self.head_dim * self.heads * self.layers) as f64 * pairs
+        4.0 * self.attention_width as f64 * pairs
     }
 }
 
@@ -360,7 +367,7 @@ impl BenchReport {
                 s += &format!(", {:.1} GOP/s (no peak measured for the {name} path)", g(f))
             }
             (Some(f), None) => s += &format!(", {:.1} GOP/s (path unknown)", g(f)),
-            (None, _) => s += " (operations unknown for a compiled directory: bench the checkpoint)",
+            (None, _) => s += " (operations unknown: its edgec.json is from an older edgec; bench the checkpoint)",
         }
         s += &format!(" ({:.3} s for {} tokens)\n", self.prefill_seconds, self.prompt_len);
         s += "how      decode bytes = weights file less an untied embedding table's share (KV cache not counted); \
@@ -445,7 +452,8 @@ pub fn bench(req: &BenchRequest, log: &mut dyn std::io::Write) -> Result<BenchRe
                 m.max_context
             );
         }
-        (req.model.clone(), m, None)
+        let cost = m.build.as_ref().and_then(ModelCost::from_build);
+        (req.model.clone(), m, cost)
     } else {
         let max_context = req.max_context.unwrap_or(needed);
         if max_context < needed {
@@ -1105,11 +1113,13 @@ mod tests {
             int8_path: Some(Int8Path::Avx512Vnni),
             int8_ops_per_s: Some(200e9),
         };
-        let cost = ModelCost { parameters: 1_000_000, matmul_parameters: 1_000_000, layers: 1, heads: 1, head_dim: 1 };
+        let cost = ModelCost { parameters: 1_000_000, matmul_parameters: 1_000_000, attention_width: 1 };
         let build = |quant, int8| BuildFlags {
             quant,
             kv_dtype: KvDtype::F32,
             activations: Activations::Int8,
+            matmul_weight_elements: None,
+            attention_width: None,
             weight_elements: 1_000_000,
             int8_weight_elements: int8,
         };

@@ -272,7 +272,7 @@ pub fn compile_with(req: &CompileRequest, pkg: &Packaging, log: &mut dyn Write) 
         hash
     };
     bar.finish_and_clear();
-    manifest.build = Some(manifest::BuildFlags::new(num, &weight_stats));
+    manifest.build = Some(manifest::BuildFlags::new(num, &graph, &weight_stats));
     let info = edgec_backend::model_info(&graph, &plan, &layout, hash)?;
     let object = edgec_backend::emit_object_with(&graph, &plan, &layout, &info, &opts, image.as_deref())?;
     drop(image);

@@ -27,6 +27,11 @@ pub struct BuildFlags {
     pub quant: edgec_ir::quant::Preset,
     pub kv_dtype: edgec_ir::quant::KvDtype,
     pub activations: edgec_ir::quant::Activations,
+    /// Elements of the matrices that multiply activations (all but an untied embedding table),
+    /// and Σ over attention ops of heads × head_dim: what `edgec bench` counts prefill's
+    /// operations from (`None` in manifests from before they were recorded).
+    pub matmul_weight_elements: Option<u64>,
+    pub attention_width: Option<u64>,
     /// Weight elements in the weights file, and those of them stored as int8 or int4 (`q8_c`,
     /// `q8_gG`, `q4s_gG`, `q4_gG`: the formats whose matmuls take int8 activations).
     pub weight_elements: u64,
@@ -40,14 +45,44 @@ impl BuildFlags {
         self.activations == edgec_ir::quant::Activations::Int8 && 2 * self.int8_weight_elements > self.weight_elements
     }
 
-    /// Counts `stats` (the weights file's tensors) into the flags.
-    pub fn new(numerics: &crate::Numerics, stats: &[edgec_backend::WeightStat]) -> BuildFlags {
-        use edgec_ir::Storage;
+    /// Counts `stats` (the weights file's tensors) and `g`'s matmuls and attention into the
+    /// flags.
+    pub fn new(numerics: &crate::Numerics, g: &edgec_ir::Graph, stats: &[edgec_backend::WeightStat]) -> BuildFlags {
+        use edgec_ir::{Op, Storage, ValueRef};
         let int8 = |s: Storage| matches!(s, Storage::Q8C | Storage::Q8G { .. } | Storage::Q4G { .. });
+        // A matrix read by a matmul (a tied table too); an untied table is only gathered.
+        let mut multiplies = vec![false; g.weights.len()];
+        let mut attention_width = 0u64;
+        for n in &g.nodes {
+            match n.op {
+                Op::MatMul { .. } | Op::Linear { .. } => {
+                    for a in &n.args {
+                        if let ValueRef::Weight(w) = a
+                            && let Some(m) = multiplies.get_mut(*w as usize)
+                        {
+                            *m = true;
+                        }
+                    }
+                }
+                Op::Attention { heads, head_dim, .. } => {
+                    attention_width = attention_width.saturating_add(u64::from(heads) * u64::from(head_dim));
+                }
+                _ => {}
+            }
+        }
+        let matmul_weight_elements = g
+            .weights
+            .iter()
+            .zip(&multiplies)
+            .filter(|(w, m)| **m && w.ty.shape.0.len() == 2)
+            .map(|(w, _)| edgec_ir::weights::weight_elements(w).unwrap_or(0))
+            .sum();
         BuildFlags {
             quant: numerics.quant,
             kv_dtype: numerics.kv_dtype,
             activations: numerics.activations,
+            matmul_weight_elements: Some(matmul_weight_elements),
+            attention_width: Some(attention_width),
             weight_elements: stats.iter().map(|w| w.elements).sum(),
             int8_weight_elements: stats.iter().filter(|w| int8(w.storage)).map(|w| w.elements).sum(),
         }
@@ -79,6 +114,10 @@ impl Manifest {
             o.insert("activations".into(), json!(b.activations.name()));
             o.insert("weight_elements".into(), json!(b.weight_elements));
             o.insert("int8_weight_elements".into(), json!(b.int8_weight_elements));
+            if let (Some(m), Some(a)) = (b.matmul_weight_elements, b.attention_width) {
+                o.insert("matmul_weight_elements".into(), json!(m));
+                o.insert("attention_width".into(), json!(a));
+            }
         }
         #[allow(clippy::expect_used, reason = "a serde_json::Value always serializes")]
         let text = serde_json::to_string_pretty(&v).expect("a JSON object serializes");
@@ -131,6 +170,9 @@ impl Manifest {
                         .and_then(edgec_ir::quant::Activations::from_name)
                         .with_context(|| format!("{}: field 'activations' = {a} is not int8 or f32", path.display()))?,
                 },
+                // Written since `edgec bench` counts a compiled directory's prefill; optional.
+                matmul_weight_elements: v.get("matmul_weight_elements").and_then(Value::as_u64),
+                attention_width: v.get("attention_width").and_then(Value::as_u64),
                 weight_elements: u64_field("weight_elements")?,
                 int8_weight_elements: u64_field("int8_weight_elements")?,
             })

@@ -271,7 +271,16 @@ fn bench_takes_compile_flags_only_for_checkpoints_or_matching_a_compiled_dir() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!((&v["quant"], &v["prefill_path"], &v["max_context"]), (&"q8".into(), &"int8".into(), &32.into()));
-    assert!(v["prefill_ops"].is_null() && v["prefill_peak_pct"].is_null(), "no config, no operation count: {v}");
+    // Its operation count comes from what edgec.json records of the graph (matrices, attention
+    // width), and equals the one counted from the checkpoint's tensor list and config.
+    let o = bench(&model, &["--quant", "q8", "--max-context", "32"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let from_checkpoint: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["prefill_ops"].as_f64().is_some_and(|x| x > 0.0), "{v}");
+    for k in ["prefill_ops", "prefill_attention_ops"] {
+        assert_eq!(v[k], from_checkpoint[k], "{k}: compiled dir {v} against checkpoint {from_checkpoint}");
+    }
+    assert!(v["prefill_peak_pct"].is_number(), "{v}");
     // Others are refused, saying what it was compiled with.
     for (flag, value, had) in [
         ("--quant", "q4s", "--quant q8"),
