@@ -49,11 +49,6 @@ pub struct Numerics {
 }
 
 impl Numerics {
-    /// `--quant PRESET`, the rest default.
-    pub fn quant(quant: edgec_ir::quant::Preset) -> Numerics {
-        Numerics { quant, ..Numerics::default() }
-    }
-
     /// Whether any choice differs from the default (they apply only when compiling).
     pub fn is_set(&self) -> bool {
         *self != Numerics::default()
