@@ -2,7 +2,7 @@
 
 use crate::entry;
 use crate::error::BackendError;
-use crate::kernels::{Dot, Kargs, KernelSpec, kernel_signature};
+use crate::kernels::{Dot, Kargs, KernelSpec, Schedule, kernel_signature};
 use crate::signature;
 use crate::target::{SUPPORTED_TRIPLES, Target};
 use crate::weights_file::WeightsLayout;
@@ -95,14 +95,23 @@ fn cg_err(what: &str, e: impl std::fmt::Display) -> BackendError {
 /// x86_64 the AVX2+FMA level (without `has_fma` every f32x4 fma would become libm calls). The
 /// triple is normalized first, so an Apple object always records its minimum OS version.
 pub(crate) fn make_isa(triple: &Triple) -> Result<OwnedTargetIsa, BackendError> {
-    make_isa_with(triple, &[])
+    make_isa_with(triple, &[], Schedule::Optimized)
 }
 
-/// [`make_isa`] with extra ISA flags enabled (a CPU-feature variant's, e.g. `has_dotprod`).
-pub(crate) fn make_isa_with(triple: &Triple, extra: &[&str]) -> Result<OwnedTargetIsa, BackendError> {
+/// [`make_isa`] with extra ISA flags enabled (a CPU-feature variant's, e.g. `has_dotprod`), for
+/// kernels of the given schedule (`opt_level=none` for [`Schedule::AsBuilt`]).
+pub(crate) fn make_isa_with(
+    triple: &Triple,
+    extra: &[&str],
+    schedule: Schedule,
+) -> Result<OwnedTargetIsa, BackendError> {
     let triple = &Target::from_triple(triple)?.triple;
     let mut flags = settings::builder();
-    for (k, v) in [("opt_level", "speed"), ("is_pic", "true"), ("unwind_info", "true")] {
+    let opt_level = match schedule {
+        Schedule::Optimized => "speed",
+        Schedule::AsBuilt => "none",
+    };
+    for (k, v) in [("opt_level", opt_level), ("is_pic", "true"), ("unwind_info", "true")] {
         flags.set(k, v).map_err(|e| cg_err("flags", e))?;
     }
     let mut isa = cranelift_codegen::isa::lookup(triple.clone()).map_err(|_| unsupported(triple))?;
@@ -115,6 +124,25 @@ pub(crate) fn make_isa_with(triple: &Triple, extra: &[&str]) -> Result<OwnedTarg
         isa.enable(f).map_err(|e| cg_err(f, e))?;
     }
     isa.finish(settings::Flags::new(flags)).map_err(|e| cg_err("isa", e))
+}
+
+/// Compiles `ctx`'s function with `isa` (not the module's) and defines its bytes as `id`: the
+/// way to give a function other flags than the module's. It gets no unwind entry (kernels
+/// call nothing, so no unwinder walks through them).
+fn define_compiled(
+    module: &mut ObjectModule,
+    ctx: &mut Context,
+    isa: &dyn cranelift_codegen::isa::TargetIsa,
+    id: FuncId,
+    what: &str,
+) -> Result<(), BackendError> {
+    ctx.compile(isa, &mut Default::default()).map_err(|e| cg_err(what, format!("{:?}", e.inner)))?;
+    let code = ctx.compiled_code().expect("just compiled");
+    let align = u64::from(code.buffer.alignment);
+    let bytes = code.buffer.data().to_vec();
+    let relocs: Vec<ModuleReloc> =
+        code.buffer.relocs().iter().map(|r| ModuleReloc::from_mach_reloc(r, &ctx.func, id)).collect();
+    module.define_function_bytes(id, align, &bytes, &relocs).map_err(|e| cg_err(what, e))
 }
 
 fn check_name(name: &str) -> Result<(), BackendError> {
@@ -158,6 +186,7 @@ pub fn emit_object_with(
         )));
     }
     let isa = make_isa(&opts.triple)?;
+    let as_built = make_isa_with(&opts.triple, &[], Schedule::AsBuilt)?;
     let sig = match signature::kind(g)? {
         signature::Kind::Decoder(s) => s,
         // A general graph gets `NAME_run` instead of `NAME_forward` (generic.rs).
@@ -236,21 +265,28 @@ pub fn emit_object_with(
         ctx.func.signature = ksig;
         ctx.func.name = UserFuncName::user(0, id.as_u32());
         build_kernel(&mut ctx, &mut fctx, spec, fcfg);
-        module.define_function(id, &mut ctx).map_err(|e| cg_err(&format!("kernel {sym} ({key})"), e))?;
+        match spec.schedule() {
+            Schedule::Optimized => {
+                module.define_function(id, &mut ctx).map_err(|e| cg_err(&format!("kernel {sym} ({key})"), e))?
+            }
+            Schedule::AsBuilt => {
+                define_compiled(&mut module, &mut ctx, &*as_built, id, &format!("kernel {sym} ({key})"))?
+            }
+        }
         module.clear_context(&mut ctx);
         ids.insert(key, id);
         node_kernel.push(id);
     }
 
     // The other CPU-feature variants (aarch64 `dotprod`, x86 `avxvnni`, `avx512vnni`): the
-    // int8-activation kernels are compiled again with the variant's ISA flags (a second ISA, so
-    // their bytes are defined directly: no unwind entry), and an entry point
+    // int8-activation kernels (scheduled as built, like every kernel `in_variant` returns) are
+    // compiled again with the variant's ISA flags, and an entry point
     // `NAME_forward_<variant>` calls those and shares every other kernel. The caller picks an
     // entry point from the CPU's features.
     let mut entries = vec![(format!("{}_forward", opts.name), node_kernel.clone())];
     let mut numbered = ids.len();
     for v in target.variants().iter().skip(1).filter(|v| v.available && opts.emits(v.name)) {
-        let isa_v = make_isa_with(&opts.triple, v.flags)?;
+        let isa_v = make_isa_with(&opts.triple, v.flags, Schedule::AsBuilt)?;
         let mut v_ids: HashMap<String, FuncId> = HashMap::new();
         let mut v_kernel = node_kernel.clone();
         for (i, spec) in specs.iter().enumerate() {
@@ -267,14 +303,8 @@ pub fn emit_object_with(
             ctx.func.signature = ksig;
             ctx.func.name = UserFuncName::user(0, id.as_u32());
             build_kernel(&mut ctx, &mut fctx, &twin, fcfg);
-            ctx.compile(&*isa_v, &mut Default::default())
-                .map_err(|e| cg_err(&format!("kernel {sym} ({key})"), format!("{:?}", e.inner)))?;
-            let code = ctx.compiled_code().expect("just compiled");
-            let align = u64::from(code.buffer.alignment);
-            let bytes = code.buffer.data().to_vec();
-            let relocs: Vec<ModuleReloc> =
-                code.buffer.relocs().iter().map(|r| ModuleReloc::from_mach_reloc(r, &ctx.func, id)).collect();
-            module.define_function_bytes(id, align, &bytes, &relocs).map_err(|e| cg_err(&sym, e))?;
+            debug_assert!(twin.schedule() == Schedule::AsBuilt);
+            define_compiled(&mut module, &mut ctx, &*isa_v, id, &format!("kernel {sym} ({key})"))?;
             module.clear_context(&mut ctx);
             v_ids.insert(key, id);
             v_kernel[i] = id;

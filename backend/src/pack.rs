@@ -3,8 +3,12 @@
 //! A packed `[N, K]` weight interleaves its rows (the matmul's output columns) four at a time,
 //! so that one 16-byte load holds four columns' codes and each i32 lane of a dot product is
 //! one column: decode needs no horizontal sums, and the per-block float work is shared by
-//! four columns. A quad of rows `4q..4q+4` occupies exactly the bytes those rows occupy
-//! unpacked; inside it, per group of `G` elements (`q8_c`: per 32, with no header):
+//! four columns. Quads are taken two at a time (a *tile*, [`TILE_QUADS`]; the last one alone
+//! when the rows are not a multiple of 8): a tile occupies exactly the bytes its rows occupy
+//! unpacked, and holds its quads' packed groups alternately, group 0 of quad 0, group 0 of
+//! quad 1, group 1 of quad 0, ... ([`quad_group_at`]), so the kernel reading both quads at
+//! once reads one sequential stream. A quad's packed group of `G` elements (`q8_c`: per 32,
+//! with no header) holds:
 //!
 //! - the four rows' headers, field by field: `d` of rows 0..4 (f16 each), then (`q4` with
 //!   min) `m` of rows 0..4;
@@ -25,6 +29,8 @@ use edgec_ir::{Graph, Op, Storage, ValueRef};
 
 /// Rows interleaved together.
 pub(crate) const QUAD: u64 = 4;
+/// Quads a tile of the int8 matmul reads together, interleaved group by group.
+pub(crate) const TILE_QUADS: u64 = 2;
 
 /// The storages the int8-activation matmul reads, packed.
 pub(crate) fn packable(st: Storage) -> bool {
@@ -131,6 +137,16 @@ pub(crate) fn packed_weights(g: &Graph, activations: Activations) -> Vec<bool> {
     packed.iter().zip(read_by_matmul).map(|(&p, m)| p && m).collect()
 }
 
+/// Byte offset, in a packed weight of `rows` rows of `rb` bytes (groups of `gb` bytes), of
+/// quad `quad`'s packed group `g`. The quads of a tile ([`TILE_QUADS`], the last tile maybe
+/// fewer) occupy the bytes their rows occupy unpacked, and alternate group by group, so a tile
+/// reads one sequential stream.
+pub(crate) fn quad_group_at(rows: u64, rb: u64, gb: u64, quad: u64, g: u64) -> u64 {
+    let first = quad / TILE_QUADS * TILE_QUADS;
+    let quads = (rows / QUAD - first).min(TILE_QUADS);
+    first * QUAD * rb + (g * quads + quad - first) * QUAD * gb
+}
+
 /// Rewrites the row-layout bytes of a `[rows, cols]` weight stored as `st` into the packed
 /// layout, in place (`rows` a multiple of [`QUAD`], `bytes` exactly the stored tensor).
 pub(crate) fn pack(st: Storage, rows: u64, cols: u64, bytes: &mut [u8]) -> Result<(), String> {
@@ -138,34 +154,40 @@ pub(crate) fn pack(st: Storage, rows: u64, cols: u64, bytes: &mut [u8]) -> Resul
     if !packable(st) || !rows.is_multiple_of(QUAD) || !cols.is_multiple_of(group) {
         return Err(format!("{} [{rows}, {cols}] cannot be packed", st.name()));
     }
-    let rb = st.row_bytes(cols).ok_or("row size overflows")? as usize;
-    let codes_end = rb.checked_mul(rows as usize).ok_or("size overflows")?;
+    let rb = st.row_bytes(cols).ok_or("row size overflows")?;
+    let codes_end = rb.checked_mul(rows).ok_or("size overflows")? as usize;
     if st.bytes(rows, cols) != Some(bytes.len() as u64) || codes_end > bytes.len() {
         return Err(format!("{} [{rows}, {cols}]: {} bytes is not the tensor's size", st.name(), bytes.len()));
     }
-    let (group, header, sub) = (group as usize, header as usize, sub as usize);
-    let group_bytes = header + group / 32 * sub;
-    let q = QUAD as usize;
-    let mut quad = vec![0u8; q * rb];
-    for rows4 in bytes[..codes_end].chunks_exact_mut(q * rb) {
-        for g in 0..rb / group_bytes {
-            let dst = &mut quad[g * q * group_bytes..(g + 1) * q * group_bytes];
-            for j in 0..q {
-                let src = &rows4[j * rb + g * group_bytes..j * rb + (g + 1) * group_bytes];
+    let gb = header + group / 32 * sub;
+    let groups = rb / gb;
+    let tile_bytes = (TILE_QUADS * QUAD * rb) as usize;
+    // One tile at a time: its rows' bytes are exactly the bytes its packed quads occupy.
+    let mut tile = vec![0u8; tile_bytes];
+    for (t, rows8) in bytes[..codes_end].chunks_mut(tile_bytes).enumerate() {
+        let first = t as u64 * TILE_QUADS;
+        let base = quad_group_at(rows, rb, gb, first, 0);
+        let dst = &mut tile[..rows8.len()];
+        for r in 0..rows8.len() as u64 / rb {
+            let (quad, j) = (first + r / QUAD, r % QUAD);
+            for g in 0..groups {
+                let at = (quad_group_at(rows, rb, gb, quad, g) - base) as usize;
+                let src = (r * rb + g * gb) as usize;
                 for f in 0..header / 2 {
-                    let at = field_at(f as u64, j as u64) as usize;
-                    dst[at..at + 2].copy_from_slice(&src[2 * f..2 * f + 2]);
+                    let to = at + field_at(f, j) as usize;
+                    let from = src + 2 * f as usize;
+                    dst[to..to + 2].copy_from_slice(&rows8[from..from + 2]);
                 }
                 for s in 0..group / 32 {
                     for v in 0..sub / 4 {
-                        let at = word_at(header as u64, sub as u64, s as u64, v as u64, j as u64) as usize;
-                        let from = header + s * sub + 4 * v;
-                        dst[at..at + 4].copy_from_slice(&src[from..from + 4]);
+                        let to = at + word_at(header, sub, s, v, j) as usize;
+                        let from = src + (header + s * sub + 4 * v) as usize;
+                        dst[to..to + 4].copy_from_slice(&rows8[from..from + 4]);
                     }
                 }
             }
         }
-        rows4.copy_from_slice(&quad);
+        rows8.copy_from_slice(dst);
     }
     Ok(())
 }
@@ -184,7 +206,8 @@ mod tests {
             Storage::Q4G { group: 32, min: false },
             Storage::Q4G { group: 128, min: true },
         ] {
-            let (rows, cols) = (8u64, 256u64);
+            // One tile of two quads, then a quad alone.
+            let (rows, cols) = (12u64, 256u64);
             let n = st.bytes(rows, cols).unwrap() as usize;
             // Distinct-enough bytes: position mod 251.
             let orig: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
@@ -202,7 +225,7 @@ mod tests {
             for r in 0..rows as usize {
                 let (quad, j) = (r / 4, r % 4);
                 for g in 0..rb / gb {
-                    let base = quad * 4 * rb + g * 4 * gb;
+                    let base = if quad < 2 { (g * 2 + quad) * 4 * gb } else { 8 * rb + g * 4 * gb };
                     let row = r * rb + g * gb;
                     if header >= 2 {
                         assert_eq!(p[base + 2 * j..base + 2 * j + 2], orig[row..row + 2], "{} d", st.name());

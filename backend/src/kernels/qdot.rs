@@ -26,11 +26,17 @@
 //!
 //! Task = a block of [`cols_per_task`] output columns over all rows (like `matmul_tq`): per pair
 //! of rows, the rows are quantized into a stack buffer (their code words also stored splat, 16
-//! bytes each, for the tiles to load), then `rows × 4` tiles run over the
-//! task's columns (once per `linear` epilogue pass). Quantization is repeated per task, so tasks
-//! are wide when there are enough of them (one row in decode would otherwise be quantized again
-//! for every 16 columns). A norm whose every reader is such a matmul quantizes its rows itself,
-//! once (`norm.rs`, [`QRow`]'s layout), and its matmuls (`quantized_x`) read them directly.
+//! bytes each, for the tiles to load), then tiles of two quads of columns (`pack.rs` stores
+//! such pairs of quads interleaved, one stream) run over the task's columns (once per `linear`
+//! epilogue pass): 2 rows × 8 columns in prefill, 1 × 8 in decode, each activation word loaded
+//! once for both quads. Quantization is repeated per task, so tasks are wide when there are
+//! enough of them (one row in decode would otherwise be quantized again for every 16 columns).
+//! A norm whose every reader is such a matmul quantizes its rows itself, once (`norm.rs`,
+//! [`QRow`]'s layout), and its matmuls (`quantized_x`) read them directly.
+//!
+//! The kernel is compiled as built ([`Schedule::AsBuilt`](super::Schedule)): its instruction
+//! order is the schedule, so constants are made before the loops and each tile's loads come in
+//! the order its registers can hold.
 
 use super::epilogue::{Epilogue, MatMulArgs, Pass};
 use super::{Ext, F32X4, Kargs, MATMUL_COLS_PER_TASK, SLOT_ROWS, each_task, ro, rw};
@@ -312,8 +318,8 @@ fn splat_row(b: &mut FunctionBuilder, row: QRow, kk: u64, splat: Value) {
 
 /// One activation row's values for one 32-element block of a tile.
 struct RowBlock {
-    /// The block's 4-byte code words, each stored splat (16 bytes), as the tree needs them.
-    splat: Value,
+    /// Byte offset of the block's splat code words from the tile's splat pointer.
+    splat_at: i32,
     /// Where the block's integer lanes start (`-offset · Σ a`).
     start: Value,
     /// `d_a`, splat.
@@ -325,34 +331,38 @@ struct RowBlock {
 impl RowBlock {
     /// Word `v` of the block's codes (activations `4v..4v+4`) in every lane: one load (a
     /// broadcast from the codes would take two, since Cranelift folds no load into it here).
-    fn word(&self, b: &mut FunctionBuilder, v: usize) -> Value {
-        b.ins().load(types::I8X16, scratch(), self.splat, 16 * v as i32)
+    fn word(&self, b: &mut FunctionBuilder, splats: Value, v: usize) -> Value {
+        b.ins().load(types::I8X16, ro(), splats, self.splat_at + 16 * v as i32)
     }
 }
 
-/// Loads of quantized rows and splat words. The stack copies are written only by
-/// `quantize_row`/`splat_row`, in loops that finish before the tile loops reading them start,
-/// and every read's address depends on the tile's block index, so no load can move above those
-/// stores (a norm's quantized rows were written by an earlier launch): the loads may be marked
-/// read-only, which lets Cranelift schedule each next to its use instead of keeping every
-/// word of a block live (measured: a quarter fewer instructions per tile, no spills).
-fn scratch() -> MemFlagsData {
-    ro()
+/// The activation rows a tile reads: `count` consecutive quantized rows, [`row_bytes`] apart
+/// from the one whose block records start at `recs`, and their code words splat, `4·kk` bytes
+/// apart from `splats`. Read-only while tiles run: `quantize_row`/`splat_row` write them in
+/// loops that finish before the tile loops start (or an earlier launch, a norm, did).
+struct TileRows {
+    recs: Value,
+    splats: Value,
+    count: usize,
 }
 
-/// An `rt × 4` tile: rows `0..rt` of the scratch (`rows`, and their code words splat at
-/// `splats`) against the quad of packed columns
-/// `col0..col0 + 4` of `w` (the weight of `pass`; `col0` a multiple of 4), finished by the
-/// epilogue of `a` into output rows `row0..row0 + rt`. Lane `j` of every vector is column
-/// `col0 + j`. x86 takes the high nibbles as `16·q` (one `and`: it has no byte shifts) and
-/// divides their exact sum by 16; aarch64 shifts them down.
+/// An `rows × 4·quads` tile: the rows of `rows` against the `quads` packed quads of columns
+/// from `col0` of `w` (the weight of `pass`; `col0` a multiple of 4), finished by the
+/// epilogue of `a` into output rows `row0..`. Lane `j` of quad `q`'s vectors is column
+/// `col0 + 4q + j`. The loop advances three pointers (weights, splat words, block records),
+/// so each block costs no address arithmetic beyond three adds.
+///
+/// int4 high nibbles: a tile of at most two (row, quad) pairs sums them in accumulators of
+/// their own (a second dependency chain); x86 then takes them as `16·q` (one `and`: it has
+/// no byte shifts) and divides their exact sum by 16. Bigger tiles have the chains already and
+/// need the registers, so they shift the nibbles down and add them to the low ones' lanes.
 #[allow(clippy::too_many_arguments)]
 fn tile(
     b: &mut FunctionBuilder,
     l: Layout,
     dot: Dot,
-    rows: &[QRow],
-    splats: &[Value],
+    rows: &TileRows,
+    quads: usize,
     kk: u64,
     a: &MatMulArgs,
     pass: Pass,
@@ -361,43 +371,55 @@ fn tile(
     col0: Value,
     n: u64,
 ) {
-    let rt = rows.len();
+    let rt = rows.count;
     let rb = l.st.row_bytes(kk).expect("checked by the layout") as i64;
     let quad = crate::pack::QUAD as i64;
+    // Packed groups of the tile's quads alternate (`pack::quad_group_at`).
+    let quad_bytes = (quad * l.group_bytes) as i32;
+    let group_step = quads as i64 * quad * l.group_bytes;
     let subs = l.group / BLOCK;
-    let qp = b.addr(w, col0, rb);
+    let (row_stride, splat_stride) = (row_bytes(kk) as i32, 4 * kk as i32);
+    let own_high = l.int4() && rt * quads <= 2;
+    let scaled = own_high && dot != Dot::Signed;
     let zero = math::fconst(b, F32X4, 0.0);
-    let acc: Vec<Variable> = (0..rt)
+    let acc: Vec<Variable> = (0..rt * quads)
         .map(|_| {
             let v = b.declare_var(F32X4);
             b.def_var(v, zero);
             v
         })
         .collect();
-    let scaled = l.int4() && dot != Dot::Signed;
-    let lo = b.c64(0);
-    let hi = b.c64((kk / l.group) as i64);
-    b.for_range(lo, hi, 1, |b, g| {
-        let gp = b.addr(qp, g, quad * l.group_bytes);
-        // The group's `d` and (q4) `m` of the quad's four columns, one per lane.
-        let halves = |b: &mut FunctionBuilder, off: i32| {
-            let h = b.ins().sload16x4(ro(), gp, off);
-            super::quant::half_to_f32_sext(b, h)
+    let splat_var = b.declare_var(types::I64);
+    b.def_var(splat_var, rows.splats);
+    let rec_var = b.declare_var(types::I64);
+    b.def_var(rec_var, rows.recs);
+    // Constants made once, before the loop (each use would otherwise rebuild or reload one).
+    let half = super::quant::HalfSext::new(b);
+    let lo_mask = splat8(b, 0x0f);
+    let hi_mask = splat8(b, 0xf0);
+    let flip = splat8(b, 0x80);
+    let z = b.ins().iconst(types::I32, 0);
+    let zero_lanes = b.ins().splat(types::I32X4, z);
+    let first = b.addr(w, col0, rb);
+    let end = b.ins().iadd_imm_s(first, (kk / l.group) as i64 * group_step);
+    b.for_range(first, end, group_step, |b, gp| {
+        let splats = b.use_var(splat_var);
+        let recs = b.use_var(rec_var);
+        // The group's `d` and (q4) `m` of each quad's four columns, one per lane.
+        let halves = |b: &mut FunctionBuilder, q: usize, f: u64| {
+            let at = q as i32 * quad_bytes + crate::pack::field_at(f, 0) as i32;
+            let h = b.ins().sload16x4(ro(), gp, at);
+            half.apply(b, h)
         };
-        let d = (l.header > 0).then(|| halves(b, crate::pack::field_at(0, 0) as i32));
-        let m = l.has_min().then(|| halves(b, crate::pack::field_at(1, 0) as i32));
+        let d: Vec<Option<Value>> = (0..quads).map(|q| (l.header > 0).then(|| halves(b, q, 0))).collect();
+        let m: Vec<Option<Value>> = (0..quads).map(|q| l.has_min().then(|| halves(b, q, 1))).collect();
         for s in 0..subs {
-            let blk = b.ins().imul_imm_s(g, subs as i64);
-            let blk = b.ins().iadd_imm_s(blk, s as i64);
-            let xq: Vec<RowBlock> = rows
-                .iter()
-                .zip(splats)
-                .map(|(row, &sp)| {
-                    let splat = b.addr(sp, blk, BLOCK as i64 * 4);
-                    let rec = row.record(b, blk);
+            let xq: Vec<RowBlock> = (0..rt)
+                .map(|r| {
+                    let rec = r as i32 * row_stride + (s * RECORD) as i32;
                     // Record fields are loaded as f32s: one broadcast each.
                     let field = |b: &mut FunctionBuilder, at: i32| {
-                        let x = b.ins().load(types::F32, scratch(), rec, at);
+                        let x = b.ins().load(types::F32, ro(), recs, rec + at);
                         b.ins().splat(F32X4, x)
                     };
                     let da = field(b, REC_SCALE);
@@ -407,91 +429,108 @@ fn tile(
                             let x = field(b, rec_start(off));
                             b.ins().bitcast(types::I32X4, le, x)
                         }
-                        None => {
-                            let z = b.ins().iconst(types::I32, 0);
-                            b.ins().splat(types::I32X4, z)
-                        }
+                        None => zero_lanes,
                     };
                     let da_sum = l.has_min().then(|| field(b, REC_DA_SUM));
-                    RowBlock { splat, start, da, da_sum }
+                    let splat_at = r as i32 * splat_stride + (s * BLOCK * 4) as i32;
+                    RowBlock { splat_at, start, da, da_sum }
                 })
                 .collect();
             let (header, sub) = (l.header as u64, l.sub_bytes as u64);
-            // Two accumulators per row (two dependency chains): the low nibbles' and int8
-            // codes', and the high nibbles'.
-            let mut lanes: Vec<Value> = xq.iter().map(|x| x.start).collect();
-            let z = b.ins().iconst(types::I32, 0);
-            let z = b.ins().splat(types::I32X4, z);
-            let mut high = vec![z; rt];
+            // Lanes per (row, quad), `r * quads + q`.
+            let mut lanes: Vec<Value> = xq.iter().flat_map(|x| vec![x.start; quads]).collect();
+            let mut high = vec![zero_lanes; rt * quads];
             for v in 0..l.sub_bytes as usize / 4 {
-                // Word `v` of the quad's four rows: one vector.
-                let at = crate::pack::word_at(header, sub, s, v as u64, 0) as i32;
-                let wv = b.ins().load(types::I8X16, ro(), gp, at);
+                // Word `v` of each quad's four rows: one vector per quad.
+                let wv: Vec<Value> = (0..quads)
+                    .map(|q| {
+                        let at = q as i32 * quad_bytes + crate::pack::word_at(header, sub, s, v as u64, 0) as i32;
+                        b.ins().load(types::I8X16, ro(), gp, at)
+                    })
+                    .collect();
                 if l.int4() {
-                    let lo_mask = splat8(b, 0x0f);
-                    let wl = b.ins().band(wv, lo_mask);
-                    let wh = if scaled {
-                        let hi_mask = splat8(b, 0xf0);
-                        b.ins().band(wv, hi_mask)
-                    } else {
-                        b.ins().ushr_imm_u(wv, 4)
-                    };
+                    let nibbles: Vec<(Value, Value)> = wv
+                        .iter()
+                        .map(|&wv| {
+                            let wl = b.ins().band(wv, lo_mask);
+                            let wh = if scaled { b.ins().band(wv, hi_mask) } else { b.ins().ushr_imm_u(wv, 4) };
+                            (wl, wh)
+                        })
+                        .collect();
                     for (r, x) in xq.iter().enumerate() {
-                        let al = x.word(b, v);
-                        lanes[r] = dot4(b, dot, al, wl, lanes[r]);
-                        let ah = x.word(b, v + 4);
-                        high[r] = dot4(b, dot, ah, wh, high[r]);
+                        let al = x.word(b, splats, v);
+                        for (q, &(wl, _)) in nibbles.iter().enumerate() {
+                            let i = r * quads + q;
+                            lanes[i] = dot4(b, dot, al, wl, lanes[i]);
+                        }
+                        let ah = x.word(b, splats, v + 4);
+                        for (q, &(_, wh)) in nibbles.iter().enumerate() {
+                            let i = r * quads + q;
+                            if own_high {
+                                high[i] = dot4(b, dot, ah, wh, high[i]);
+                            } else {
+                                lanes[i] = dot4(b, dot, ah, wh, lanes[i]);
+                            }
+                        }
                     }
                 } else {
                     // int8 weights enter x86's unsigned trees as `w + 128`.
-                    let w8 = if dot == Dot::Signed {
-                        wv
-                    } else {
-                        let k = splat8(b, 0x80);
-                        b.ins().bxor(wv, k)
-                    };
+                    let w8: Vec<Value> =
+                        wv.iter().map(|&wv| if dot == Dot::Signed { wv } else { b.ins().bxor(wv, flip) }).collect();
                     for (r, x) in xq.iter().enumerate() {
-                        let a8 = x.word(b, v);
-                        lanes[r] = dot4(b, dot, a8, w8, lanes[r]);
+                        let a8 = x.word(b, splats, v);
+                        for (q, &w8) in w8.iter().enumerate() {
+                            let i = r * quads + q;
+                            lanes[i] = dot4(b, dot, a8, w8, lanes[i]);
+                        }
                     }
                 }
             }
             for (r, x) in xq.iter().enumerate() {
-                let t = match (l.int4(), scaled) {
-                    (true, true) => {
-                        let h = b.ins().sshr_imm_u(high[r], 4);
-                        b.ins().iadd(lanes[r], h)
+                for q in 0..quads {
+                    let i = r * quads + q;
+                    let t = match (own_high, scaled) {
+                        (true, true) => {
+                            let h = b.ins().sshr_imm_u(high[i], 4);
+                            b.ins().iadd(lanes[i], h)
+                        }
+                        (true, false) => b.ins().iadd(lanes[i], high[i]),
+                        _ => lanes[i],
+                    };
+                    let f = b.ins().fcvt_from_sint(F32X4, t);
+                    let scv = match d[q] {
+                        Some(d) => b.ins().fmul(x.da, d),
+                        None => x.da,
+                    };
+                    let mut av = b.use_var(acc[i]);
+                    av = b.ins().fma(f, scv, av);
+                    if let (Some(m), Some(ds)) = (m[q], x.da_sum) {
+                        av = b.ins().fma(m, ds, av);
                     }
-                    (true, false) => b.ins().iadd(lanes[r], high[r]),
-                    _ => lanes[r],
-                };
-                let f = b.ins().fcvt_from_sint(F32X4, t);
-                let scv = match d {
-                    Some(d) => b.ins().fmul(x.da, d),
-                    None => x.da,
-                };
-                let mut av = b.use_var(acc[r]);
-                av = b.ins().fma(f, scv, av);
-                if let (Some(m), Some(ds)) = (m, x.da_sum) {
-                    av = b.ins().fma(m, ds, av);
+                    b.def_var(acc[i], av);
                 }
-                b.def_var(acc[r], av);
             }
         }
+        let next = b.ins().iadd_imm_s(splats, (subs * BLOCK * 4) as i64);
+        b.def_var(splat_var, next);
+        let next = b.ins().iadd_imm_s(recs, (subs * RECORD) as i64);
+        b.def_var(rec_var, next);
     });
-    for (r, &sum) in acc.iter().enumerate() {
+    for r in 0..rt {
         let orow = b.ins().iadd_imm_s(row0, r as i64);
-        let mut v = b.use_var(sum);
-        if l.st == Storage::Q8C {
-            let at = Storage::q8c_scales_offset(n, kk).expect("checked by the layout") as i64;
-            let scales = b.ins().iadd_imm_s(w, at);
-            let p = b.addr(scales, col0, 4);
-            let s = b.ins().load(F32X4, ro(), p, 0);
-            v = b.ins().fmul(v, s);
-        }
-        for c in 0..quad as usize {
-            let x = b.ins().extractlane(v, c as u8);
-            a.store(b, pass, orow, col0, c, x);
+        for q in 0..quads {
+            let mut v = b.use_var(acc[r * quads + q]);
+            if l.st == Storage::Q8C {
+                let at = Storage::q8c_scales_offset(n, kk).expect("checked by the layout") as i64;
+                let scales = b.ins().iadd_imm_s(w, at);
+                let p = b.addr(scales, col0, 4);
+                let s = b.ins().load(F32X4, ro(), p, 16 * q as i32);
+                v = b.ins().fmul(v, s);
+            }
+            for c in 0..quad as usize {
+                let x = b.ins().extractlane(v, c as u8);
+                a.store(b, pass, orow, col0, 4 * q + c, x);
+            }
         }
     }
 }
@@ -539,30 +578,38 @@ pub(crate) fn matmul_tq8(
         let over = b.ins().icmp(IntCC::SignedGreaterThan, c1, nn);
         let c1 = b.ins().select(over, nn, c1);
         let rows = |b: &mut FunctionBuilder, row: Value, rt: usize| {
-            let splats: Vec<Value> = (0..rt).map(|r| b.ins().iadd_imm_s(splat, (r as u64 * 4 * kk) as i64)).collect();
-            let qrows: Vec<QRow> = (0..rt)
+            let quantized: Vec<QRow> = (0..rt)
                 .map(|r| {
+                    let sp = b.ins().iadd_imm_s(splat, (r as u64 * 4 * kk) as i64);
                     let xr = b.ins().iadd_imm_s(row, r as i64);
                     match own {
                         None => {
                             let q = QRow::at(b, x, xr, kk);
-                            splat_row(b, q, kk, splats[r]);
+                            splat_row(b, q, kk, sp);
                             q
                         }
                         Some(base) => {
                             let ri = b.c64(r as i64);
                             let q = QRow::at(b, base, ri, kk);
                             let xp = b.addr(x, xr, kk as i64 * 4);
-                            quantize_row(b, xp, q, kk, splats[r]);
+                            quantize_row(b, xp, q, kk, sp);
                             q
                         }
                     }
                 })
                 .collect();
+            let tile_rows = TileRows { recs: quantized[0].recs, splats: splat, count: rt };
+            // Whole tiles of `TILE_QUADS` quads, then (the last task, `n` not a multiple of 8)
+            // the weight's last quad, packed alone. Tasks start at multiples of 8.
+            let (quad, quads) = (crate::pack::QUAD as i64, crate::pack::TILE_QUADS as i64);
+            let span = b.ins().isub(c1, c0);
+            let whole = b.ins().band_imm_s(span, -(quad * quads));
+            let c_mid = b.ins().iadd(c0, whole);
             for (pass, w) in a.passes() {
-                b.for_range(c0, c1, crate::pack::QUAD as i64, |b, col| {
-                    tile(b, l, dot, &qrows, &splats, kk, &a, pass, w, row, col, n)
+                b.for_range(c0, c_mid, quad * quads, |b, col| {
+                    tile(b, l, dot, &tile_rows, quads as usize, kk, &a, pass, w, row, col, n)
                 });
+                b.for_range(c_mid, c1, quad, |b, col| tile(b, l, dot, &tile_rows, 1, kk, &a, pass, w, row, col, n));
             }
         };
         let zero = b.c64(0);

@@ -69,13 +69,29 @@ pub(super) fn half_to_f32(b: &mut FunctionBuilder, bits: Value) -> Value {
 /// the sign in bit 31 and the magnitude in place at once, and the scaling keeps the sign, so
 /// three operations replace six. The same values, bit for bit.
 pub(super) fn half_to_f32_sext(b: &mut FunctionBuilder, bits: Value) -> Value {
-    let fl = flags_for(types::I32X4);
-    let x = b.ins().ishl_imm_u(bits, 13);
-    let keep = iconst32(b, true, 0x8fff_e000u32 as i32 as i64);
-    let x = b.ins().band(x, keep);
-    let f = b.ins().bitcast(F32X4, fl, x);
-    let k = math::fconst(b, F32X4, f32::from_bits(0x7780_0000)); // 2^112
-    b.ins().fmul(f, k)
+    HalfSext::new(b).apply(b, bits)
+}
+
+/// [`half_to_f32_sext`]'s constants, made once (before a loop, say).
+pub(super) struct HalfSext {
+    keep: Value,
+    scale: Value,
+}
+
+impl HalfSext {
+    pub(super) fn new(b: &mut FunctionBuilder) -> HalfSext {
+        let keep = iconst32(b, true, 0x8fff_e000u32 as i32 as i64);
+        let scale = math::fconst(b, F32X4, f32::from_bits(0x7780_0000)); // 2^112
+        HalfSext { keep, scale }
+    }
+
+    pub(super) fn apply(&self, b: &mut FunctionBuilder, bits: Value) -> Value {
+        let fl = flags_for(types::I32X4);
+        let x = b.ins().ishl_imm_u(bits, 13);
+        let x = b.ins().band(x, self.keep);
+        let f = b.ins().bitcast(F32X4, fl, x);
+        b.ins().fmul(f, self.scale)
+    }
 }
 
 /// f32 (a scalar or each f32x4 lane) to IEEE half bits (the low 16 bits of an i32 or i32x4
@@ -403,7 +419,7 @@ pub(crate) fn gather_q(b: &mut FunctionBuilder, k: &Kargs, h: u64, vocab: u64, s
         let id = b.ins().sextend(types::I64, id);
         let (src, mem) = match buf {
             Some(buf) => {
-                unpack_row(b, st, table, id, h, buf);
+                unpack_row(b, st, table, id, vocab, h, buf);
                 (buf, rw())
             }
             None => (b.addr(table, id, rb), ro()),
@@ -437,24 +453,34 @@ pub(crate) fn gather_q(b: &mut FunctionBuilder, k: &Kargs, h: u64, vocab: u64, s
     });
 }
 
-/// Copies row `id` of a packed `[_, h]` table at `table` into `buf` in row layout: per group,
-/// its header fields (2 bytes each, 8 apart in the quad) and its code words (4 bytes each, 16
-/// apart).
-fn unpack_row(b: &mut FunctionBuilder, st: Storage, table: Value, id: Value, h: u64, buf: Value) {
+/// Copies row `id` of a packed `[rows, h]` table at `table` into `buf` in row layout: per
+/// group, its header fields (2 bytes each, 8 apart in the quad) and its code words (4 bytes
+/// each, 16 apart), its quad's groups [`pack::quad_group_at`](crate::pack::quad_group_at).
+#[allow(clippy::too_many_arguments)]
+fn unpack_row(b: &mut FunctionBuilder, st: Storage, table: Value, id: Value, rows: u64, h: u64, buf: Value) {
     let (group, header, sub) = crate::pack::group_shape(st);
-    let quad = crate::pack::QUAD as i64;
+    let (quad, tile_quads) = (crate::pack::QUAD as i64, crate::pack::TILE_QUADS as i64);
     let rb = st.row_bytes(h).expect("checked by the layout") as i64;
     let gb = (header + group / 32 * sub) as i64;
     let q = b.ins().ushr_imm_u(id, 2);
     let j = b.ins().band_imm_s(id, 3);
-    let base = b.addr(table, q, quad * rb);
+    // The quad's tile: its first quad, and how many quads it holds (fewer only in the last).
+    let first = b.ins().band_imm_s(q, -tile_quads);
+    let in_full = b.ins().icmp_imm_u(IntCC::UnsignedLessThan, q, rows as i64 / quad / tile_quads * tile_quads);
+    let full = b.c64(tile_quads * quad * gb);
+    let alone = b.c64(quad * gb);
+    let stride = b.ins().select(in_full, full, alone);
+    let tile = b.addr(table, first, quad * rb);
+    let within = b.ins().isub(q, first);
+    let base = b.addr(tile, within, quad * gb);
     let halves = b.addr(base, j, 2);
     let words = b.addr(base, j, 4);
     let lo = b.c64(0);
     let hi = b.c64(h as i64 / group as i64);
     b.for_range(lo, hi, 1, |b, g| {
-        let hs = b.addr(halves, g, quad * gb);
-        let ws = b.addr(words, g, quad * gb);
+        let off = b.ins().imul(g, stride);
+        let hs = b.ins().iadd(halves, off);
+        let ws = b.ins().iadd(words, off);
         let d = b.addr(buf, g, gb);
         for f in 0..header / 2 {
             let v = b.ins().uload16(types::I32, ro(), hs, crate::pack::field_at(f, 0) as i32);
