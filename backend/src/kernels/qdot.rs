@@ -213,14 +213,29 @@ pub(crate) fn load_block(b: &mut FunctionBuilder, p: Value) -> (Vec<Value>, Valu
     (v, amax)
 }
 
-/// The largest magnitude of a block's eight vectors.
+/// The largest magnitude of a block's eight vectors. Compared as integers: a magnitude's bits
+/// order like its value, so an unsigned max finds it in a few instructions where float max
+/// (NaN-aware on both ISAs) takes a dozen per vector. A NaN's bits are above every number's,
+/// so a block holding one gets a NaN scale, and its dot products are NaN.
 pub(crate) fn block_amax(b: &mut FunctionBuilder, v: &[Value]) -> Value {
-    let mut m = b.ins().fabs(v[0]);
-    for &vj in &v[1..] {
-        let a = b.ins().fabs(vj);
-        m = b.ins().fmax(m, a);
+    let le = MemFlagsData::new().with_endianness(Endianness::Little);
+    let magnitude = b.ins().iconst(types::I32, 0x7fff_ffff);
+    let magnitude = b.ins().splat(types::I32X4, magnitude);
+    let mut m: Option<Value> = None;
+    for &vj in v {
+        let bits = b.ins().bitcast(types::I32X4, le, vj);
+        let a = b.ins().band(bits, magnitude);
+        m = Some(match m {
+            Some(m) => b.ins().umax(m, a),
+            None => a,
+        });
     }
-    b.hmax(m)
+    let m = m.expect("a block has vectors");
+    let l: Vec<Value> = (0..4).map(|i| b.ins().extractlane(m, i)).collect();
+    let a = b.ins().umax(l[0], l[1]);
+    let c = b.ins().umax(l[2], l[3]);
+    let r = b.ins().umax(a, c);
+    b.ins().bitcast(types::F32, MemFlagsData::new(), r)
 }
 
 /// Quantizes block `blk` (eight vectors `v`, largest magnitude `amax`) into `row`: codes
@@ -243,12 +258,19 @@ pub(crate) fn quantize_block(
     let rec = row.record(b, blk);
     b.ins().store(rw(), d, rec, REC_SCALE);
     let invv = b.ins().splat(F32X4, inv);
+    // Rounded to nearest even and converted at once: adding 1.5·2^23 leaves `round(y)` in the
+    // low mantissa bits (|y| ≤ 127 here), so subtracting the constant's bits gives the integer.
+    let magic = math::fconst(b, F32X4, 12_582_912.0);
+    let magic_bits = b.ins().iconst(types::I32, 0x4b40_0000);
+    let magic_bits = b.ins().splat(types::I32X4, magic_bits);
+    let le = MemFlagsData::new().with_endianness(Endianness::Little);
     let ints: Vec<Value> = v
         .iter()
         .map(|&vj| {
             let y = b.ins().fmul(vj, invv);
-            let y = b.ins().nearest(y);
-            b.ins().fcvt_to_sint_sat(types::I32X4, y)
+            let y = b.ins().fadd(y, magic);
+            let y = b.ins().bitcast(types::I32X4, le, y);
+            b.ins().isub(y, magic_bits)
         })
         .collect();
     let qp = b.addr(row.codes, blk, BLOCK as i64);
@@ -280,16 +302,16 @@ pub(crate) fn quantize_block(
     b.ins().store(rw(), f, rec, REC_DA_SUM);
 }
 
-/// Stores block `blk`'s code words (`q8`: its two halves) splat at `splat`.
+/// Stores block `blk`'s code words (`q8`: its two halves) splat at `splat`: each word
+/// broadcast by a lane shuffle (`pshufd`, `dup`).
 fn store_splat(b: &mut FunctionBuilder, q8: [Value; 2], splat: Value, blk: Value) {
-    let le = MemFlagsData::new().with_endianness(Endianness::Little);
     let sp = b.addr(splat, blk, BLOCK as i64 * 4);
     for (h, &q8h) in q8.iter().enumerate() {
-        let words = b.ins().bitcast(types::I32X4, le, q8h);
-        for j in 0..4 {
-            let w = b.ins().extractlane(words, j as u8);
-            let w = b.ins().splat(types::I32X4, w);
-            b.ins().store(rw(), w, sp, 16 * (4 * h + j) as i32);
+        for j in 0..4u8 {
+            let lane: Vec<u8> = (0..16).map(|i| 4 * j + i % 4).collect();
+            let mask = b.func.dfg.immediates.push(lane.into());
+            let w = b.ins().shuffle(q8h, q8h, mask);
+            b.ins().store(rw(), w, sp, 16 * (4 * h + j as usize) as i32);
         }
     }
 }
