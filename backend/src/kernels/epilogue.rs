@@ -90,35 +90,58 @@ impl MatMulArgs {
 
     /// Finishes dot product `s` (an f32) of output `[row, col0 + c]` in pass `pass` and stores it.
     pub fn store(&self, b: &mut FunctionBuilder, pass: Pass, row: Value, col0: Value, c: usize, s: Value) {
+        self.at(b, row, col0).store(b, pass, c, s);
+    }
+
+    /// Where the outputs `[row, col0..]` go: the addresses computed once, for a tile's stores.
+    pub fn at(&self, b: &mut FunctionBuilder, row: Value, col0: Value) -> OutputAt<'_> {
         let orow = b.addr(self.out, row, self.n as i64 * 4);
-        let o = b.addr(orow, col0, 4);
+        let out = b.addr(orow, col0, 4);
+        let bias = self.bias.map(|bias| b.addr(bias, col0, 4));
+        let residual = self.residual.map(|res| {
+            let rrow = b.addr(res, row, self.n as i64 * 4);
+            b.addr(rrow, col0, 4)
+        });
+        OutputAt { args: self, out, bias, residual }
+    }
+}
+
+/// [`MatMulArgs::at`]: a tile's output, bias and residual pointers.
+pub(crate) struct OutputAt<'a> {
+    args: &'a MatMulArgs,
+    out: Value,
+    bias: Option<Value>,
+    residual: Option<Value>,
+}
+
+impl OutputAt<'_> {
+    /// Finishes dot product `s` (an f32) of output column `col0 + c` in pass `pass` and stores it.
+    pub fn store(&self, b: &mut FunctionBuilder, pass: Pass, c: usize, s: Value) {
+        let ep = self.args.ep;
         let off = c as i32 * 4;
         let mut v = s;
         if pass == Pass::Main {
-            if let Some(s) = self.ep.scale {
+            if let Some(s) = ep.scale {
                 let k = crate::math::fconst(b, types::F32, s);
                 v = b.ins().fmul(v, k);
             }
-            if let Some(bias) = self.bias {
-                let p = b.addr(bias, col0, 4);
+            if let Some(p) = self.bias {
                 let bv = b.ins().load(types::F32, super::ro(), p, off);
                 v = b.ins().fadd(v, bv);
             }
-            if let Some(act) = self.ep.act {
+            if let Some(act) = ep.act {
                 v = apply_unary(b, act, v, types::F32);
             }
         } else {
             // Written by this task's `Main` pass: a plain load, not `ro()`.
-            let g = b.ins().load(types::F32, rw(), o, off);
+            let g = b.ins().load(types::F32, rw(), self.out, off);
             v = b.ins().fmul(g, v);
         }
-        let last = pass == Pass::Up || !self.ep.gated;
-        if let (true, Some(res)) = (last, self.residual) {
-            let rrow = b.addr(res, row, self.n as i64 * 4);
-            let p = b.addr(rrow, col0, 4);
-            let r = b.ins().load(types::F32, super::ro(), p, off);
+        let last = pass == Pass::Up || !ep.gated;
+        if let (true, Some(r)) = (last, self.residual) {
+            let r = b.ins().load(types::F32, super::ro(), r, off);
             v = b.ins().fadd(v, r);
         }
-        b.ins().store(rw(), v, o, off);
+        b.ins().store(rw(), v, self.out, off);
     }
 }

@@ -540,6 +540,7 @@ fn tile(
     });
     for r in 0..rt {
         let orow = b.ins().iadd_imm_s(row0, r as i64);
+        let out = a.at(b, orow, col0);
         for q in 0..quads {
             let mut v = b.use_var(acc[r * quads + q]);
             if l.st == Storage::Q8C {
@@ -551,7 +552,7 @@ fn tile(
             }
             for c in 0..quad as usize {
                 let x = b.ins().extractlane(v, c as u8);
-                a.store(b, pass, orow, col0, 4 * q + c, x);
+                out.store(b, pass, 4 * q + c, x);
             }
         }
     }
