@@ -417,6 +417,7 @@ impl KernelSpec {
     pub fn schedule(&self) -> Schedule {
         match self {
             KernelSpec::MatMulTI8 { .. } => Schedule::AsBuilt,
+            KernelSpec::MatMulT { w, up, .. } if (*w, *up) != (Storage::F32, Storage::F32) => Schedule::AsBuilt,
             _ => Schedule::Optimized,
         }
     }
@@ -570,7 +571,8 @@ pub(crate) enum Schedule {
     /// tile's loads so its live values fit in registers. The int8 matmul tiles: measured on
     /// the 110M shape at q4s, one thread, their optimized schedule spilled a tile's words and
     /// rebuilt its addresses and masks every block (decode 243 → 276, prefill 303 → 371
-    /// tok/s as built).
+    /// tok/s as built). Also the matmuls reading stored weights in f32 (`quant.rs`: f16, bf16,
+    /// and int8/int4 with `--activations f32`).
     AsBuilt,
 }
 
