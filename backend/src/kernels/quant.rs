@@ -342,7 +342,8 @@ fn tile_q(
                             None => b.ins().load(F32X4, ro(), xp, x_at(r, j)),
                         };
                         let s = b.use_var(acc[r][c]);
-                        let s = b.ins().fma(xv, wv, s);
+                        // The decoded weight first: it dies here, so x64 gives it the result (no copy).
+                        let s = b.ins().fma(wv, xv, s);
                         b.def_var(acc[r][c], s);
                     }
                 });
