@@ -1,4 +1,7 @@
 //! `attention`: causal, grouped-query, optionally windowed, reading the KV state.
+//!
+//! Compiled as built ([`Schedule::AsBuilt`](super::Schedule)): the task's addresses and
+//! constants are computed where they are written, once, and the loops run in the order built.
 
 use super::{Ext, F32X4, Kargs, KvStore, SLOT_POS, each_task, ro, rw};
 use crate::math;
@@ -240,19 +243,13 @@ pub(crate) fn attention(
     let hs = head_dim.next_multiple_of(4) as i32 * 4;
     let aslot = b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, hg as u32 * hs as u32, 4));
     let accs = b.ins().stack_addr(types::I64, aslot, 0);
-    let tslot = b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, 16, 3));
-    let taddr = b.ins().stack_addr(types::I64, tslot, 0);
     // Partial q·k accumulators per head (independent FMA chains), and value chunks per pass
     // (`hg × cw` accumulators plus `hg` probabilities stay within ~12 vector registers).
     let rp = (8 / hg).clamp(1, chunks.max(1));
     let cw = (12 / hg).saturating_sub(1).clamp(1, 8);
     each_task(b, k, |b, t| {
         let s = b.ins().udiv_imm_u(t, per_row as i64);
-        // `t − s·per_row`, not `urem` (a power of two would become a `band` with a constant,
-        // which Cranelift rematerializes at each use, dragging the address arithmetic that
-        // depends on it into the innermost loops).
-        let whole_rows = b.ins().imul_imm_s(s, per_row as i64);
-        let r = b.ins().isub(t, whole_rows);
+        let r = b.ins().urem_imm_u(t, per_row as i64);
         let h0 = b.ins().imul_imm_s(r, hg as i64);
         let kvh = b.ins().udiv_imm_u(h0, group as i64);
         let p = b.ins().iadd(pos, s);
@@ -270,14 +267,6 @@ pub(crate) fn attention(
         let qh = b.addr(qrow, h0, hb);
         let kh = b.addr(kc, kvh, hb_kv);
         let vh = b.addr(vc, kvh, hb_kv);
-        // The task's addresses go through memory once (a store, a store elsewhere so the
-        // reload is not forwarded, loads that may not move): pure, Cranelift would compute
-        // them again inside the key and chunk loops, where they are first used.
-        let [qh, kh, vh] = [qh, kh, vh].map(|v| {
-            b.ins().store(rw(), v, taddr, 0);
-            b.ins().store(rw(), v, taddr, 8);
-            b.ins().load(types::I64, rw(), taddr, 0)
-        });
         let q8 = (kv == KvStore::Q8).then(|| {
             if head_dim.is_multiple_of(Q8_BLOCK) {
                 Q8Head::Aligned

@@ -417,6 +417,7 @@ impl KernelSpec {
     pub fn schedule(&self) -> Schedule {
         match self {
             KernelSpec::MatMulTI8 { .. } => Schedule::AsBuilt,
+            KernelSpec::Attention { .. } => Schedule::AsBuilt,
             KernelSpec::MatMulT { w, up, .. } if (*w, *up) != (Storage::F32, Storage::F32) => Schedule::AsBuilt,
             _ => Schedule::Optimized,
         }
@@ -572,7 +573,8 @@ pub(crate) enum Schedule {
     /// the 110M shape at q4s, one thread, their optimized schedule spilled a tile's words and
     /// rebuilt its addresses and masks every block (decode 243 → 276, prefill 303 → 371
     /// tok/s as built). Also the matmuls reading stored weights in f32 (`quant.rs`: f16, bf16,
-    /// and int8/int4 with `--activations f32`).
+    /// and int8/int4 with `--activations f32`) and attention (110M, one thread, 1500-token
+    /// context: prefill 5.43 → 4.85 s, decode about 10 → 6.4 ms per token).
     AsBuilt,
 }
 
