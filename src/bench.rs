@@ -306,11 +306,11 @@ impl BenchReport {
         let m = &self.machine;
         let g = |x: f64| x / 1e9;
         let mut s = format!(
-            "model    {} ({}), {} variant, {} threads, prompt {} tokens, {} generated, median of {} rounds\n",
+            "model    {} ({}), {} variant, {}, prompt {} tokens, {} generated, median of {} rounds\n",
             self.model.display(),
             self.name,
             self.variant,
-            self.threads,
+            threads_text(self.threads),
             self.prompt_len,
             self.gen_len,
             self.repeats
@@ -330,9 +330,9 @@ impl BenchReport {
         }
         s += &format!(", --max-context {}\n", self.max_context);
         s += &format!(
-            "machine  {}, {} threads: read bandwidth {:.1} GB/s (sum over a {} MiB buffer, best pass)\n",
+            "machine  {}, {}: read bandwidth {:.1} GB/s (sum over a {} MiB buffer, best pass)\n",
             m.cpu,
-            m.threads,
+            threads_text(m.threads),
             g(m.read_bytes_per_s),
             m.bandwidth_buffer_bytes >> 20
         );
@@ -513,7 +513,7 @@ pub fn bench(req: &BenchRequest, log: &mut dyn std::io::Write) -> Result<BenchRe
     let threads = edgec_runtime::pool::resolve_threads(req.threads);
 
     let (mut session, variant) = crate::host::open_session_variant(&dir, &m, threads, req.linker.as_deref())?;
-    writeln!(log, "measuring the machine with {threads} threads")?;
+    writeln!(log, "measuring the machine with {}", threads_text(threads))?;
     let machine = measure_machine(threads, req.bandwidth_buffer, Int8Path::of_variant(variant));
 
     let info = session.info();
@@ -569,6 +569,11 @@ pub fn bench(req: &BenchRequest, log: &mut dyn std::io::Write) -> Result<BenchRe
         decode_weight_bytes_per_token,
         machine,
     })
+}
+
+/// "1 thread", "2 threads".
+fn threads_text(n: usize) -> String {
+    if n == 1 { "1 thread".into() } else { format!("{n} threads") }
 }
 
 /// The CPU's model name (`/proc/cpuinfo`), or the architecture.
